@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   full audit of the built-in toy world, ending with the HTML report's path
+#   make test   the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build. Override e.g. TORCH_SPEC="torch==2.14.1".
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+OUT ?= runs/demo
+
+.PHONY: install demo test bench clean
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev,tl]"
+	touch $@
+
+demo: install
+	$(BIN)/unpact audit --out $(OUT)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python bench/attribution.py
+	$(BIN)/python bench/circuits.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

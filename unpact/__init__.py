@@ -1,0 +1,47 @@
+"""unpact: is an unlearned language model's knowledge gone, or only hidden?
+
+The public surface is small; everything is imported lazily so ``import unpact`` does no work.
+Data flows one way: load -> trace -> diff -> attack/score -> audit -> report.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "load_model": "unpact.models",
+    "Subject": "unpact.models",
+    "ArchSpec": "unpact._arch",
+    "register_architecture": "unpact._arch",
+    "hooked": "unpact.hooks",
+    "run_with_cache": "unpact.hooks",
+    "Example": "unpact.data",
+    "load_examples": "unpact.data",
+    "encode": "unpact.data",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'unpact' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unpact._arch import ArchSpec, register_architecture
+    from unpact.data import Example, encode, load_examples
+    from unpact.hooks import hooked, run_with_cache
+    from unpact.models import Subject, load_model

@@ -1,0 +1,265 @@
+"""The one place that knows where things live inside each supported architecture.
+
+Every tracer in unpact reads a model through an :class:`ArchSpec`: dotted paths (relative to the
+Hugging Face ``*ForCausalLM`` module) to the token embedding, the list of transformer blocks, the
+final norm and the unembedding, plus paths *relative to one block* to its attention module, the
+attention output projection (whose **input** is the concatenation of the per-head outputs), and the
+MLP. Nothing else in the package hard-codes a module name.
+
+Add an architecture with :func:`register_architecture`; an unknown ``config.model_type`` raises
+:class:`UnknownArchitectureError`, which says how.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ArchSpec",
+    "UnknownArchitectureError",
+    "register_architecture",
+    "get_architecture",
+    "supported_architectures",
+    "resolve_path",
+]
+
+
+class UnknownArchitectureError(KeyError):
+    """Raised when a model's ``config.model_type`` has no registered :class:`ArchSpec`."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Where the parts of one causal-LM family live.
+
+    Attributes:
+        model_type: The ``config.model_type`` string this spec serves (e.g. ``"gpt2"``).
+        embed: Dotted path from the causal-LM module to the token embedding (``nn.Embedding``).
+        blocks: Dotted path to the ``nn.ModuleList`` of transformer blocks.
+        final_norm: Dotted path to the final norm applied before the unembedding.
+        unembed: Dotted path to the unembedding (``lm_head``) linear layer.
+        attn: Path, relative to one block, of the attention module.
+        attn_out_proj: Path, relative to one block, of the attention output projection. Its input,
+            of shape ``(batch, seq, n_heads * d_head)``, is the concatenation of per-head outputs.
+        mlp: Path, relative to one block, of the MLP module (its output is the MLP's contribution,
+            before any post-norm the architecture applies).
+        n_layers_attr, n_heads_attr, n_kv_heads_attr, d_model_attr: Config attribute names.
+        d_head_attr: Config attribute holding the head size, if the family has one (else
+            ``d_model // n_heads``).
+        logit_softcap_attr: Config attribute of a final logit soft-cap (Gemma 2), if any.
+        parallel_residual: True when attention and MLP read the same residual (GPT-NeoX, Phi-2).
+        notes: Free text shown in docs and errors.
+    """
+
+    model_type: str
+    embed: str
+    blocks: str
+    final_norm: str
+    unembed: str
+    attn: str
+    attn_out_proj: str
+    mlp: str
+    n_layers_attr: str = "num_hidden_layers"
+    n_heads_attr: str = "num_attention_heads"
+    n_kv_heads_attr: str | None = "num_key_value_heads"
+    d_model_attr: str = "hidden_size"
+    d_head_attr: str | None = "head_dim"
+    logit_softcap_attr: str | None = None
+    parallel_residual: bool = False
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ArchSpec] = {}
+
+
+def register_architecture(spec: ArchSpec, *, overwrite: bool = False) -> None:
+    """Register how to find the parts of a model family.
+
+    Args:
+        spec: The architecture description; ``spec.model_type`` is the key.
+        overwrite: Replace an existing registration of the same ``model_type``.
+
+    Raises:
+        ValueError: If ``model_type`` is already registered and ``overwrite`` is False.
+
+    Example:
+        >>> from unpact import ArchSpec, register_architecture
+        >>> register_architecture(ArchSpec(
+        ...     model_type="my_llama_fork", embed="model.embed_tokens", blocks="model.layers",
+        ...     final_norm="model.norm", unembed="lm_head", attn="self_attn",
+        ...     attn_out_proj="self_attn.o_proj", mlp="mlp"), overwrite=True)
+    """
+    if not isinstance(spec, ArchSpec):
+        raise TypeError(f"register_architecture expects an ArchSpec, got {type(spec).__name__}")
+    if spec.model_type in _REGISTRY and not overwrite:
+        raise ValueError(
+            f"architecture {spec.model_type!r} is already registered; "
+            "pass overwrite=True to replace it"
+        )
+    _REGISTRY[spec.model_type] = spec
+
+
+def supported_architectures() -> list[str]:
+    """Return the registered ``model_type`` names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_architecture(model_type: str) -> ArchSpec:
+    """Return the :class:`ArchSpec` registered for ``model_type``.
+
+    Raises:
+        UnknownArchitectureError: If nothing is registered for it; the message lists the
+            supported names and shows how to register one.
+    """
+    try:
+        return _REGISTRY[model_type]
+    except KeyError:
+        raise UnknownArchitectureError(
+            f"unpact does not know the architecture {model_type!r} (config.model_type). "
+            f"Supported: {', '.join(supported_architectures())}. Register it with "
+            "unpact.register_architecture(unpact.ArchSpec(model_type=..., embed=..., blocks=..., "
+            "final_norm=..., unembed=..., attn=..., attn_out_proj=..., mlp=...)); "
+            "see docs/architecture.md."
+        ) from None
+
+
+def resolve_path(root: nn.Module, path: str) -> nn.Module:
+    """Follow a dotted attribute path (integers index ``ModuleList``) from ``root``.
+
+    ``"a|b"`` tries path ``a`` then path ``b`` (module names that changed across library versions).
+
+    Raises:
+        AttributeError: Naming the first missing component and the full path.
+    """
+    if "|" in path:
+        errors = []
+        for alt in path.split("|"):
+            try:
+                return resolve_path(root, alt)
+            except AttributeError as exc:
+                errors.append(str(exc))
+        raise AttributeError("; ".join(errors))
+    obj: Any = root
+    for part in path.split("."):
+        if part.isdigit() and isinstance(obj, (nn.ModuleList, nn.Sequential, list, tuple)):
+            obj = obj[int(part)]
+            continue
+        if not hasattr(obj, part):
+            raise AttributeError(
+                f"module path {path!r}: {type(obj).__name__} has no attribute {part!r}; "
+                "the registered ArchSpec does not match this model"
+            )
+        obj = getattr(obj, part)
+    if not isinstance(obj, nn.Module):
+        raise AttributeError(f"module path {path!r} leads to a {type(obj).__name__}, not a module")
+    return obj
+
+
+def _llama_like(model_type: str, **kw: Any) -> ArchSpec:
+    base: dict[str, Any] = dict(
+        model_type=model_type,
+        embed="model.embed_tokens",
+        blocks="model.layers",
+        final_norm="model.norm",
+        unembed="lm_head",
+        attn="self_attn",
+        attn_out_proj="self_attn.o_proj",
+        mlp="mlp",
+    )
+    base.update(kw)
+    return ArchSpec(**base)
+
+
+def _register_builtins() -> None:
+    builtins = [
+        ArchSpec(
+            model_type="gpt2",
+            embed="transformer.wte",
+            blocks="transformer.h",
+            final_norm="transformer.ln_f",
+            unembed="lm_head",
+            attn="attn",
+            attn_out_proj="attn.c_proj",
+            mlp="mlp",
+            n_layers_attr="n_layer",
+            n_heads_attr="n_head",
+            n_kv_heads_attr=None,
+            d_model_attr="n_embd",
+            d_head_attr=None,
+            notes="Learned absolute position embeddings (transformer.wpe) are added to the input.",
+        ),
+        ArchSpec(
+            model_type="gpt_neox",
+            embed="gpt_neox.embed_in",
+            blocks="gpt_neox.layers",
+            final_norm="gpt_neox.final_layer_norm",
+            unembed="lm_head|embed_out",
+            attn="attention",
+            attn_out_proj="attention.dense",
+            mlp="mlp",
+            n_kv_heads_attr=None,
+            d_head_attr=None,
+            parallel_residual=True,
+            notes="Parallel residual when config.use_parallel_residual (Pythia default).",
+        ),
+        _llama_like("llama"),
+        _llama_like("mistral"),
+        _llama_like("qwen2"),
+        _llama_like("qwen3"),
+        _llama_like("gemma", notes="Embeddings are scaled by sqrt(d_model) inside the model."),
+        _llama_like(
+            "gemma2",
+            logit_softcap_attr="final_logit_softcapping",
+            notes="Sandwich norms: attention and MLP outputs pass a post-norm before the residual.",
+        ),
+        _llama_like("phi3", notes="Fused qkv_proj and gate_up_proj."),
+        ArchSpec(
+            model_type="opt",
+            embed="model.decoder.embed_tokens",
+            blocks="model.decoder.layers",
+            final_norm="model.decoder.final_layer_norm",
+            unembed="lm_head",
+            attn="self_attn",
+            attn_out_proj="self_attn.out_proj",
+            mlp="fc2",
+            n_kv_heads_attr=None,
+            d_head_attr=None,
+            notes=(
+                "OPT has no MLP submodule: the MLP site is fc2's output. Models with "
+                "word_embed_proj_dim != hidden_size (project_in/out) are not supported."
+            ),
+        ),
+    ]
+    for spec in builtins:
+        register_architecture(spec, overwrite=True)
+
+
+_register_builtins()
+
+
+def config_int(config: Any, attr: str | None, default: int | None = None) -> int | None:
+    """Read an integer attribute from a (possibly nested text) config, or ``default``."""
+    if attr is None:
+        return default
+    value = getattr(config, attr, None)
+    if value is None and hasattr(config, "get_text_config"):
+        value = getattr(config.get_text_config(), attr, None)
+    return int(value) if value is not None else default
+
+
+def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """Apply ``cap * tanh(logits / cap)`` when ``cap`` is set (Gemma 2), else return as is."""
+    if cap is None or cap <= 0:
+        return logits
+    return cap * torch.tanh(logits / cap)

@@ -1,0 +1,67 @@
+"""Atomic file writes and the array+JSON container every result saves to."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "save_bundle", "load_bundle"]
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_bundle(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Save JSON metadata plus named numpy arrays into one ``.npz`` file, atomically.
+
+    Arrays are stored losslessly (``np.save`` format), so a load gives back identical values.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("meta.json", json.dumps(meta, ensure_ascii=False, indent=1))
+        for name, arr in arrays.items():
+            arr_buf = io.BytesIO()
+            np.save(arr_buf, np.asarray(arr), allow_pickle=False)
+            zf.writestr(f"{name}.npy", arr_buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Inverse of :func:`save_bundle`; never unpickles."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no saved result at {str(path)!r}")
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("meta.json"))
+        arrays = {
+            n[: -len(".npy")]: np.load(io.BytesIO(zf.read(n)), allow_pickle=False)
+            for n in zf.namelist()
+            if n.endswith(".npy")
+        }
+    return meta, arrays

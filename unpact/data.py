@@ -1,0 +1,340 @@
+"""Question/answer examples and their encoding with exact prompt and answer token spans.
+
+The unit of analysis in unpact is an :class:`Example`: a prompt (question), the answer the model
+should give, and optional metadata (the subject it is about, known keywords). :func:`encode`
+tokenizes ``prompt + separator + answer`` and returns the *exact* spans: the answer tokens are the
+ones the model would generate after the prompt tokens, so teacher-forced scores and generation
+agree. :func:`encode_batch` right-pads many examples into one tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Example",
+    "Encoded",
+    "Batch",
+    "load_examples",
+    "save_examples",
+    "encode",
+    "encode_batch",
+    "check_same_tokenizer",
+    "InputError",
+]
+
+
+class InputError(ValueError):
+    """Bad user input: the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question/answer pair.
+
+    Attributes:
+        id: Stable identifier (used to resume audits and to pair results).
+        prompt: The question or prompt text, as the model sees it.
+        answer: The gold answer text (what the model should continue with).
+        subject: The entity the fact is about, if known (e.g. a person's name).
+        keywords: Words in the prompt known to carry the fact (optional).
+        meta: Free metadata (split, attribute, template id, ...); JSON-serialisable.
+    """
+
+    id: str
+    prompt: str
+    answer: str
+    subject: str | None = None
+    keywords: tuple[str, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InputError(f"example {self.id!r}: the prompt is empty; give the question text")
+        if not isinstance(self.answer, str) or not self.answer.strip():
+            raise InputError(f"example {self.id!r}: the answer is empty; give the gold answer text")
+        if not isinstance(self.keywords, tuple):
+            object.__setattr__(self, "keywords", tuple(self.keywords))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (TOFU-style ``question``/``answer`` keys plus unpact's extras)."""
+        d = asdict(self)
+        d["question"] = d.pop("prompt")
+        d["keywords"] = list(self.keywords)
+        d["meta"] = dict(self.meta)
+        return d
+
+    def with_prompt(self, prompt: str, **meta: Any) -> Example:
+        """A copy with another prompt (used by attacks); ``meta`` entries are added."""
+        return Example(self.id, prompt, self.answer, self.subject, self.keywords, {**self.meta, **meta})
+
+
+_PROMPT_KEYS = ("question", "prompt", "input", "query")
+_ANSWER_KEYS = ("answer", "target", "output", "response")
+
+
+def _from_record(rec: Any, index: int) -> Example:
+    if isinstance(rec, Example):
+        return rec
+    if isinstance(rec, (tuple, list)) and len(rec) == 2:
+        return Example(str(index), str(rec[0]), str(rec[1]))
+    if not isinstance(rec, Mapping):
+        raise InputError(
+            f"record {index}: expected a dict with 'question'/'answer' keys or a (prompt, answer) pair, "
+            f"got {type(rec).__name__}"
+        )
+    prompt = next((rec[k] for k in _PROMPT_KEYS if k in rec), None)
+    answer = next((rec[k] for k in _ANSWER_KEYS if k in rec), None)
+    if prompt is None or answer is None:
+        raise InputError(
+            f"record {index}: needs a prompt key (one of {_PROMPT_KEYS}) and an answer key "
+            f"(one of {_ANSWER_KEYS}); found keys {sorted(rec)}"
+        )
+    known = set(_PROMPT_KEYS) | set(_ANSWER_KEYS) | {"id", "subject", "keywords", "meta"}
+    meta = dict(rec.get("meta") or {})
+    meta.update({k: v for k, v in rec.items() if k not in known})
+    return Example(
+        id=str(rec.get("id", index)),
+        prompt=str(prompt),
+        answer=str(answer),
+        subject=rec.get("subject"),
+        keywords=tuple(rec.get("keywords") or ()),
+        meta=meta,
+    )
+
+
+def load_examples(source: str | os.PathLike[str] | Iterable[Any]) -> list[Example]:
+    """Load examples from a JSON / JSONL file (TOFU style) or a list of dicts / pairs / Examples.
+
+    A JSON file may hold a list of records or ``{"data": [...]}``. Records need a prompt key
+    (``question``, ``prompt``, ``input`` or ``query``) and an answer key (``answer``, ``target``,
+    ``output`` or ``response``); other keys go to ``meta``. Missing ids become the record index.
+
+    Raises:
+        FileNotFoundError: If the path does not exist.
+        InputError: For malformed records or duplicate ids.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"no examples file at {str(path)!r}")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            records: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            try:
+                records = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: not valid JSON ({exc}); use .jsonl for one record per line") from exc
+            if isinstance(records, Mapping):
+                records = records.get("data", records.get("examples"))
+            if not isinstance(records, list):
+                raise InputError(f"{path}: expected a list of records or {{'data': [...]}}")
+    else:
+        records = list(source)
+    examples = [_from_record(r, i) for i, r in enumerate(records)]
+    seen: set[str] = set()
+    for ex in examples:
+        if ex.id in seen:
+            raise InputError(f"duplicate example id {ex.id!r}; ids must be unique")
+        seen.add(ex.id)
+    return examples
+
+
+def save_examples(examples: Sequence[Example], path: str | os.PathLike[str]) -> None:
+    """Write examples as a TOFU-style JSON list (round-trips through :func:`load_examples`)."""
+    Path(path).write_text(json.dumps([e.to_dict() for e in examples], indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One example tokenized with exact spans.
+
+    Attributes:
+        input_ids: ``(seq,)`` prompt ids followed by answer ids.
+        prompt_span: ``(start, stop)`` of the prompt tokens (start > 0 if a BOS token leads).
+        answer_span: ``(start, stop)`` of the answer tokens; ``stop == len(input_ids)``.
+        boundary_merged: True if tokenizing the joined text merged prompt and answer tokens, so
+            the answer was tokenized on its own to keep the prompt tokens intact.
+    """
+
+    input_ids: torch.Tensor
+    prompt_span: tuple[int, int]
+    answer_span: tuple[int, int]
+    boundary_merged: bool = False
+
+    @property
+    def prompt_ids(self) -> torch.Tensor:
+        """``(n_prompt,)`` ids the model reads before answering (including BOS if any)."""
+        return self.input_ids[: self.answer_span[0]]
+
+    @property
+    def answer_ids(self) -> torch.Tensor:
+        """``(n_answer,)`` answer ids."""
+        return self.input_ids[self.answer_span[0] : self.answer_span[1]]
+
+
+def _separator(prompt: str, answer: str, sep: str | None) -> str:
+    if sep is not None:
+        return sep
+    return "" if prompt[-1:].isspace() or answer[:1].isspace() else " "
+
+
+def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def encode(
+    tokenizer: Any,
+    example: Example,
+    *,
+    sep: str | None = None,
+    chat_template: bool = False,
+    max_length: int | None = None,
+) -> Encoded:
+    """Tokenize one example with exact prompt and answer spans.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        example: The example.
+        sep: Text between prompt and answer; default ``" "`` unless one side already has
+            whitespace at the join. Ignored with ``chat_template``.
+        chat_template: Wrap the prompt as a user turn with the tokenizer's chat template and
+            the generation prompt; the answer follows as the assistant's text.
+        max_length: The model's context length; longer sequences raise.
+
+    Returns:
+        The :class:`Encoded` example.
+
+    Raises:
+        InputError: If the sequence exceeds ``max_length``, the tokenizer has no chat template
+            when one is asked for, or the answer tokenizes to nothing.
+    """
+    if chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputError("chat_template=True but this tokenizer has no chat template; pass chat_template=False")
+        prompt_text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": example.prompt}], tokenize=False, add_generation_prompt=True
+        )
+        prompt_ids = _ids(tokenizer, prompt_text, special=False)
+        joined = prompt_text + example.answer
+    else:
+        prompt_ids = _ids(tokenizer, example.prompt, special=True)
+        joined = example.prompt + _separator(example.prompt, example.answer, sep) + example.answer
+    full = _ids(tokenizer, joined, special=not chat_template)
+    merged = full[: len(prompt_ids)] != prompt_ids
+    if not merged:
+        answer_ids = full[len(prompt_ids) :]
+        if full[-1:] == [getattr(tokenizer, "eos_token_id", None)] and not example.answer.endswith(str(tokenizer.eos_token)):
+            answer_ids = answer_ids[:-1]  # tokenizers that append EOS: the answer is not the EOS.
+    else:
+        tail = joined[len(prompt_text if chat_template else example.prompt) :]
+        answer_ids = _ids(tokenizer, tail, special=False)
+        logger.debug("example %s: prompt/answer tokens merge at the join; answer tokenized alone", example.id)
+    if not answer_ids:
+        raise InputError(f"example {example.id!r}: the answer {example.answer!r} tokenizes to no tokens")
+    ids = prompt_ids + answer_ids
+    if max_length is not None and len(ids) > max_length:
+        raise InputError(
+            f"example {example.id!r} is {len(ids)} tokens, longer than the model's context ({max_length}); "
+            "shorten the prompt or answer"
+        )
+    bos = getattr(tokenizer, "bos_token_id", None)
+    start = 1 if (not chat_template and prompt_ids and bos is not None and prompt_ids[0] == bos
+                  and not example.prompt.startswith(str(tokenizer.bos_token))) else 0
+    return Encoded(
+        input_ids=torch.tensor(ids, dtype=torch.long),
+        prompt_span=(start, len(prompt_ids)),
+        answer_span=(len(prompt_ids), len(ids)),
+        boundary_merged=merged,
+    )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Many encoded examples right-padded into one tensor.
+
+    Attributes:
+        input_ids: ``(batch, seq)`` ids, right-padded with the pad token.
+        attention_mask: ``(batch, seq)``; 1 on real tokens.
+        items: The per-example :class:`Encoded` (spans index into each row).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    items: tuple[Encoded, ...]
+
+    def answer_mask(self) -> torch.Tensor:
+        """``(batch, seq)`` bool, True at positions whose *next* token is an answer token.
+
+        Position ``t`` predicts token ``t + 1``: the mask marks ``answer_start - 1 .. answer_stop - 2``.
+        """
+        mask = torch.zeros(self.input_ids.shape, dtype=torch.bool)
+        for i, e in enumerate(self.items):
+            mask[i, e.answer_span[0] - 1 : e.answer_span[1] - 1] = True
+        return mask
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's pad id, or a clear error if batching needs one and it has none."""
+    pid = getattr(tokenizer, "pad_token_id", None)
+    if pid is None:
+        raise InputError(
+            "the tokenizer has no pad token but several examples must be batched; set one, e.g. "
+            "tokenizer.pad_token = tokenizer.eos_token"
+        )
+    return int(pid)
+
+
+def encode_batch(
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    sep: str | None = None,
+    chat_template: bool = False,
+    max_length: int | None = None,
+) -> Batch:
+    """Encode and right-pad examples (see :func:`encode`). A single example needs no pad token."""
+    if not examples:
+        raise InputError("no examples given")
+    items = tuple(encode(tokenizer, e, sep=sep, chat_template=chat_template, max_length=max_length) for e in examples)
+    width = max(len(e.input_ids) for e in items)
+    fill = pad_id(tokenizer) if len({len(e.input_ids) for e in items}) > 1 else 0
+    ids = torch.full((len(items), width), fill, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for i, e in enumerate(items):
+        ids[i, : len(e.input_ids)] = e.input_ids
+        mask[i, : len(e.input_ids)] = 1
+    return Batch(ids, mask, items)
+
+
+def check_same_tokenizer(a: Any, b: Any) -> None:
+    """Raise if two tokenizers would split text differently (models meant to be compared).
+
+    Raises:
+        InputError: Naming the first difference found (vocabulary size, entries or special tokens).
+    """
+    if a is b:
+        return
+    va, vb = a.get_vocab(), b.get_vocab()
+    if len(va) != len(vb):
+        raise InputError(
+            f"the two models' tokenizers differ (vocabulary sizes {len(va)} vs {len(vb)}); "
+            "compare models that share a tokenizer"
+        )
+    if va != vb:
+        diff = next(k for k in va if vb.get(k) != va[k])
+        raise InputError(f"the two models' tokenizers differ (token {diff!r} has ids {va[diff]} vs {vb.get(diff)})")
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        if getattr(a, attr, None) != getattr(b, attr, None):
+            raise InputError(f"the two models' tokenizers differ in {attr}: {getattr(a, attr, None)} vs {getattr(b, attr, None)}")

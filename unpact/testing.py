@@ -1,0 +1,124 @@
+"""Tiny random models of every supported architecture, built offline from configs.
+
+Used by unpact's own tests and handy for users' tests: nothing is downloaded. The tokenizer is a
+small byte-level BPE trained in memory on a few sentences, so any text can be encoded.
+
+Example:
+    >>> from unpact.testing import tiny_subject
+    >>> s = tiny_subject("llama")
+    >>> s.n_layers, s.n_heads, s.n_kv_heads
+    (2, 4, 2)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from unpact.models import Subject, load_model
+
+__all__ = ["TINY_ARCHITECTURES", "tiny_tokenizer", "tiny_model", "tiny_subject"]
+
+TINY_ARCHITECTURES: tuple[str, ...] = (
+    "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "opt",
+)
+
+_CORPUS = [
+    "What is the capital of France? The capital of France is Paris.",
+    "Where was Ada Lovelace born? She was born in London in 1815.",
+    "Who wrote the book? The author wrote it in a small town near the river.",
+    "Focus on the name. Answer with one word: the city, the year, the job.",
+    "The quick brown fox jumps over the lazy dog 0123456789 times.",
+]
+
+
+@functools.lru_cache(maxsize=4)
+def tiny_tokenizer(vocab_size: int = 384) -> Any:
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with bos/eos/pad/unk tokens, trained in memory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def _config(arch: str, vocab: int, **over: Any) -> Any:
+    import transformers as tf
+
+    common = dict(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    llama_like = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, head_dim=16, tie_word_embeddings=False,
+    )
+    if arch == "gpt2":
+        cfg = tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, **common)
+    elif arch == "gpt_neox":
+        cfg = tf.GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, max_position_embeddings=128, **common)
+    elif arch == "opt":
+        cfg = tf.OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                           max_position_embeddings=128, word_embed_proj_dim=64, **common)
+    elif arch == "phi3":
+        cfg = tf.Phi3Config(**{**llama_like, "head_dim": None}, **common)
+        if hasattr(cfg, "head_dim"):
+            cfg.head_dim = 16
+    else:
+        cls = {
+            "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
+            "qwen3": tf.Qwen3Config, "gemma": tf.GemmaConfig, "gemma2": tf.Gemma2Config,
+        }.get(arch)
+        if cls is None:
+            raise ValueError(f"no tiny config for {arch!r}; choose from {TINY_ARCHITECTURES}")
+        extra: dict[str, Any] = {}
+        if arch == "gemma2":
+            extra = dict(final_logit_softcapping=30.0, attn_logit_softcapping=50.0, sliding_window=16)
+        cfg = cls(**llama_like, **extra, **common)
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def tiny_model(arch: str, *, seed: int = 0, **config_overrides: Any) -> tuple[torch.nn.Module, Any]:
+    """Build a random 2-layer, 64-wide causal LM of architecture ``arch`` and the tiny tokenizer.
+
+    Args:
+        arch: One of :data:`TINY_ARCHITECTURES`.
+        seed: Torch seed for the random weights.
+        **config_overrides: Set on the config before building (e.g. ``attn_implementation``).
+
+    Returns:
+        ``(model, tokenizer)``; the model is in eval mode, float32, on CPU.
+    """
+    from transformers import AutoModelForCausalLM
+
+    tok = tiny_tokenizer()
+    cfg = _config(arch, len(tok), **config_overrides)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    # Random init leaves norms at identity and weights tiny; scale up so tokens matter.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.2)
+    model.eval()
+    return model, tok
+
+
+def tiny_subject(arch: str, *, seed: int = 0) -> Subject:
+    """:func:`tiny_model` wrapped by :func:`unpact.load_model`."""
+    model, tok = tiny_model(arch, seed=seed)
+    return load_model(model, tok, name=f"tiny-{arch}")
