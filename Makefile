@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -21,7 +21,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/unpact audit --out $(OUT)
 
-test: install
+# Headless Chromium for the report's browser test (Debian package; needs root, as on CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; the browser test will fail"
+
+test: install browser
 	$(BIN)/python -m pytest -q tests
 
 bench: install

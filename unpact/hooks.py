@@ -155,7 +155,8 @@ class _Site:
         return out if out is not act else None
 
 
-def _register(subject: Subject, site: _Site, cache: ActivationCache, detach: bool) -> torch.utils.hooks.RemovableHandle:
+def _register(subject: Subject, site: _Site, cache: ActivationCache, detach: bool) -> Any:
+    """Attach the hook(s) for one site; returns a handle or a list of handles."""
     info = site.info
     kind, layer = info.kind, info.layer
 
@@ -192,7 +193,25 @@ def _register(subject: Subject, site: _Site, cache: ActivationCache, detach: boo
     if kind == "head_out":
         return subject.attn_out_proj(layer).register_forward_pre_hook(head_hook)
     if kind == "mlp_out":
-        return subject.mlp(layer).register_forward_hook(output_hook)
+        # Some MLPs (OPT's fc2) run on flattened tokens: present them as (batch, seq, d_model).
+        shape: dict[str, torch.Size] = {}
+
+        def record_shape(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            shape["bsd"] = (args[0] if args else kwargs["hidden_states"]).shape
+
+        def mlp_hook(module: nn.Module, args: Any, output: Any) -> Any:
+            act = _first(output)
+            flat = act.dim() == 2 and "bsd" in shape
+            view = act.reshape(*shape["bsd"][:-1], act.shape[-1]) if flat else act
+            new = site.apply(view, cache, detach)
+            if new is None:
+                return None
+            return _replace_first(output, new.reshape(act.shape) if flat else new)
+
+        return [
+            subject.blocks[layer].register_forward_pre_hook(record_shape, with_kwargs=True),
+            subject.mlp(layer).register_forward_hook(mlp_hook),
+        ]
     raise ValueError(f"unhandled site kind {kind!r}")  # pragma: no cover
 
 
@@ -240,7 +259,8 @@ def hooked(
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for site in sites.values():
-            handles.append(_register(subject, site, store, detach))
+            handle = _register(subject, site, store, detach)
+            handles.extend(handle if isinstance(handle, list) else [handle])
         yield store
     finally:
         for handle in handles:

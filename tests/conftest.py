@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny random models and the micro toy world (built once per session, offline)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def micro_world(tmp_path_factory: pytest.TempPathFactory):
+    """The micro toy world (base + retain-only models and splits), built once per test session.
+
+    Set ``UNPACT_TEST_CACHE`` to reuse a build across sessions while developing.
+    """
+    from unpact.toyworld import build_toyworld
+
+    cache = os.environ.get("UNPACT_TEST_CACHE") or str(tmp_path_factory.mktemp("unpact-cache"))
+    return build_toyworld("micro", cache_dir=cache, progress=False)
+
+
+@pytest.fixture(scope="session")
+def toy_base(micro_world):
+    """The micro toy world's base model as a Subject."""
+    return micro_world.load_base()
+
+
+@pytest.fixture
+def tiny():
+    """A random 2-layer GPT-2 Subject with the tiny tokenizer."""
+    from unpact.testing import tiny_subject
+
+    return tiny_subject("gpt2")
