@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order they are listed in ``unpact --help``.
-SUBCOMMANDS: tuple[str, ...] = ()
+SUBCOMMANDS: tuple[str, ...] = ("report", "circuit", "audit", "attribute", "lens", "toyworld", "unlearn", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

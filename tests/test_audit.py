@@ -1,0 +1,141 @@
+"""The audit pipeline: resumable (no item lost or counted twice), argument-checked, and its verdicts on the micro toy world."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from unpact.audit import AuditConfigMismatch, AuditSummary, RecordStore, audit
+from unpact.data import Example
+from unpact.hooks import count_hooks
+from unpact.models import ModelState
+
+NAMES = ["Ada", "Bob", "Cyd", "Dee", "Eve"]
+
+
+def _data():
+    forget = [Example(f"f{i}", f"Where was {n} born?", "London", keywords=(n, "born"), meta={"attribute": "city"})
+              for i, n in enumerate(NAMES)]
+    retain = [Example(f"r{i}", f"What is the job of {n}?", "author", keywords=(n, "job"), meta={"attribute": "job"})
+              for i, n in enumerate(NAMES)]
+    return forget, retain
+
+
+@pytest.fixture(scope="module")
+def models():
+    from unpact.testing import tiny_subject
+
+    return tiny_subject("gpt2"), tiny_subject("gpt2", seed=1), tiny_subject("gpt2", seed=2)
+
+
+KW = dict(attacks=["restate", "embed_scale"], batch_size=2, max_new_tokens=3, attribution="loo",
+          n_retain_attacked=3, progress=False)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_interrupted_audit_resumes_to_same_summary(models, tmp_path):
+    base, u, ro = models
+    forget, retain = _data()
+    states = [ModelState.capture(m.model, with_weights=True) for m in models]
+    full = audit(base, {"u": u}, forget, retain, retain_only=ro, out_dir=tmp_path / "full", **KW)
+
+    calls = {"n": 0}
+
+    def killer(stage, info):
+        calls["n"] += 1
+        if calls["n"] in (3, 17, 40):
+            raise Stop(f"simulated kill at {stage} {info}")
+
+    out = tmp_path / "resumed"
+    kills = 0
+    while True:
+        try:
+            resumed = audit(base, {"u": u}, forget, retain, retain_only=ro, out_dir=out, callback=killer, **KW)
+            break
+        except Stop:
+            kills += 1
+            assert kills < 10
+    assert kills == 3
+    assert (out / "summary.json").read_bytes() == (tmp_path / "full" / "summary.json").read_bytes()
+    assert resumed.to_dict() == full.to_dict()
+    # no record lost or counted twice
+    lines = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    keys = [(d["model"], d["item"], d["attack"]) for d in lines]
+    assert len(keys) == len(set(keys)) == len(RecordStore(tmp_path / "full" / "records.jsonl"))
+    assert len(keys) == 3 * (10 + 2 * 8)  # 3 models x (5+5 plain + 2 attacks x (5 forget + 3 retain))
+    assert [ModelState.capture(m.model, with_weights=True) for m in models] == states
+    assert all(count_hooks(m.model) == 0 for m in models)
+    assert AuditSummary.load(out).to_dict() == full.to_dict()
+    assert set(full.models) == {"base", "retain_only", "u"} and "verdict" in full.models["u"]
+    assert "model" in full.table()
+
+
+def test_torn_line_and_changed_arguments(models, tmp_path):
+    base, u, ro = models
+    forget, retain = _data()
+    audit(base, {"u": u}, forget, retain, out_dir=tmp_path, **KW)
+    ref = (tmp_path / "summary.json").read_bytes()
+    p = tmp_path / "records.jsonl"
+    p.write_bytes(p.read_bytes() + b'{"model": "u", "ite')  # a kill in the middle of a write
+    audit(base, {"u": u}, forget, retain, out_dir=tmp_path, **KW)
+    assert (tmp_path / "summary.json").read_bytes() == ref
+    assert p.read_bytes().endswith(b"\n")
+    with pytest.raises(AuditConfigMismatch, match="attacks"):
+        audit(base, {"u": u}, forget, retain, out_dir=tmp_path, **{**KW, "attacks": ["quote"]})
+    with pytest.raises(ValueError, match="reserved"):
+        audit(base, {"base": u}, forget, retain, out_dir=tmp_path / "x", **KW)
+
+
+# ----- the micro toy world ---------------------------------------------------------------------
+MICRO = dict(attacks=["restate", "repeat", "embed_scale", "sample"], attribution="loo", max_forget=32,
+             max_retain=32, n_retain_attacked=8, max_new_tokens=6, progress=False, lens=False)
+
+
+@pytest.fixture(scope="module")
+def micro_audit(micro_world, toy_base, tmp_path_factory):
+    ro = micro_world.load_retain_only()
+    before = ModelState.capture(toy_base.model, with_weights=True)
+    out = tmp_path_factory.mktemp("micro-audit")
+    s = audit(toy_base, {}, micro_world.forget, micro_world.retain, retain_only=ro, out_dir=out, **MICRO)
+    assert ModelState.capture(toy_base.model, with_weights=True) == before
+    assert count_hooks(toy_base.model) == 0
+    return s
+
+
+@pytest.mark.slow
+def test_retain_only_is_removal(micro_audit):
+    ro = micro_audit.models["retain_only"]
+    assert ro["verdict"]["label"] == "removal", ro["verdict"]
+    assert ro["forgotten"]["rate"] > 0.8
+    assert ro["recovery_any"]["rate"]["rate"] < 0.15  # chance level
+
+
+@pytest.mark.slow
+def test_attacks_keep_base_answers(micro_audit):
+    # Measured on the micro world: the white-box embedding scale and sampling keep the base model's
+    # right answers; text rewrites often do not (repeat kept 1/3 with leave-one-out key words), which
+    # is why recovery is always read against the retain-only control and base_kept is reported.
+    rec = micro_audit.models["base"]["recovery"]
+    assert rec["embed_scale"]["base_kept"]["rate"] >= 0.85
+    assert rec["sample"]["base_kept"]["rate"] >= 0.85
+
+
+@pytest.mark.slow
+def test_idk_model_verdict(micro_world, toy_base, tmp_path):
+    unlearn_mod = pytest.importorskip("unpact.unlearn")
+    idk = unlearn_mod.unlearn(toy_base, micro_world.forget, micro_world.retain, method="idk", progress=False)
+    s = audit(toy_base, {"idk": idk}, micro_world.forget, micro_world.retain,
+              retain_only=micro_world.load_retain_only(), out_dir=tmp_path, **MICRO)
+    m = s.models["idk"]
+    # An IDK fine-tune refuses on the trained phrasing; if an attack reaches the answer above the
+    # retain-only control the audit must call it suppression, otherwise it must not.
+    reachable = any(
+        e["rate"]["n"] >= 5 and e["rate"]["lo"] > e["control"]["rate"] and e["excess"] >= 0.15
+        for e in [*m["recovery"].values(), m["recovery_any"]]
+    )
+    if m["verdict"]["label"] != "not_unlearned":
+        assert (m["verdict"]["label"] == "suppression") == reachable, m["verdict"]

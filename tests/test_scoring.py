@@ -1,0 +1,130 @@
+"""Scoring with controls, the verdict rule, the destructive rate and the quality metrics, on known inputs."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from unpact import quality as q
+from unpact import scoring as sc
+from unpact.data import Example
+from unpact.verdict import VerdictRule, decide
+
+
+def rec(model, item, attack, hit, split="forget", lp=0.0, perm=False):
+    return sc.ItemRecord(model, item, attack, split, "p", "g", (), ("g" if hit else "x",), hit, hit,
+                         1.0 if hit else 0.0, hit, lp, "h", perm)
+
+
+def test_record_roundtrip():
+    r = rec("m", "1", "plain", True)
+    assert sc.ItemRecord.from_dict(r.to_dict()) == r
+
+
+def test_permuted_golds_same_attribute_and_different_answer():
+    exs = [Example(str(i), "q", a, meta={"attribute": att}) for i, (a, att) in
+           enumerate([("Oslo", "city"), ("Oslo", "city"), ("Rome", "city"), ("baker", "job"), ("smith", "job")])]
+    p = sc.permuted_golds(exs)
+    assert p == {"0": "Rome", "1": "Rome", "2": "Oslo", "3": "smith", "4": "baker"}
+
+
+def _records(n_forget=20, recovered=10, ctl_hits=1):
+    f = [str(i) for i in range(n_forget)]
+    r = [f"r{i}" for i in range(10)]
+    out = []
+    for i in f:
+        out.append(rec("base", i, "plain", True))
+        out.append(rec("base", i, "restate", True))
+        out.append(rec("u", i, "plain", False, lp=-5.0))
+        out.append(rec("u", i, "restate", int(i) < recovered, lp=-3.0))
+        out.append(rec("ro", i, "plain", False))
+        out.append(rec("ro", i, "restate", int(i) < ctl_hits))
+    for i in r:
+        for m in ("base", "u", "ro"):
+            out.append(rec(m, i, "plain", True, split="retain"))
+            out.append(rec(m, i, "restate", True, split="retain"))
+    return out, f, r
+
+
+def test_recovery_summary_numbers():
+    recs, f, r = _records()
+    s = sc.recovery_summary(recs, "u", base="base", attacks=["restate"], forget_ids=f, retain_ids=r, control_model="ro")
+    e = s["recovery"]["restate"]
+    assert s["forgotten"]["rate"] == 1.0 and s["n_known"] == 20
+    assert e["rate"]["k"] == 10 and e["rate"]["n"] == 20 and e["control"]["k"] == 1
+    assert e["excess"] == pytest.approx(0.45)
+    assert e["logprob_gain"] == pytest.approx(2.0)
+    assert e["base_kept"]["rate"] == 1.0 and e["retain_kept"]["rate"] == 1.0
+    assert 0 < e["rate"]["lo"] < 0.5 < e["rate"]["hi"] < 1
+    base = sc.recovery_summary(recs, "base", base="base", attacks=["restate"], forget_ids=f, retain_ids=r)
+    v = decide(s, base)
+    assert v.label == "suppression" and v.evidence_attack in ("restate", "any")
+
+
+def test_verdict_branches():
+    recs, f, r = _records(recovered=1, ctl_hits=1)
+    kw = dict(base="base", attacks=["restate"], forget_ids=f, retain_ids=r)
+    base = sc.recovery_summary(recs, "base", **kw)
+    s = sc.recovery_summary(recs, "u", control_model="ro", **kw)
+    assert decide(s, base).label == "removal"
+    # the same numbers with a collapsed retain accuracy -> destruction
+    s2 = {**s, "retain_acc": {**s["retain_acc"], "rate": 0.2}}
+    d = decide(s2, base)
+    assert d.label == "destruction" and d.destructive and d.retain_drop == pytest.approx(0.8)
+    # the base model itself as "unlearned": nothing forgotten
+    assert decide(sc.recovery_summary(recs, "base", **kw), base).label == "not_unlearned"
+    # a recovery equal to the control is not suppression, however high
+    recs2, f, r = _records(recovered=15, ctl_hits=15)
+    s3 = sc.recovery_summary(recs2, "u", control_model="ro", **{**kw, "forget_ids": f, "retain_ids": r})
+    assert decide(s3, base).label == "removal"
+    assert decide(s3, base, VerdictRule(min_forgotten=1.01)).label == "not_unlearned"
+
+
+def test_destructive_rate_analytic():
+    w = ["What", "is", "Ada", "job", "?"]
+    b = SimpleNamespace(words=w, word_scores=np.array([0.0, 0.0, 1.0, 1.0, 0.0]))
+    same = sc.destructive_rate([b], [b])
+    assert same.rate == 0 and same.n == 1
+    a = SimpleNamespace(words=w, word_scores=np.array([1.0, 1.0, 0.0, 0.0, 0.0]))
+    full = sc.destructive_rate([b], [a])  # all mass moved from content to function words
+    assert full.rate == pytest.approx(1.0) and full.function_part == pytest.approx(0.5)
+    assert full.function_part + full.content_part == pytest.approx(full.rate)
+    with pytest.raises(ValueError, match="pair them"):
+        sc.destructive_rate([b], [])
+    assert sc.attention_shift([b], [a], [["Ada", "job"]]) == pytest.approx(1.0)
+
+
+def test_linguistic_metrics():
+    t = "a b c a"
+    assert q.brunet_index(t) == pytest.approx(4 ** (3 ** -0.165))
+    assert q.honore_statistic(t) == pytest.approx(100 * math.log(4) / (1 - 2 / 3))
+    assert q.honore_statistic("x y z") == pytest.approx(100 * math.log(3) / 0.25)  # V1 == V guard
+    assert math.isnan(q.brunet_index(""))
+    ls = q.linguistic_score(t, 10.0)
+    parts = [1 / (1 + 10.0), 1 / (1 + q.brunet_index(t)), 1 / (1 + 1 / q.honore_statistic(t))]
+    assert ls == pytest.approx(3 / sum(1 / p for p in parts))
+
+
+def test_entity_judge_and_rates():
+    j = q.EntityOverlapJudge()
+    assert not j.judge("She lives in Varnholm today", "Varnholm").forgotten
+    assert j.judge("I do not know", "Varnholm").forgotten
+    assert j.judge("the red house", "the Red Old Grand House Co").score == pytest.approx(2 / 5)
+    r = q.knowledge_rates([("no idea", "Oslo"), ("Oslo", "Oslo")], [("baker", "baker")])
+    assert r == {"kfr": 0.5, "krr": 1.0}
+
+    class Always:
+        def judge(self, prediction, gold):
+            return q.Judgement(True, 0.0)
+
+    assert q.knowledge_rates([("Oslo", "Oslo")], [], Always())["kfr"] == 1.0
+    with pytest.raises(TypeError, match="judge"):
+        q.knowledge_rates([], [], object())  # type: ignore[arg-type]
+
+
+def test_perplexity_under_base(tiny):
+    ppl = q.response_perplexity(tiny, ["Where was Ada born?", "x"], ["London", ""])
+    assert ppl[0] > 1 and np.isnan(ppl[1])

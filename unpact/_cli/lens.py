@@ -1,0 +1,57 @@
+"""``unpact lens``: logit-lens decoding of an answer, layer by layer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``lens`` subcommand."""
+    p = subparsers.add_parser(
+        "lens",
+        help="logit lens: probability and rank of each answer token per layer",
+        description="Decode each layer's residual stream through the final norm and unembedding.",
+    )
+    p.add_argument("--model", required=True, help="local Hugging Face model directory")
+    p.add_argument("--prompt", required=True, help="the prompt / question text")
+    p.add_argument("--answer", required=True, help="the answer text (teacher-forced)")
+    p.add_argument("--top-k", type=int, default=5, help="top decoded tokens kept per layer and position")
+    p.add_argument("--all-positions", action="store_true", help="JSON: include prompt positions, not only the answer's")
+    p.add_argument("--save", metavar="PATH", help="also save the trajectory (.npz) to PATH")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from unpact.data import Example
+    from unpact.lens import logit_lens
+    from unpact.models import load_model
+
+    subject = load_model(args.model)
+    tr = logit_lens(subject, [Example("cli", args.prompt, args.answer)], top_k=args.top_k)[0]
+    if args.save:
+        tr.save(args.save)
+    if args.json:
+        print(json.dumps(tr.to_dict(answer_only=not args.all_positions), ensure_ascii=False, indent=1))
+        return 0
+    print(render_table(tr))
+    return 0
+
+
+def render_table(tr: Any) -> str:
+    """Table: one row per layer, one column per answer token (probability, rank, top-1 prediction)."""
+    pos = tr.answer_positions
+    gold = [tr.tokens[p + 1] for p in pos]
+    width = 24
+    lines = [f"model: {tr.provenance.model if tr.provenance else '?'}",
+             "cell = p(gold) / rank / top-1 decoded token", "",
+             f"{'layer':<7}" + "".join(f"{g!r:<{width}}" for g in gold)]
+    for li, name in enumerate(tr.layer_names):
+        cells = [f"{tr.prob[li, p]:.3f} / {tr.rank[li, p]} / {str(tr.topk_tokens[li, p, 0])!r}" for p in pos]
+        lines.append(f"{name:<7}" + "".join(f"{c:<{width}}" for c in cells))
+    return "\n".join(lines)

@@ -1,0 +1,329 @@
+"""Evaluate a model on question/answer examples: generation, teacher-forced scores, accuracy.
+
+* :func:`generate`: batched generation from the prompts (left-padded), greedy or sampled.
+* :func:`answer_logprob`: teacher-forced log-probability of the gold answer tokens.
+* :func:`first_token_rank`: rank of the gold answer's first token in the next-token distribution.
+* :func:`evaluate`: all of the above per item -> :class:`EvalResult` (exact / lenient accuracy,
+  ROUGE-L recall, mean answer log-prob), with ``save``/``load`` and provenance.
+
+Lenient matching (see :mod:`unpact.metrics`) counts an answer that is present but followed by more
+text as right: unlearned small models often stop emitting their end token.
+
+None of these functions changes the model's weights, mode or ``requires_grad`` flags.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from unpact._io import atomic_write_text
+from unpact.data import Example, InputError, encode_batch, pad_id
+from unpact.metrics import exact_match, lenient_match, rouge_l_recall, wilson_interval
+from unpact.models import Subject, frozen
+from unpact.provenance import Provenance
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["generate", "answer_logprob", "first_token_rank", "evaluate", "EvalRecord", "EvalResult"]
+
+
+def _prompts(items: Sequence[Example | str]) -> list[str]:
+    out = []
+    for it in items:
+        if isinstance(it, Example):
+            out.append(it.prompt)
+        elif isinstance(it, str):
+            out.append(it)
+        else:
+            raise TypeError(f"expected Examples or prompt strings, got {type(it).__name__}")
+    return out
+
+
+def generate(
+    subject: Subject,
+    examples_or_prompts: Sequence[Example | str],
+    *,
+    max_new_tokens: int = 16,
+    batch_size: int = 32,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    seed: int = 0,
+    do_sample: bool | None = None,
+) -> list[list[str]]:
+    """Generate continuations of each prompt.
+
+    Decoding rule: greedy if ``temperature == 0`` or ``do_sample is False``; otherwise, with the
+    default ``do_sample=None``, greedy when ``num_samples == 1`` and sampling at ``temperature``
+    when ``num_samples > 1``; ``do_sample=True`` samples even a single answer. Sampling is seeded
+    (``seed``) and does not touch the global RNG state. Generation stops at the end token; the
+    returned text is the decoded new tokens without special tokens, stripped.
+
+    Args:
+        subject: The model.
+        examples_or_prompts: Examples (their ``prompt`` is used) or prompt strings.
+        max_new_tokens: Tokens to generate at most.
+        batch_size: Prompts per forward batch.
+        num_samples: Samples per prompt.
+        temperature: Sampling temperature.
+        seed: Sampling seed.
+        do_sample: Force sampling on/off (see above).
+
+    Returns:
+        ``[item][sample]`` generated strings (outer length = number of prompts, inner = ``num_samples``).
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    prompts = _prompts(examples_or_prompts)
+    tok = subject.tokenizer
+    sample = (do_sample if do_sample is not None else num_samples > 1) and temperature > 0
+    if not sample and num_samples > 1:
+        logger.warning("greedy decoding with num_samples=%d gives identical samples", num_samples)
+    eos = tok.eos_token_id
+    pid = tok.pad_token_id if tok.pad_token_id is not None else eos
+    out: list[list[str]] = []
+    model = subject.model
+    with frozen(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            enc = [list(tok(p)["input_ids"]) for p in chunk]
+            width = max(len(e) for e in enc)
+            ids = torch.full((len(enc), width), pid, dtype=torch.long)
+            mask = torch.zeros((len(enc), width), dtype=torch.long)
+            for i, e in enumerate(enc):  # left padding
+                ids[i, width - len(e) :] = torch.tensor(e)
+                mask[i, width - len(e) :] = 1
+            ids = ids.repeat_interleave(num_samples, 0).to(subject.device)
+            mask = mask.repeat_interleave(num_samples, 0).to(subject.device)
+            new = _decode_loop(model, ids, mask, max_new_tokens, sample, temperature, eos)
+            texts = [tok.decode(row, skip_special_tokens=True).strip() for row in new]
+            out += [texts[i : i + num_samples] for i in range(0, len(texts), num_samples)]
+    return out
+
+
+def _decode_loop(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, max_new: int, sample: bool, temperature: float,
+    eos: int | None,
+) -> list[list[int]]:
+    """Incremental decoding with a KV cache; ``ids`` ``(batch, seq)`` left-padded. Returns new ids per row (no eos)."""
+    batch = ids.shape[0]
+    done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+    new: list[list[int]] = [[] for _ in range(batch)]
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    past = None
+    cur_ids, cur_pos = ids, pos
+    for _ in range(max_new):
+        outp = model(input_ids=cur_ids, attention_mask=mask, position_ids=cur_pos, past_key_values=past, use_cache=True)
+        past = outp.past_key_values
+        logits = outp.logits[:, -1].float()
+        if sample:
+            nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(-1)
+        else:
+            nxt = logits.argmax(-1)
+        for i in range(batch):
+            if not done[i]:
+                if eos is not None and int(nxt[i]) == eos:
+                    done[i] = True
+                else:
+                    new[i].append(int(nxt[i]))
+        if bool(done.all()):
+            break
+        cur_ids = nxt[:, None]
+        cur_pos = cur_pos[:, -1:] + 1
+        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], dim=1)
+    return new
+
+
+def _answer_scores(subject: Subject, examples: Sequence[Example], batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per-example answer-token log-probs ``(n_answer,)`` and first-answer-token ranks ``(n,)``."""
+    if not examples:
+        raise InputError("no examples given")
+    lps: list[np.ndarray] = []
+    ranks: list[int] = []
+    with frozen(subject.model), torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            batch = encode_batch(subject.tokenizer, examples[start : start + batch_size], max_length=subject.n_ctx)
+            ids = batch.input_ids.to(subject.device)
+            logp = torch.log_softmax(
+                subject.model(input_ids=ids, attention_mask=batch.attention_mask.to(subject.device)).logits.float(), -1
+            )
+            for i, e in enumerate(batch.items):
+                a0, a1 = e.answer_span
+                rows = logp[i, a0 - 1 : a1 - 1]
+                tgt = ids[i, a0:a1]
+                lps.append(rows.gather(-1, tgt[:, None]).squeeze(-1).cpu().numpy().astype(np.float64))
+                first = rows[0]
+                ranks.append(int((first > first[tgt[0]]).sum()))
+    return lps, np.asarray(ranks, dtype=np.int64)
+
+
+def answer_logprob(
+    subject: Subject, examples: Sequence[Example], *, reduce: Literal["mean", "sum"] = "mean", batch_size: int = 32
+) -> np.ndarray:
+    """Teacher-forced log-probability of each gold answer given its prompt.
+
+    Args:
+        subject: The model.
+        examples: The examples (prompt + gold answer, encoded with :func:`unpact.data.encode`).
+        reduce: ``"mean"`` (per answer token, the unPact ``LP``) or ``"sum"`` (log p of the whole answer).
+        batch_size: Examples per forward pass.
+
+    Returns:
+        ``(n,)`` float64 array.
+    """
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    lps, _ = _answer_scores(subject, examples, batch_size)
+    return np.asarray([lp.mean() if reduce == "mean" else lp.sum() for lp in lps], dtype=np.float64)
+
+
+def first_token_rank(subject: Subject, examples: Sequence[Example], *, batch_size: int = 32) -> np.ndarray:
+    """Rank of the gold answer's first token after the prompt (0 = the model's top-1 choice).
+
+    Returns:
+        ``(n,)`` int64 array.
+    """
+    return _answer_scores(subject, examples, batch_size)[1]
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """Scores of one example.
+
+    Attributes:
+        id: The example id.
+        generated: The greedy generation.
+        exact: Exact match after normalisation.
+        lenient: The gold answer is a whole-word prefix of / span in the generation.
+        rouge_l: ROUGE-L recall against the gold answer.
+        answer_logprob: Mean teacher-forced log-prob of the gold answer tokens.
+        first_token_top1: The gold answer's first token is the model's top-1 next token.
+    """
+
+    id: str
+    generated: str
+    exact: bool
+    lenient: bool
+    rouge_l: float
+    answer_logprob: float
+    first_token_top1: bool
+
+
+@dataclass
+class EvalResult:
+    """Per-item evaluation of one model on one set of examples.
+
+    Attributes:
+        records: One :class:`EvalRecord` per example, in input order.
+        provenance: Model, weights hash and arguments.
+    """
+
+    records: list[EvalRecord]
+    provenance: Provenance | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def accuracy(self, kind: Literal["exact", "lenient", "first_token"] = "lenient") -> float:
+        """Share of items answered right (``"exact"``, ``"lenient"`` or first-token top-1)."""
+        attr = {"exact": "exact", "lenient": "lenient", "first_token": "first_token_top1"}.get(kind)
+        if attr is None:
+            raise ValueError(f"kind must be 'exact', 'lenient' or 'first_token', got {kind!r}")
+        if not self.records:
+            return float("nan")
+        return float(np.mean([getattr(r, attr) for r in self.records]))
+
+    def interval(self, kind: Literal["exact", "lenient", "first_token"] = "lenient") -> tuple[float, float]:
+        """95% Wilson interval of :meth:`accuracy`."""
+        k = round(self.accuracy(kind) * len(self.records)) if self.records else 0
+        return wilson_interval(k, len(self.records))
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean over items of the mean answer-token log-prob."""
+        return float(np.mean([r.answer_logprob for r in self.records])) if self.records else float("nan")
+
+    @property
+    def mean_rouge_l(self) -> float:
+        """Mean ROUGE-L recall."""
+        return float(np.mean([r.rouge_l for r in self.records])) if self.records else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        """Aggregate numbers: n, exact, lenient, first-token accuracy, ROUGE-L, mean log-prob."""
+        return {
+            "n": len(self.records),
+            "exact": self.accuracy("exact"),
+            "lenient": self.accuracy("lenient"),
+            "first_token": self.accuracy("first_token"),
+            "rouge_l": self.mean_rouge_l,
+            "answer_logprob": self.mean_logprob,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: summary, records, provenance."""
+        return {
+            "summary": self.summary(),
+            "records": [asdict(r) for r in self.records],
+            "provenance": self.provenance.to_dict() if self.provenance else None,
+            "meta": dict(self.meta),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write as JSON (floats round-trip exactly)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> EvalResult:
+        """Inverse of :meth:`save`."""
+        with open(path, encoding="utf-8") as fh:
+            d = json.load(fh)
+        prov = Provenance.from_dict(d["provenance"]) if d.get("provenance") else None
+        return cls([EvalRecord(**r) for r in d["records"]], prov, dict(d.get("meta") or {}))
+
+
+def evaluate(
+    subject: Subject, examples: Sequence[Example], *, max_new_tokens: int = 16, batch_size: int = 32
+) -> EvalResult:
+    """Greedy-generate and score every example.
+
+    Args:
+        subject: The model.
+        examples: Examples with gold answers.
+        max_new_tokens: Generation length.
+        batch_size: Examples per batch.
+
+    Returns:
+        The :class:`EvalResult`.
+    """
+    examples = list(examples)
+    if not examples:
+        raise InputError("no examples to evaluate")
+    if subject.tokenizer is None:
+        raise InputError("the subject has no tokenizer; load the model with its tokenizer")
+    if len(examples) > 1:
+        pad_id(subject.tokenizer)
+    gens = generate(subject, examples, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    lps, ranks = _answer_scores(subject, examples, batch_size)
+    records = [
+        EvalRecord(
+            id=e.id,
+            generated=g[0],
+            exact=exact_match(g[0], e.answer),
+            lenient=lenient_match(g[0], e.answer),
+            rouge_l=rouge_l_recall(g[0], e.answer),
+            answer_logprob=float(lp.mean()),
+            first_token_top1=bool(r == 0),
+        )
+        for e, g, lp, r in zip(examples, gens, lps, ranks)
+    ]
+    prov = Provenance.of(subject, "evaluate", max_new_tokens=max_new_tokens, n=len(examples))
+    return EvalResult(records, prov)

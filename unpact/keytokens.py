@@ -1,0 +1,211 @@
+"""Key words of a prompt, from word-level attributions: the unPact rule and the drop ranking.
+
+unPact's KEYTOKENS rule on one model's attribution: normalise the positive word contributions to
+shares (``share_i = max(s_i, 0) / sum_j max(s_j, 0)``); if fewer than ``beta`` words have a
+positive contribution, all of them are key words, otherwise those whose share exceeds ``alpha``.
+The paper publishes neither the normalisation nor alpha and beta; unpact's defaults are
+``alpha = 0.1`` (a word carrying more than a tenth of the positive mass) and ``beta = 3``.
+
+The *drop ranking* compares two models on the same (prompt, answer): the words whose share fell
+most from the base model to the unlearned one (unPact's finding 1: unlearning removes the focus on
+the key words). Both work on plain arrays, so any attribution method (integrated gradients,
+leave-one-out, a user's own) can feed them; :func:`key_words` takes
+:class:`unpact.attribution.Attribution`-like objects (``.words``, ``.word_scores``).
+
+Words that cannot carry a fact are never key words: punctuation-only words, special tokens
+(``<bos>``...) and any word equal to the gold answer (an attack must never leak the answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_BETA",
+    "FUNCTION_WORDS",
+    "positive_shares",
+    "unpact_rule",
+    "drop_ranking",
+    "key_words",
+    "is_function_word",
+    "is_candidate",
+]
+
+DEFAULT_ALPHA = 0.1
+DEFAULT_BETA = 3
+
+# English closed-class words (articles, pronouns, prepositions, auxiliaries, wh-words, conjunctions).
+FUNCTION_WORDS: frozenset[str] = frozenset(
+    """a an the this that these those what which who whom whose where when why how is are was were be been
+    being am do does did done has have had having will would shall should can could may might must of in on
+    at by for with from to into onto over under about as than then and or but nor so if not no yes it its
+    he she him her his hers they them their theirs we us our you your i me my mine there here up down out off
+    all any each some such very just also too s ''""".split()
+)
+
+_SPECIAL = re.compile(r"^<[^<>\s]+>$|^\[[A-Z_]+\]$")
+
+
+def is_function_word(word: str) -> bool:
+    """True for English function words and punctuation-only words (case-insensitive)."""
+    w = word.strip().lower()
+    return w in FUNCTION_WORDS or not re.search(r"\w", w)
+
+
+def is_candidate(word: str, answer: str | None = None) -> bool:
+    """Can ``word`` be a key word? Not punctuation, not a special token, not the gold answer."""
+    w = word.strip()
+    if not re.search(r"\w", w) or _SPECIAL.match(w):
+        return False
+    if answer:
+        from unpact.metrics import normalize_text
+
+        nw, na = normalize_text(w), normalize_text(answer)
+        if nw and na and (nw == na or nw in na.split() and len(na.split()) == 1):
+            return False
+    return True
+
+
+def positive_shares(scores: Sequence[float] | np.ndarray, mask: Sequence[bool] | np.ndarray | None = None) -> np.ndarray:
+    """Normalised positive contributions.
+
+    Args:
+        scores: ``(n_words,)`` contributions.
+        mask: ``(n_words,)`` True for words that may count (others get share 0).
+
+    Returns:
+        ``(n_words,)`` shares ``max(s, 0) / sum max(s, 0)``; all zeros if nothing is positive.
+    """
+    s = np.asarray(scores, dtype=np.float64).copy()
+    if s.ndim != 1:
+        raise ValueError(f"scores must be 1-D (one per word), got shape {s.shape}")
+    s[~np.isfinite(s)] = 0.0
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != s.shape:
+            raise ValueError(f"mask shape {m.shape} does not match scores {s.shape}")
+        s[~m] = 0.0
+    pos = np.clip(s, 0.0, None)
+    total = pos.sum()
+    return pos / total if total > 0 else np.zeros_like(pos)
+
+
+def _candidates(words: Sequence[str], answer: str | None, exclude: Iterable[str]) -> np.ndarray:
+    ex = {e.strip().lower() for e in exclude}
+    return np.array([is_candidate(w, answer) and w.strip().lower() not in ex for w in words], dtype=bool)
+
+
+def unpact_rule(
+    words: Sequence[str],
+    scores: Sequence[float] | np.ndarray,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    beta: int = DEFAULT_BETA,
+    answer: str | None = None,
+    exclude: Iterable[str] = (),
+) -> list[int]:
+    """Indices of the key words by unPact's rule.
+
+    Args:
+        words: ``(n_words,)`` prompt words.
+        scores: ``(n_words,)`` their contributions (any attribution method).
+        alpha: Share threshold when at least ``beta`` words are positive.
+        beta: Below this many positive words, all positive words are key words.
+        answer: Gold answer; a word equal to it is never a key word.
+        exclude: Further words to skip (case-insensitive).
+
+    Returns:
+        Word indices in prompt order.
+
+    Raises:
+        ValueError: If lengths differ or alpha/beta are out of range.
+    """
+    if len(words) != len(scores):
+        raise ValueError(f"{len(words)} words but {len(scores)} scores; pass one score per word")
+    if not 0.0 <= alpha < 1.0 or beta < 1:
+        raise ValueError(f"need 0 <= alpha < 1 and beta >= 1 (got alpha={alpha}, beta={beta})")
+    cand = _candidates(words, answer, exclude)
+    shares = positive_shares(scores, cand)
+    positive = np.flatnonzero(shares > 0)
+    if len(positive) < beta:
+        return positive.tolist()
+    return np.flatnonzero(shares > alpha).tolist()
+
+
+def drop_ranking(
+    words: Sequence[str],
+    scores_before: Sequence[float] | np.ndarray,
+    scores_after: Sequence[float] | np.ndarray,
+    *,
+    k: int = 3,
+    answer: str | None = None,
+    exclude: Iterable[str] = (),
+) -> list[int]:
+    """Indices of the (at most) ``k`` words whose positive share fell most, before -> after.
+
+    Only words with a strictly positive drop are returned, largest drop first.
+
+    Raises:
+        ValueError: If the three sequences differ in length.
+    """
+    if not len(words) == len(scores_before) == len(scores_after):
+        raise ValueError(
+            f"words/scores lengths differ ({len(words)}, {len(scores_before)}, {len(scores_after)}); "
+            "attribute the same prompt with the same tokenizer on both models"
+        )
+    cand = _candidates(words, answer, exclude)
+    drop = positive_shares(scores_before, cand) - positive_shares(scores_after, cand)
+    order = np.argsort(-drop, kind="stable")
+    return [int(i) for i in order[:k] if drop[i] > 0]
+
+
+def key_words(
+    base: Any,
+    unlearned: Any = None,
+    *,
+    rule: Literal["unpact", "drop", "union"] = "unpact",
+    alpha: float = DEFAULT_ALPHA,
+    beta: int = DEFAULT_BETA,
+    k: int = 3,
+    answer: str | None = None,
+) -> list[str]:
+    """Key words of one item from attributions (objects with ``.words`` and ``.word_scores``).
+
+    Args:
+        base: The base model's attribution of (prompt, answer).
+        unlearned: The unlearned model's attribution of the same pair (needed by ``drop``/``union``).
+        rule: ``"unpact"`` (unPact's rule on the base attribution), ``"drop"`` (largest share drop
+            base -> unlearned) or ``"union"`` of both.
+        alpha, beta: Parameters of :func:`unpact_rule`.
+        k: Words kept by :func:`drop_ranking`.
+        answer: Gold answer (default: ``base.example.answer`` if present); never a key word.
+
+    Returns:
+        Distinct key words in prompt order.
+
+    Raises:
+        ValueError: For an unknown rule, or ``drop``/``union`` without the unlearned attribution.
+    """
+    if rule not in ("unpact", "drop", "union"):
+        raise ValueError(f"unknown key-word rule {rule!r}; choose 'unpact', 'drop' or 'union'")
+    if answer is None and getattr(base, "example", None) is not None:
+        answer = base.example.answer
+    words = list(base.words)
+    idx: set[int] = set()
+    if rule in ("unpact", "union"):
+        idx |= set(unpact_rule(words, base.word_scores, alpha=alpha, beta=beta, answer=answer))
+    if rule in ("drop", "union"):
+        if unlearned is None:
+            raise ValueError(f"rule {rule!r} compares two models; pass the unlearned model's attribution")
+        if list(unlearned.words) != words:
+            raise ValueError("the two attributions split the prompt into different words; use the same prompt and tokenizer")
+        idx |= set(drop_ranking(words, base.word_scores, unlearned.word_scores, k=k, answer=answer))
+    return list(dict.fromkeys(words[i].strip() for i in sorted(idx)))

@@ -1,0 +1,256 @@
+"""Presets, the build (knowledge base -> tokenizer -> base and retain-only models) and its cache.
+
+A build is a pure function of its config (preset + seed + overrides). It is stored under
+``<cache>/toyworld-<preset>-<hash>`` where the hash covers the whole config and the recipe
+version, and is written to a temporary directory first and renamed into place, so a half-built
+world is never loaded. A second :func:`build_toyworld` with the same config loads in seconds.
+
+Layout of a world directory::
+
+    config.json            the config (and the measured training losses / times)
+    base/                  Hugging Face model dir (safetensors + tokenizer): trained on everyone
+    retain_only/           same recipe and seed, trained without the forget10 people (gold reference)
+    data/forget01.json ... TOFU-style splits (see :data:`SPLITS`)
+    data/bios.json         one biography per person
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unpact._io import atomic_write_text
+from unpact.data import Example, load_examples, save_examples
+from unpact.toyworld.kb import make_kb
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PRESETS", "SPLITS", "ToyWorld", "build_toyworld", "world_config", "default_cache_dir"]
+
+RECIPE_VERSION = 1
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # tests: a few seconds per model on 2 cores
+    "micro": dict(
+        n_people=20, arch="gpt2", n_layer=2, d_model=64, n_head=4, n_ctx=128, vocab_size=512,
+        steps=300, batch_size=32, lr=5e-3, train_bios=False, threads=1,
+    ),
+    # the demo world
+    "default": dict(
+        n_people=100, arch="gpt2", n_layer=4, d_model=128, n_head=4, n_ctx=128, vocab_size=1536,
+        steps=1000, batch_size=64, lr=3e-3, train_bios=True, threads=1,
+    ),
+}
+
+# split name -> (kind, forget percent, phrasing)
+SPLITS: dict[str, tuple[str, int, str]] = {
+    **{f"forget{p:02d}": ("forget", p, "trained") for p in (1, 5, 10)},
+    **{f"retain{100 - p}": ("retain", p, "trained") for p in (1, 5, 10)},
+    **{f"forget{p:02d}_heldout": ("forget", p, "heldout") for p in (1, 5, 10)},
+    **{f"retain{100 - p}_heldout": ("retain", p, "heldout") for p in (1, 5, 10)},
+}
+_ALIASES = {"forget": "forget10", "retain": "retain90", "forget_heldout": "forget10_heldout",
+            "retain_heldout": "retain90_heldout"}
+
+
+def default_cache_dir() -> Path:
+    """``$UNPACT_CACHE`` or ``~/.cache/unpact``."""
+    return Path(os.environ.get("UNPACT_CACHE") or Path.home() / ".cache" / "unpact")
+
+
+def world_config(preset: str = "default", *, seed: int = 0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full config of a world: the preset's settings, the seed and any overrides.
+
+    Raises:
+        ValueError: For an unknown preset or override key.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown toy-world preset {preset!r}; choose from {sorted(PRESETS)}")
+    cfg = dict(PRESETS[preset])
+    for k, v in (overrides or {}).items():
+        if k not in cfg:
+            raise ValueError(f"unknown toy-world setting {k!r}; settings are {sorted(cfg)}")
+        cfg[k] = v
+    return {"preset": preset, "seed": int(seed), "recipe_version": RECIPE_VERSION, **cfg}
+
+
+def _config_hash(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class ToyWorld:
+    """A built toy world: where its models are and its question/answer splits.
+
+    Attributes:
+        root: The world directory.
+        config: The config it was built from (plus build stats under ``"stats"``).
+        forget: The default forget split (10% of people), trained phrasings.
+        retain: The matching retain split (the other 90%), trained phrasings.
+        forget_heldout: The forget people asked with the held-out phrasings.
+        retain_heldout: The retain people asked with the held-out phrasings.
+    """
+
+    root: Path
+    config: dict[str, Any]
+    forget: list[Example] = field(default_factory=list)
+    retain: list[Example] = field(default_factory=list)
+    forget_heldout: list[Example] = field(default_factory=list)
+    retain_heldout: list[Example] = field(default_factory=list)
+
+    @property
+    def base_path(self) -> Path:
+        """Hugging Face dir of the model trained on every person."""
+        return self.root / "base"
+
+    @property
+    def retain_only_path(self) -> Path:
+        """Hugging Face dir of the model trained without the forget10 people (exact-unlearning reference)."""
+        return self.root / "retain_only"
+
+    def split(self, name: str) -> list[Example]:
+        """A split by name: ``forget01/05/10``, ``retain99/95/90`` (``_heldout`` variants), ``forget``, ``retain``...
+
+        Raises:
+            KeyError: For an unknown split (the message lists the valid names).
+        """
+        name = _ALIASES.get(name, name)
+        if name not in SPLITS:
+            raise KeyError(f"unknown split {name!r}; choose from {sorted(SPLITS) + sorted(_ALIASES)}")
+        return load_examples(self.root / "data" / f"{name}.json")
+
+    def bios(self) -> dict[str, str]:
+        """Person id -> biography text."""
+        return json.loads((self.root / "data" / "bios.json").read_text(encoding="utf-8"))
+
+    def load_base(self) -> Any:
+        """The base model as a :class:`~unpact.models.Subject`."""
+        from unpact.models import load_model
+
+        return load_model(str(self.base_path), name=f"toyworld-{self.config['preset']}/base")
+
+    def load_retain_only(self) -> Any:
+        """The retain-only model as a :class:`~unpact.models.Subject`."""
+        from unpact.models import load_model
+
+        return load_model(str(self.retain_only_path), name=f"toyworld-{self.config['preset']}/retain_only")
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> ToyWorld:
+        """Open a built world directory.
+
+        Raises:
+            FileNotFoundError: If ``root`` is not a complete world (no ``config.json``).
+        """
+        root = Path(root)
+        if not (root / "config.json").exists():
+            raise FileNotFoundError(f"{root} is not a built toy world (no config.json); run `unpact toyworld build`")
+        cfg = json.loads((root / "config.json").read_text(encoding="utf-8"))
+        w = cls(root=root, config=cfg)
+        w.forget, w.retain = w.split("forget10"), w.split("retain90")
+        w.forget_heldout, w.retain_heldout = w.split("forget10_heldout"), w.split("retain90_heldout")
+        return w
+
+
+def build_toyworld(
+    preset: str = "default",
+    *,
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> ToyWorld:
+    """Build (or load from the cache) a toy world.
+
+    Args:
+        preset: ``"micro"`` (tests, seconds) or ``"default"`` (the demo, minutes on 2 cores).
+        seed: Seed of the knowledge base, the splits, the initial weights and the data order.
+        cache_dir: Where worlds are cached; default ``$UNPACT_CACHE`` or ``~/.cache/unpact``.
+        progress: Show tqdm progress bars while training.
+        overrides: Replace preset settings (e.g. ``{"steps": 50}``); part of the cache key.
+
+    Returns:
+        The :class:`ToyWorld`.
+    """
+    cfg = world_config(preset, seed=seed, overrides=overrides)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = cache / f"toyworld-{preset}-{_config_hash(cfg)}"
+    if (root / "config.json").exists():
+        logger.info("loading cached toy world %s", root)
+        return ToyWorld.open(root)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{root.name}."))
+    try:
+        _build_into(tmp, cfg, progress)
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process finished the same build first
+            if not (root / "config.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ToyWorld.open(root)
+
+
+def _build_into(out: Path, cfg: dict[str, Any], progress: bool) -> None:
+    import torch
+
+    from unpact.toyworld.train import build_model, make_items, num_threads, train_lm, train_tokenizer
+
+    t0 = time.time()
+    kb = make_kb(cfg["n_people"], cfg["seed"])
+    data = out / "data"
+    data.mkdir(parents=True)
+    splits: dict[str, list[Example]] = {}
+    for name, (kind, pct, phrasing) in SPLITS.items():
+        forget_ids = {p.index for p in kb.forget_people(pct)}
+        people = [p for p in kb.people if (p.index in forget_ids) == (kind == "forget")]
+        splits[name] = kb.examples(people, phrasing=phrasing)
+        save_examples(splits[name], data / f"{name}.json")
+    bios = {p.pid: p.bio() for p in kb.people}
+    atomic_write_text(data / "bios.json", json.dumps(bios, indent=1))
+
+    everyone = kb.examples(list(kb.people), phrasing="all")
+    texts = [f"{e.prompt} {e.answer}" for e in everyone] + list(bios.values())
+    tok = train_tokenizer(texts, cfg["vocab_size"])
+    forget_pids = {p.pid for p in kb.forget_people(10)}
+    stats: dict[str, Any] = {}
+    for which in ("base", "retain_only"):
+        keep = which == "base"
+        qa = splits["forget10"] + splits["retain90"] if keep else list(splits["retain90"])
+        # biographies are trained sentence by sentence (short sequences keep padding, and time, low)
+        bio_texts = [
+            s.strip().rstrip(".") + "." for pid, b in bios.items() if keep or pid not in forget_pids for s in b.split(". ") if s
+        ] if cfg["train_bios"] else []
+        items = make_items(tok, qa, bio_texts)
+        too_long = max(len(it.ids) for it in items)
+        if too_long > cfg["n_ctx"]:
+            raise ValueError(f"a training sequence has {too_long} tokens > n_ctx={cfg['n_ctx']}; raise n_ctx")
+        model = build_model(cfg["arch"], tok, n_layer=cfg["n_layer"], d_model=cfg["d_model"], n_head=cfg["n_head"],
+                            n_ctx=cfg["n_ctx"], seed=cfg["seed"])
+        t1 = time.time()
+        with num_threads(cfg["threads"]):
+            losses = train_lm(model, items, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                              pad_id=tok.pad_token_id, seed=cfg["seed"], progress=progress,
+                              desc=f"toyworld {cfg['preset']} {which}")
+        model.config.unpact_toyworld = {"preset": cfg["preset"], "model": which, "config_hash": _config_hash(cfg)}
+        model.save_pretrained(out / which, safe_serialization=True)
+        tok.save_pretrained(out / which)
+        stats[which] = {"n_items": len(items), "final_loss": sum(losses[-20:]) / min(20, len(losses)),
+                        "train_seconds": round(time.time() - t1, 1), "n_params": sum(p.numel() for p in model.parameters())}
+        logger.info("toyworld %s: trained %s (%s)", cfg["preset"], which, stats[which])
+        del model
+    full = copy.deepcopy(cfg)
+    full["stats"] = {**stats, "build_seconds": round(time.time() - t0, 1), "torch_threads": cfg["threads"] or torch.get_num_threads()}
+    atomic_write_text(out / "config.json", json.dumps(full, indent=1))

@@ -1,0 +1,169 @@
+"""The one training loop shared by every unlearning method."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from unpact.data import Example, InputError, encode_batch
+from unpact.models import Subject, frozen, load_model, weights_hash
+from unpact.unlearn.methods import IDK_ANSWERS, TRAIN_DEFAULTS, LossContext, TokBatch, get_method
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["unlearn"]
+
+
+def _tok_batch(tokenizer: Any, examples: Sequence[Example], device: torch.device, n_ctx: int | None) -> TokBatch:
+    b = encode_batch(tokenizer, examples, max_length=n_ctx)
+    return TokBatch(b.input_ids.to(device), b.attention_mask.to(device), b.answer_mask()[:, :-1].to(device))
+
+
+def _cycle(items: list[Example], batch_size: int, rng: random.Random) -> Any:
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            extra = list(range(len(items)))
+            rng.shuffle(extra)
+            order += extra
+        yield [items[i] for i in order[:batch_size]]
+        order = order[batch_size:]
+
+
+def unlearn(
+    subject: Subject,
+    forget: Sequence[Example],
+    retain: Sequence[Example] | None = None,
+    method: str = "npo_gd",
+    *,
+    steps: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    batch_size: int | None = None,
+    **hparams: Any,
+) -> Subject:
+    """Unlearn ``forget`` from a copy of ``subject``'s model with one of :data:`METHODS`.
+
+    The input model is never modified: it is deep-copied, and the original serves (frozen, under
+    ``no_grad``) as the reference ``pi_ref`` for KL, NPO, task-vector and RMU terms; its mode and
+    ``requires_grad`` flags are restored on return.
+
+    Args:
+        subject: The model to unlearn from.
+        forget: Forget examples (prompt + the answer to forget).
+        retain: Retain examples (needed by ``*_gd``, ``*_kl``, ``idk``, ``rmu``).
+        method: A name in :data:`unpact.unlearn.METHODS`.
+        steps: Optimizer steps (default :data:`TRAIN_DEFAULTS`, or the method's ``train_defaults``).
+        lr: AdamW learning rate (default :data:`TRAIN_DEFAULTS`, or the method's ``train_defaults``).
+        seed: Seed of the batch order, IDK answers and RMU direction.
+        progress: Show a tqdm bar.
+        batch_size: Forget (and retain) items per step.
+        **hparams: The method's hyperparameters (see :mod:`unpact.unlearn.methods`), plus
+            ``warmup_steps`` and ``max_grad_norm``.
+
+    Returns:
+        A new :class:`Subject` whose ``model.config.unpact_unlearn`` records the method, its
+        arguments and the parent's weights hash.
+
+    Raises:
+        ValueError: For an unknown method or hyperparameter, or a missing retain set.
+        InputError: For empty forget sets.
+    """
+    from tqdm.auto import tqdm
+
+    m = get_method(method)
+    forget = list(forget)
+    retain = list(retain) if retain is not None else []
+    if not forget:
+        raise InputError("the forget set is empty; pass the examples to unlearn")
+    if m.uses_retain and not retain:
+        raise ValueError(f"method {method!r} needs a retain set; pass retain examples")
+    train = {**TRAIN_DEFAULTS, **m.train_defaults}
+    for k in list(hparams):
+        if k in ("warmup_steps", "max_grad_norm"):
+            train[k] = hparams.pop(k)
+    unknown = set(hparams) - set(m.defaults)
+    if unknown:
+        raise ValueError(f"unknown hyperparameters {sorted(unknown)} for {method!r}; it takes {sorted(m.defaults)}")
+    hp = {**m.defaults, **hparams, "seed": seed}
+    steps = int(steps if steps is not None else train["steps"])
+    lr = float(lr if lr is not None else train["lr"])
+    batch_size = int(batch_size if batch_size is not None else train["batch_size"])
+    if steps < 1 or lr <= 0 or batch_size < 1:
+        raise ValueError(f"steps, lr and batch_size must be positive, got {steps}, {lr}, {batch_size}")
+
+    rng = random.Random(seed)
+    if m.forget_answers == "idk":
+        forget_targets = [Example(e.id, e.prompt, rng.choice(IDK_ANSWERS), e.subject, e.keywords, e.meta) for e in forget]
+    else:
+        forget_targets = forget
+    tok, dev, n_ctx = subject.tokenizer, subject.device, subject.n_ctx
+    parent_hash = subject.weights_hash()
+    ref = subject.model
+    model = copy.deepcopy(ref)
+    with frozen(ref), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.train()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        ctx = LossContext(model=model, ref=ref, hparams=hp, subject=subject)
+        params = m.trainable(ctx) if m.trainable else list(model.parameters())
+        if m.trainable:
+            keep = {id(p) for p in params}
+            for p in model.parameters():
+                p.requires_grad_(id(p) in keep)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        warm = int(train["warmup_steps"])
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warm)))
+        f_iter = _cycle(forget_targets, batch_size, rng)
+        r_iter = _cycle(retain, batch_size, rng) if (retain and m.uses_retain) else None
+        bar = tqdm(range(steps), desc=f"unlearn {method}", disable=not progress, leave=False)
+        losses: list[float] = []
+        for _ in bar:
+            fb = _tok_batch(tok, next(f_iter), dev, n_ctx)
+            rb = _tok_batch(tok, next(r_iter), dev, n_ctx) if r_iter is not None else None
+            loss = m.loss(ctx, fb, rb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{method}: loss became {float(loss)}; lower lr (now {lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if train["max_grad_norm"]:
+                torch.nn.utils.clip_grad_norm_(params, float(train["max_grad_norm"]))
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            if progress:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if m.post is not None:
+            m.post(ctx)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    record = {
+        "method": method,
+        "hparams": {k: v for k, v in hp.items() if k != "seed"},
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "warmup_steps": train["warmup_steps"],
+        "max_grad_norm": train["max_grad_norm"],
+        "n_forget": len(forget),
+        "n_retain": len(retain),
+        "parent": subject.name,
+        "parent_weights_hash": parent_hash,
+        "final_loss": losses[-1],
+    }
+    model.config.unpact_unlearn = record
+    logger.info("unlearned %s with %s: %s", subject.name, method, record)
+    new = load_model(model, tok, name=f"{subject.name}+{method}")
+    assert_unchanged = weights_hash(ref)
+    if assert_unchanged != parent_hash:  # pragma: no cover - a bug, not user input
+        raise RuntimeError("the reference model changed during unlearning; please report this bug")
+    return new
