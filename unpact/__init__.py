@@ -22,6 +22,17 @@ _EXPORTS: dict[str, str] = {
     "Example": "unpact.data",
     "load_examples": "unpact.data",
     "encode": "unpact.data",
+    "build_toyworld": "unpact.toyworld",
+    "unlearn": "unpact.unlearn",
+    "evaluate": "unpact.evaluate",
+    "attribute": "unpact.attribution",
+    "integrated_gradients": "unpact.attribution",
+    "leave_one_out": "unpact.attribution",
+    "logit_lens": "unpact.lens",
+    "edge_attribution_patching": "unpact.circuits",
+    "key_words": "unpact.keytokens",
+    "run_attack": "unpact.attacks",
+    "audit": "unpact.audit",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -45,3 +56,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from unpact.data import Example, encode, load_examples
     from unpact.hooks import hooked, run_with_cache
     from unpact.models import Subject, load_model
+    from unpact.attacks import run_attack
+    from unpact.attribution import attribute, integrated_gradients, leave_one_out
+    from unpact.audit import audit
+    from unpact.circuits import edge_attribution_patching
+    from unpact.evaluate import evaluate
+    from unpact.keytokens import key_words
+    from unpact.lens import logit_lens
+    from unpact.toyworld import build_toyworld
+    from unpact.unlearn import unlearn

@@ -390,7 +390,10 @@ def _forward(subject: Subject, ids: torch.Tensor, lengths: Sequence[int], keypos
             return t
 
         hooks["embed"] = scale_embed
-    kwargs: dict[str, Any] = {}
+    # Right-padded rows: padding sits after every real token, so causal attention never sees it;
+    # the 2-D mask states this to the model (and silences transformers' padding warning).
+    mask2d = (torch.arange(ids.shape[1])[None, :] < torch.tensor(list(lengths))[:, None]).long()
+    kwargs: dict[str, Any] = {"attention_mask": mask2d.to(subject.device)}
     if attack.kind == "whitebox" and attack.attn_bias != 0.0:
         if subject.spec.model_type == "opt":
             raise ValueError("attn_bias needs a model that accepts a 4-D additive attention mask; OPT does not")

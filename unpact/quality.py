@@ -116,9 +116,12 @@ def response_perplexity(base: Any, prompts: Sequence[str], responses: Sequence[s
             encs = [encode(base.tokenizer, Example(str(i), prompts[i], responses[i].strip())) for i in idx]
             width = max(len(e.input_ids) for e in encs)
             ids = torch.zeros((len(encs), width), dtype=torch.long)
+            mask = torch.zeros((len(encs), width), dtype=torch.long)
             for j, e in enumerate(encs):
                 ids[j, : len(e.input_ids)] = e.input_ids
-            logp = torch.log_softmax(base.model(input_ids=ids.to(base.device), use_cache=False).logits.float(), -1).cpu()
+                mask[j, : len(e.input_ids)] = 1
+            logits = base.model(input_ids=ids.to(base.device), attention_mask=mask.to(base.device), use_cache=False).logits
+            logp = torch.log_softmax(logits.float(), -1).cpu()
             for j, e in enumerate(encs):
                 a, b = e.answer_span
                 lp = logp[j, a - 1 : b - 1].gather(1, e.input_ids[a:b, None]).mean().item()
