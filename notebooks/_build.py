@@ -1,7 +1,7 @@
 """Generate the notebooks in this folder (run: ``python notebooks/_build.py``); commit them without outputs.
 
 Every notebook runs on the micro toy world (cached under ``$UNPACT_CACHE``) in well under a few minutes.
-``tests/test_notebooks.py`` executes them with nbclient. ``REQUIRES`` lists the unpact modules each one needs.
+``tests/test_notebooks.py`` executes them with nbclient.
 """
 
 from __future__ import annotations
@@ -101,16 +101,6 @@ a = attribute(subject, ex, method="loo")
 token_heatmap_plotly(a)"""),
     ],
 }
-
-# unpact modules each notebook imports (the test skips a notebook whose modules are not there)
-REQUIRES: dict[str, tuple[str, ...]] = {
-    "01_quickstart.ipynb": ("unpact.toyworld", "unpact.unlearn", "unpact.audit"),
-    "02_attribution_heatmaps.ipynb": ("unpact.toyworld", "unpact.unlearn", "unpact.attribution"),
-    "03_keyword_emphasis.ipynb": ("unpact.toyworld", "unpact.unlearn", "unpact.attacks", "unpact.evaluate"),
-    "04_lens_and_circuits.ipynb": ("unpact.toyworld", "unpact.unlearn", "unpact.lens", "unpact.circuits"),
-    "05_your_own_model.ipynb": ("unpact.toyworld", "unpact.attribution"),
-}
-
 
 def build(folder: Path = HERE) -> list[Path]:
     """Write every notebook (no outputs) into ``folder``; return their paths."""

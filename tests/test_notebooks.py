@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -32,25 +31,11 @@ def test_notebook_in_sync_and_clean(name, tmp_path):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in committed.cells if c.cell_type == "code")
 
 
-def _missing(name: str) -> list[str]:
-    out = []
-    for mod in _build.REQUIRES[name]:
-        try:
-            if importlib.util.find_spec(mod) is None:
-                out.append(mod)
-        except ImportError:
-            out.append(mod)
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_executes(name, micro_world, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
-    missing = _missing(name)
-    if missing:
-        pytest.skip(f"{name} needs {missing}, not built yet")
     monkeypatch.setenv("UNPACT_CACHE", str(Path(micro_world.root).parent))
     monkeypatch.setenv("UNPACT_MODEL_DIR", str(micro_world.base_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")

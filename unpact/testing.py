@@ -36,23 +36,10 @@ _CORPUS = [
 
 @functools.lru_cache(maxsize=4)
 def tiny_tokenizer(vocab_size: int = 384) -> Any:
-    """A byte-level BPE ``PreTrainedTokenizerFast`` with bos/eos/pad/unk tokens, trained in memory."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """A byte-level BPE ``PreTrainedTokenizerFast`` (no BOS prepended) with bos/eos/pad/unk, trained in memory."""
+    from unpact.toyworld.train import train_tokenizer
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
+    return train_tokenizer(_CORPUS * 4, vocab_size, prepend_bos=False)
 
 
 def _config(arch: str, vocab: int, **over: Any) -> Any:

@@ -187,7 +187,10 @@ def _verdict_html(name: str, verdict: Any) -> str:
            f'<b class="v">{_esc(label)}</b>')
     if verdict.get("reason"):
         out += f"<div>{_esc(verdict['reason'])}</div>"
-    facts = [f"{k.replace('_', ' ')}: {verdict[k]}" for k in ("evidence_attack", "destructive", "retain_drop", "forgotten")
+    def fmt(v: Any) -> str:
+        return f"{100 * v:.1f}%" if isinstance(v, float) else str(v)
+
+    facts = [f"{k.replace('_', ' ')}: {fmt(verdict[k])}" for k in ("evidence_attack", "destructive", "retain_drop", "forgotten")
              if verdict.get(k) is not None]
     if facts:
         out += '<ul class="evidence">' + "".join(f"<li>{_esc(f)}</li>" for f in facts) + "</ul>"

@@ -43,15 +43,16 @@ def num_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
+def train_tokenizer(texts: Sequence[str], vocab_size: int, *, prepend_bos: bool = True) -> Any:
     """Train a byte-level BPE ``PreTrainedTokenizerFast`` on ``texts``.
 
     Args:
         texts: Training text (questions, answers, biographies).
         vocab_size: Target vocabulary size (including the 256 byte tokens and 4 special tokens).
+        prepend_bos: Prepend ``<bos>`` when encoding (Llama-style); off gives GPT-2-style encoding.
 
     Returns:
-        The tokenizer; ``bos``/``eos``/``pad``/``unk`` are ids 1/2/0/3 and ``<bos>`` is prepended on encode.
+        The tokenizer; ``bos``/``eos``/``pad``/``unk`` are ids 1/2/0/3.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -66,9 +67,10 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
         show_progress=False,
     )
     tok.train_from_iterator(list(texts), trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))]
-    )
+    if prepend_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))]
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
     )
