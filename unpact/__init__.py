@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it. A name equal to a submodule's (unlearn, evaluate, audit) is not
+# exported: importing the submodule would rebind the attribute to the module. Import those from their modules.
 _EXPORTS: dict[str, str] = {
     "load_model": "unpact.models",
     "Subject": "unpact.models",
@@ -23,8 +24,6 @@ _EXPORTS: dict[str, str] = {
     "load_examples": "unpact.data",
     "encode": "unpact.data",
     "build_toyworld": "unpact.toyworld",
-    "unlearn": "unpact.unlearn",
-    "evaluate": "unpact.evaluate",
     "attribute": "unpact.attribution",
     "integrated_gradients": "unpact.attribution",
     "leave_one_out": "unpact.attribution",
@@ -32,7 +31,6 @@ _EXPORTS: dict[str, str] = {
     "edge_attribution_patching": "unpact.circuits",
     "key_words": "unpact.keytokens",
     "run_attack": "unpact.attacks",
-    "audit": "unpact.audit",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -58,10 +56,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from unpact.models import Subject, load_model
     from unpact.attacks import run_attack
     from unpact.attribution import attribute, integrated_gradients, leave_one_out
-    from unpact.audit import audit
     from unpact.circuits import edge_attribution_patching
-    from unpact.evaluate import evaluate
     from unpact.keytokens import key_words
     from unpact.lens import logit_lens
     from unpact.toyworld import build_toyworld
-    from unpact.unlearn import unlearn
+

@@ -246,7 +246,7 @@ def audit(
     max_forget: int | None = None,
     max_retain: int | None = None,
     n_retain_attacked: int = 32,
-    max_new_tokens: int = 8,
+    max_new_tokens: int | None = None,
     batch_size: int = 32,
     seed: int = 0,
     rule: Any = None,
@@ -273,7 +273,8 @@ def audit(
         max_forget, max_retain: Use at most this many items of each split (first ones).
         n_retain_attacked: Retain items (the first ones) also attacked (the retain control) and
             attributed on every model (the destructive rate).
-        max_new_tokens: Tokens decoded per answer.
+        max_new_tokens: Tokens decoded per answer; default: the longest gold answer (in the base model's
+            tokens) plus 4, so that no right answer is cut short.
         batch_size: Items per chunk (a chunk is the unit of resumption).
         seed: Sampling seed (each chunk gets a seed derived from it).
         rule: A :class:`unpact.verdict.VerdictRule` (default thresholds otherwise).
@@ -320,6 +321,11 @@ def audit(
     for n, m in unlearned.items():
         models[n] = _resolve(m, n)
     retain_att = retain[:n_retain_attacked]
+    if max_new_tokens is None:
+        tok = models[BASE].tokenizer
+        max_new_tokens = 4 + max(len(tok(" " + e.answer, add_special_tokens=False)["input_ids"]) for e in forget + retain)
+    elif max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
     config = {
         "models": {n: s.weights_hash() for n, s in models.items()},
