@@ -251,6 +251,7 @@ def audit(
     seed: int = 0,
     rule: Any = None,
     lens: bool = True,
+    circuits: int = 3,
     progress: bool = True,
     callback: Callback | None = None,
 ) -> AuditSummary:
@@ -279,6 +280,10 @@ def audit(
         seed: Sampling seed (each chunk gets a seed derived from it).
         rule: A :class:`unpact.verdict.VerdictRule` (default thresholds otherwise).
         lens: Save logit-lens trajectories of forget items when :mod:`unpact.lens` exists.
+        circuits: For this many forget items (those naming their subject), save EAP-IG edge scores on the
+            base model and a :class:`~unpact.circuits.CircuitDiff` against every other model (corruption:
+            the subject swapped for another item's). 0 turns it off. Circuits feed the report only; they
+            do not change records or verdicts, so this number is not part of the resume check.
         progress: tqdm progress bars.
         callback: Called as ``callback(stage, info)`` after every finished chunk (tests use it to
             simulate a kill).
@@ -405,6 +410,8 @@ def audit(
             cb("tracers", {"model": name, "split": split})
     if lens:
         _save_lens(models, forget, tracers, batch_size)
+    if circuits > 0:
+        _save_circuits(models, forget, retain, tracers, circuits, seed)
 
     # 4) summary
     recs = list(store.records.values())
@@ -465,6 +472,44 @@ def _quality(store: RecordStore, name: str, forget: Sequence[Example], retain: S
             "honore_forget": _round(float(np.mean(h))) if h else None,
             "ppl_forget": _round(float(np.nanmedian(ppl))) if len(ppl) and np.isfinite(ppl).any() else None,
             "linguistic_score_forget": _round(float(np.mean(ls))) if ls else None}
+
+
+def _save_circuits(models: Mapping[str, Subject], forget: Sequence[Example], retain: Sequence[Example],
+                   tracers: Path, n: int, seed: int) -> None:
+    """EAP-IG edge scores of ``n`` forget items on the base model, and their circuit diff on every other model."""
+    from unpact.circuits import circuit_diff, edge_attribution_patching
+    from unpact.circuits.results import EdgeScores
+
+    items = [e for e in forget if e.subject and e.subject in e.prompt][:n]
+    donors = [e for e in list(forget) + list(retain) if e.subject and e.subject in e.prompt]
+    for e in items:
+        others = [d for d in donors if d.subject != e.subject]
+        # Subject swap with a same-length donor (EAP-IG); with no such donor, mean ablation (EAP).
+        # The base and every other model of one item always share the corruption.
+        how: dict[str, Any] = {"corrupt": others, "method": "eap-ig", "seed": seed}
+        base_path = tracers / BASE / "circuits" / f"{_safe(e.id)}.npz"
+        try:
+            if base_path.exists():
+                base_scores = EdgeScores.load(base_path)
+                if base_scores.corruption == "mean":
+                    how = {"corrupt": "mean", "method": "eap"}
+            else:
+                try:
+                    base_scores = edge_attribution_patching(models[BASE], e, **how)
+                except InputError:
+                    how = {"corrupt": "mean", "method": "eap"}
+                    base_scores = edge_attribution_patching(models[BASE], e, **how)
+                base_path.parent.mkdir(parents=True, exist_ok=True)
+                base_scores.save(base_path)
+            for name, subj in models.items():
+                path = tracers / name / "circuits" / f"{_safe(e.id)}.npz"
+                if name == BASE or path.exists():
+                    continue
+                scores = edge_attribution_patching(subj, e, **how)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                circuit_diff(base_scores, scores).save(path)
+        except (NotImplementedError, InputError) as exc:
+            logger.warning("no circuit for item %s: %s", e.id, exc)
 
 
 def _save_lens(models: Mapping[str, Subject], forget: Sequence[Example], tracers: Path, chunk: int) -> None:
