@@ -116,3 +116,20 @@ def test_sampling_is_seeded(tiny):
 def test_bad_inputs(tiny):
     with pytest.raises(ValueError, match="one per example"):
         atk.run_attack(tiny, [EX], "restate", [["a"], ["b"]])
+
+
+def test_keywords_sharing_an_answer_word_are_dropped():
+    # Answer "New York City": "York" and "york," share a content word; "of"/"the" are function words and
+    # do not count, so "capital" and "of" stay.
+    ex = Example("d", "Where is the capital of York county?", "New York City")
+    assert atk._safe_keywords(ex, ["York", "york,", "capital", "of", "New-York"]) == ["capital", "of"]
+    out = atk.apply_text_attack("restate", ex, ["York", "capital"])
+    assert out.prompt == "Focus on: capital. Where is the capital of York county?"
+
+
+def test_restate_and_front_use_only_keywords_in_the_prompt():
+    # Key words absent from the prompt must never be injected (they could carry the answer).
+    assert atk.restate(EX, ["London", "Thames"]) == EX
+    assert atk.front(EX, ["London", "Thames"]) == EX
+    assert atk.restate(EX, ["Thames", "born"]).prompt == "Focus on: born. Where was Ada Lovelace born?"
+    assert atk.front(EX, ["Thames", "born"]).prompt == "born: Where was Ada Lovelace born?"

@@ -199,7 +199,10 @@ def test_diff_of_two_models(tmp_path) -> None:
     np.testing.assert_allclose(d.word_share_before, ra.word_shares())
     assert sorted(d.word_rank_before.tolist()) == list(range(len(ra.words)))
     np.testing.assert_array_equal(d.word_rank_change, d.word_rank_after - d.word_rank_before)
-    assert len(d.largest_drops(3)) == 3
+    drops = d.largest_drops(3)
+    assert len(drops) <= 3 and all(change < 0 for _, change in drops)
+    if (ra.word_scores > 0).any() and (rb.word_scores > 0).any():  # shares sum to 1 on both sides: some fell
+        assert drops
     d.save(tmp_path / "d.npz")
     assert AttributionDiff.load(tmp_path / "d.npz") == d
     other = attribute(a, EXAMPLES[1], method="loo")

@@ -90,6 +90,86 @@ def test_torn_line_and_changed_arguments(models, tmp_path):
         audit(base, {"base": u}, forget, retain, out_dir=tmp_path / "x", **KW)
 
 
+def test_item_limits_zero_is_an_error(models, tmp_path):
+    base, u, _ = models
+    forget, retain = _data()
+    from unpact.data import InputError
+
+    for k in ("max_forget", "max_retain"):
+        with pytest.raises(InputError, match=k):
+            audit(base, {"u": u}, forget, retain, out_dir=tmp_path / k, **{**KW, k: 0})
+    assert not (tmp_path / "max_forget" / "audit_config.json").exists()
+
+
+def test_mismatched_tokenizer_fails_early(models, tmp_path):
+    from unpact.data import InputError
+    from unpact.models import load_model
+    from unpact.testing import tiny_tokenizer
+
+    base, u, _ = models
+    other = load_model(u.model, tiny_tokenizer(vocab_size=300), name="other-tok")
+    forget, retain = _data()
+    with pytest.raises(InputError, match="'odd'.*tokenizer"):
+        audit(base, {"odd": other}, forget, retain, out_dir=tmp_path, **KW)
+    assert not (tmp_path / "audit_config.json").exists() and not (tmp_path / "records.jsonl").exists()
+
+
+def test_tracer_file_names_never_collide(models, tmp_path):
+    from unpact.audit import _item_path, _safe
+
+    assert len({_safe(i) for i in ("a/b", "a b", "a_b", "a?b")}) == 4
+    assert _item_path(tmp_path, "a/b").parent == tmp_path and _item_path(tmp_path, "a/b").suffix == ".npz"
+    base, u, _ = models
+    forget, retain = _data()
+    forget = [Example(i, e.prompt, e.answer, keywords=e.keywords, meta=e.meta)
+              for i, e in zip(["x/0", "x 0", "x_0", "x?0", "x:0"], forget)]
+    audit(base, {"u": u}, forget, retain, out_dir=tmp_path / "o", **{**KW, "lens": False, "circuits": 0})
+    for name in ("base", "u"):
+        files = sorted((tmp_path / "o" / "tracers" / name / "forget").glob("*.npz"))
+        assert len(files) == len(forget)
+    # the report pairs base and model files by file name: every item pairs up with its own base file
+    base_names = {p.name for p in (tmp_path / "o" / "tracers" / "base" / "forget").glob("*.npz")}
+    assert base_names == {p.name for p in (tmp_path / "o" / "tracers" / "u" / "forget").glob("*.npz")}
+
+
+def _cli_args(argv):
+    import argparse
+
+    from unpact._cli.audit import register
+
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers())
+    return p.parse_args(["audit", *argv])
+
+
+def test_cli_user_mode_uses_audit_defaults(tmp_path, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    import unpact.audit as audit_mod
+    from unpact._cli.audit import _run
+
+    seen = {}
+
+    def fake_audit(*args, **kwargs):
+        seen.update(kwargs)
+        return SimpleNamespace(table=lambda: "")
+
+    monkeypatch.setattr(audit_mod, "audit", fake_audit)
+    monkeypatch.setitem(sys.modules, "viz.report", None)  # no HTML report
+    f, r = tmp_path / "f.jsonl", tmp_path / "r.jsonl"
+    f.write_text("".join(json.dumps({"id": f"f{i}", "question": "q?", "answer": "a"}) + "\n" for i in range(3)))
+    r.write_text("".join(json.dumps({"id": f"r{i}", "question": "q?", "answer": "a"}) + "\n" for i in range(200)))
+    common = ["--base", "B", "--unlearned", "u=U", "--forget", str(f), "--retain", str(r), "--out", str(tmp_path / "o"),
+              "--no-progress"]
+    assert _run(_cli_args(common)) == 0
+    for k in ("max_forget", "max_retain", "n_retain_attacked"):
+        assert k not in seen, (k, seen[k])  # no silent preset cap on the user's data
+    seen.clear()
+    assert _run(_cli_args([*common, "--max-retain", "7"])) == 0
+    assert seen["max_retain"] == 7 and "max_forget" not in seen
+
+
 # ----- the micro toy world ---------------------------------------------------------------------
 MICRO = dict(attacks=["restate", "repeat", "embed_scale", "sample"], attribution="loo", max_forget=32,
              max_retain=32, n_retain_attacked=8, progress=False, lens=False)
@@ -136,7 +216,7 @@ def test_idk_model_verdict(micro_world, toy_base, tmp_path):
     # refuses, emphasis attacks bring back about half, against a 0% retain-only control: suppression.
     assert m["verdict"]["label"] == "suppression", m["verdict"]
     any_attack = m["recovery_any"]
-    assert any_attack["rate"]["lo"] > any_attack["control"]["rate"] and any_attack["excess"] >= 0.15
+    assert any_attack["rate"]["lo"] > any_attack["control"]["hi"] and any_attack["excess"] >= 0.15
     # The circuit step saved a diff of base vs IDK circuits for the report.
     from unpact.circuits.results import CircuitDiff
 

@@ -66,3 +66,11 @@ def test_key_words_on_attribution_like_objects():
 def test_function_words():
     assert kt.is_function_word("What") and kt.is_function_word("?") and not kt.is_function_word("Lovelace")
     assert not kt.is_candidate("<bos>") and not kt.is_candidate("...") and kt.is_candidate("born")
+
+
+def test_is_candidate_rejects_answer_content_words():
+    assert not kt.is_candidate("London", "London")
+    assert not kt.is_candidate("York", "New York City")  # a content word of a multi-word answer
+    assert not kt.is_candidate("york,", "New York")
+    assert kt.is_candidate("of", "Bank of England")  # function words do not count
+    assert kt.is_candidate("born", "New York City")

@@ -83,6 +83,25 @@ def test_verdict_branches():
     assert decide(s3, base, VerdictRule(min_forgotten=1.01)).label == "not_unlearned"
 
 
+def test_verdict_needs_non_overlapping_intervals():
+    # 10/20 recovered (Wilson lo ~0.30) vs control 3/20 (rate 0.15, Wilson hi ~0.36): the recovery's lower
+    # bound beats the control's point estimate and the excess (0.35) clears the margin, but the intervals
+    # overlap, so the conservative rule must not call suppression.
+    recs, f, r = _records(recovered=10, ctl_hits=3)
+    kw = dict(base="base", attacks=["restate"], forget_ids=f, retain_ids=r)
+    base = sc.recovery_summary(recs, "base", **kw)
+    s = sc.recovery_summary(recs, "u", control_model="ro", **kw)
+    e = s["recovery"]["restate"]
+    assert e["control"]["rate"] < e["rate"]["lo"] < e["control"]["hi"]
+    assert e["rate"]["rate"] - e["control"]["rate"] >= VerdictRule().min_excess
+    assert decide(s, base).label == "removal"
+    # with no control hits the intervals separate: suppression
+    recs, f, r = _records(recovered=10, ctl_hits=0)
+    s = sc.recovery_summary(recs, "u", control_model="ro", **{**kw, "forget_ids": f, "retain_ids": r})
+    assert s["recovery"]["restate"]["rate"]["lo"] > s["recovery"]["restate"]["control"]["hi"]
+    assert decide(s, base).label == "suppression"
+
+
 def test_destructive_rate_analytic():
     w = ["What", "is", "Ada", "job", "?"]
     b = SimpleNamespace(words=w, word_scores=np.array([0.0, 0.0, 1.0, 1.0, 0.0]))

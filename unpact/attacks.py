@@ -135,7 +135,7 @@ def _present(example: Example, keywords: Sequence[str]) -> list[str]:
 # ----- built-in text transforms ----------------------------------------------------------------
 def restate(example: Example, keywords: Sequence[str]) -> Example:
     """``"Focus on: X, Y. <prompt>"``: restate the key words before the question."""
-    words = _present(example, keywords) or list(keywords)
+    words = _present(example, keywords)  # only key words found in the prompt
     if not words:
         return example
     return example.with_prompt(f"Focus on: {', '.join(dict.fromkeys(words))}. {example.prompt}")
@@ -158,7 +158,7 @@ def capitalise(example: Example, keywords: Sequence[str]) -> Example:
 
 def front(example: Example, keywords: Sequence[str]) -> Example:
     """Move the key words to the front: ``"X, Y: <prompt>"`` (the question itself is kept)."""
-    words = _present(example, keywords) or list(keywords)
+    words = _present(example, keywords)  # only key words found in the prompt
     if not words:
         return example
     return example.with_prompt(f"{', '.join(dict.fromkeys(words))}: {example.prompt}")
@@ -307,21 +307,29 @@ def get_attack(name: str | Attack) -> Attack:
 
 
 def _safe_keywords(example: Example, keywords: Sequence[str]) -> list[str]:
-    """Drop key words equal to (or containing) the gold answer: an attack must never leak it."""
+    """Drop key words that could leak the gold answer: an attack must never leak it.
+
+    A key word is dropped if it equals or contains the answer, or shares a content word with it
+    (case-insensitive, punctuation ignored; function words do not count).
+    """
+    from unpact.keytokens import _content_words
     from unpact.metrics import normalize_text
 
     gold = normalize_text(example.answer)
+    gold_words = _content_words(example.answer)
     out = []
     for k in keywords:
         nk = normalize_text(k)
         if not nk or (gold and (nk == gold or re.search(r"(?<!\w)" + re.escape(gold) + r"(?!\w)", nk))):
+            continue
+        if gold_words & _content_words(k):
             continue
         out.append(k)
     return out
 
 
 def apply_text_attack(attack: str | Attack, example: Example, keywords: Sequence[str]) -> Example:
-    """The attacked example for a text (or plain) attack; key words equal to the answer are never used.
+    """The attacked example for a text (or plain) attack; key words that could leak the answer are never used.
 
     Raises:
         ValueError: For sampling / white-box attacks (they do not rewrite the prompt).

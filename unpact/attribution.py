@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from unpact._io import load_bundle, save_bundle
-from unpact.data import Encoded, Example, InputError, encode, load_examples
+from unpact.data import Encoded, Example, InputError, encode, fill_id, load_examples
 from unpact.hooks import hooked
 from unpact.models import Subject, frozen
 from unpact.provenance import Provenance
@@ -312,10 +312,10 @@ class AttributionDiff:
         self.word_rank_change = self.word_rank_after - self.word_rank_before
 
     def largest_drops(self, k: int = 5, *, by: Literal["share", "score"] = "share") -> list[tuple[str, float]]:
-        """The ``k`` words whose share (or score) fell the most, as ``(word, change)``."""
+        """Up to ``k`` words whose share (or score) fell the most, as ``(word, change)``; only words that fell."""
         delta = self.word_share_delta if by == "share" else self.word_delta
         order = np.argsort(delta, kind="stable")[:k]
-        return [(self.words[i], float(delta[i])) for i in order]
+        return [(self.words[i], float(delta[i])) for i in order if delta[i] < 0]
 
     def _repr_html_(self) -> str:
         """Jupyter rendering: word shares before, after, and their change (escaped)."""
@@ -451,15 +451,6 @@ def _pad_rows(seqs: Sequence[torch.Tensor], fill: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def _pad_fill(subject: Subject) -> int:
-    tok = subject.tokenizer
-    for attr in ("pad_token_id", "eos_token_id"):
-        v = getattr(tok, attr, None)
-        if v is not None:
-            return int(v)
-    return 0  # right padding is masked out; any id will do
-
-
 def _answer_index(spans: Sequence[tuple[int, int]], ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions that predict answer tokens, the answer ids and a validity mask, each ``(rows, T_max)``."""
     t_max = max(b - a for a, b in spans)
@@ -538,6 +529,15 @@ def _baseline_token(subject: Subject, baseline: str | int) -> int | None:
         raise ValueError(f"unknown baseline {baseline!r}; choose from {list(BASELINES)} or pass a token id")
     tok = subject.tokenizer
     value = getattr(tok, f"{baseline}_token_id", None)
+    if value is None and baseline == "pad":
+        # The default baseline on a tokenizer with no pad token (GPT-2, Llama): eos, then unk, then zeros.
+        for alt in ("eos", "unk"):
+            alt_id = getattr(tok, f"{alt}_token_id", None)
+            if alt_id is not None:
+                logger.warning("the tokenizer has no pad token; using the %s token as the IG baseline", alt)
+                return int(alt_id)
+        logger.warning("the tokenizer has no pad, eos or unk token; using the zero embedding as the IG baseline")
+        return None
     if value is None:
         have = [b for b in BASELINES[:-1] if getattr(tok, f"{b}_token_id", None) is not None]
         raise ValueError(
@@ -682,7 +682,7 @@ def _ig_batch(
 ) -> list[Attribution]:
     dev = subject.device
     encs = [e for _, e in chunk]
-    ids, mask = _pad_rows([e.input_ids for e in encs], _pad_fill(subject))
+    ids, mask = _pad_rows([e.input_ids for e in encs], fill_id(subject.tokenizer))
     n_ex, seq = ids.shape
     prompt_mask = torch.zeros((n_ex, seq), dtype=torch.bool)
     for i, e in enumerate(encs):
@@ -779,6 +779,12 @@ def leave_one_out(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     encoded = _encode_all(subject, examples)
+    for ex, enc in zip(examples, encoded):
+        if enc.answer_span[0] < 2:
+            raise InputError(
+                f"example {ex.id!r}: the prompt is a single token and the tokenizer adds no BOS, so removing it "
+                "leaves nothing to condition on; use a longer prompt or integrated gradients"
+            )
     prov = Provenance.of(subject, "leave_one_out", target=target, per_answer_token=per_answer_token)
     # One row per (example, removed position); position -1 = nothing removed.
     rows: list[tuple[int, int]] = []
@@ -786,7 +792,7 @@ def leave_one_out(
         rows.append((i, -1))
         rows.extend((i, p) for p in range(*e.prompt_span))
     lps: list[torch.Tensor] = []
-    fill = _pad_fill(subject)
+    fill = fill_id(subject.tokenizer)
     with frozen(subject.model), torch.no_grad():
         starts = range(0, len(rows), batch_size)
         for s in _progress(starts, progress, "leave-one-out", total=len(starts)):

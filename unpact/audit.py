@@ -195,7 +195,13 @@ def _chunks(items: Sequence[Example], size: int) -> list[tuple[int, Sequence[Exa
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    """A file-name-safe form of an item id, unique per id (a short hash of the raw id is appended)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+
+
+def _item_path(folder: Path, item_id: str) -> Path:
+    """The per-item tracer file (attributions, lens, circuits) of ``item_id`` under ``folder``."""
+    return folder / f"{_safe(item_id)}.npz"
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
@@ -211,7 +217,7 @@ def _attributions(subject: Subject, items: Sequence[Example], folder: Path, meth
 
     out: list[Any] = []
     for _, ch in _chunks(items, chunk):
-        paths = [folder / f"{_safe(e.id)}.npz" for e in ch]
+        paths = [_item_path(folder, e.id) for e in ch]
         if all(p.exists() for p in paths):
             out.extend(A.Attribution.load(p) for p in paths)
             continue
@@ -293,7 +299,8 @@ def audit(
 
     Raises:
         AuditConfigMismatch: ``out_dir`` holds an audit with other arguments.
-        InputError: Empty splits, duplicate ids or reserved model names.
+        InputError: Empty splits, duplicate ids, reserved model names, ``max_forget`` / ``max_retain``
+            below 1, or a model whose tokenizer differs from the base model's.
     """
     from unpact import attacks as atk
     from unpact import keytokens as kt
@@ -304,8 +311,11 @@ def audit(
     attacks = [a for a in attacks if a != "plain"]
     for a in attacks:
         atk.get_attack(a)  # validate names early
-    forget = list(forget)[: max_forget or None]
-    retain = list(retain)[: max_retain or None]
+    for lim_name, lim in (("max_forget", max_forget), ("max_retain", max_retain)):
+        if lim is not None and lim < 1:
+            raise InputError(f"{lim_name} must be >= 1 (or None for all items), got {lim}")
+    forget = list(forget) if max_forget is None else list(forget)[:max_forget]
+    retain = list(retain) if max_retain is None else list(retain)[:max_retain]
     if not forget or not retain:
         raise InputError("audit needs at least one forget and one retain item")
     ids = [e.id for e in forget] + [e.id for e in retain]
@@ -325,6 +335,14 @@ def audit(
         models[RETAIN_ONLY] = _resolve(retain_only, RETAIN_ONLY)
     for n, m in unlearned.items():
         models[n] = _resolve(m, n)
+    from unpact.data import check_same_tokenizer
+
+    for n, m in models.items():  # fail early: every model must share the base model's tokenizer
+        if n != BASE:
+            try:
+                check_same_tokenizer(models[BASE].tokenizer, m.tokenizer)
+            except InputError as exc:
+                raise InputError(f"model {n!r}: {exc}") from exc
     retain_att = retain[:n_retain_attacked]
     if max_new_tokens is None:
         tok = models[BASE].tokenizer
@@ -487,7 +505,7 @@ def _save_circuits(models: Mapping[str, Subject], forget: Sequence[Example], ret
         # Subject swap with a same-length donor (EAP-IG); with no such donor, mean ablation (EAP).
         # The base and every other model of one item always share the corruption.
         how: dict[str, Any] = {"corrupt": others, "method": "eap-ig", "seed": seed}
-        base_path = tracers / BASE / "circuits" / f"{_safe(e.id)}.npz"
+        base_path = _item_path(tracers / BASE / "circuits", e.id)
         try:
             if base_path.exists():
                 base_scores = EdgeScores.load(base_path)
@@ -502,7 +520,7 @@ def _save_circuits(models: Mapping[str, Subject], forget: Sequence[Example], ret
                 base_path.parent.mkdir(parents=True, exist_ok=True)
                 base_scores.save(base_path)
             for name, subj in models.items():
-                path = tracers / name / "circuits" / f"{_safe(e.id)}.npz"
+                path = _item_path(tracers / name / "circuits", e.id)
                 if name == BASE or path.exists():
                     continue
                 scores = edge_attribution_patching(subj, e, **how)
@@ -521,7 +539,7 @@ def _save_lens(models: Mapping[str, Subject], forget: Sequence[Example], tracers
     for name, subj in models.items():
         folder = tracers / name / "lens"
         for _, ch in _chunks(forget, chunk):
-            paths = [folder / f"{_safe(e.id)}.npz" for e in ch]
+            paths = [_item_path(folder, e.id) for e in ch]
             if all(p.exists() for p in paths):
                 continue
             folder.mkdir(parents=True, exist_ok=True)

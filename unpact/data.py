@@ -63,7 +63,9 @@ class Example:
             raise InputError(f"example {self.id!r}: the prompt is empty; give the question text")
         if not isinstance(self.answer, str) or not self.answer.strip():
             raise InputError(f"example {self.id!r}: the answer is empty; give the gold answer text")
-        if not isinstance(self.keywords, tuple):
+        if isinstance(self.keywords, str):  # one keyword, not its characters
+            object.__setattr__(self, "keywords", (self.keywords,))
+        elif not isinstance(self.keywords, tuple):
             object.__setattr__(self, "keywords", tuple(self.keywords))
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,7 +110,7 @@ def _from_record(rec: Any, index: int) -> Example:
         prompt=str(prompt),
         answer=str(answer),
         subject=rec.get("subject"),
-        keywords=tuple(rec.get("keywords") or ()),
+        keywords=rec.get("keywords") or (),
         meta=meta,
     )
 
@@ -230,6 +232,9 @@ def encode(
         joined = prompt_text + example.answer
     else:
         prompt_ids = _ids(tokenizer, example.prompt, special=True)
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if prompt_ids[-1:] == [eos] and not example.prompt.endswith(str(tokenizer.eos_token)):
+            prompt_ids = prompt_ids[:-1]  # tokenizers that append EOS: the answer follows the prompt, not EOS
         joined = example.prompt + _separator(example.prompt, example.answer, sep) + example.answer
     full = _ids(tokenizer, joined, special=not chat_template)
     merged = full[: len(prompt_ids)] != prompt_ids
@@ -285,6 +290,15 @@ class Batch:
         return mask
 
 
+def fill_id(tokenizer: Any) -> int:
+    """An id to right-pad with where the padding is masked out: pad, else eos, else 0 (any id will do)."""
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
 def pad_id(tokenizer: Any) -> int:
     """The tokenizer's pad id, or a clear error if batching needs one and it has none."""
     pid = getattr(tokenizer, "pad_token_id", None)
@@ -303,13 +317,21 @@ def encode_batch(
     sep: str | None = None,
     chat_template: bool = False,
     max_length: int | None = None,
+    fill: int | None = None,
 ) -> Batch:
-    """Encode and right-pad examples (see :func:`encode`). A single example needs no pad token."""
+    """Encode and right-pad examples (see :func:`encode`).
+
+    Args:
+        fill: Id to pad with. Default: the tokenizer's pad token, and an :class:`InputError` if it has
+            none and the examples differ in length. Internal callers whose padding is masked pass
+            :func:`fill_id` so that tokenizers without a pad token (GPT-2, Llama) work.
+    """
     if not examples:
         raise InputError("no examples given")
     items = tuple(encode(tokenizer, e, sep=sep, chat_template=chat_template, max_length=max_length) for e in examples)
     width = max(len(e.input_ids) for e in items)
-    fill = pad_id(tokenizer) if len({len(e.input_ids) for e in items}) > 1 else 0
+    if fill is None:
+        fill = pad_id(tokenizer) if len({len(e.input_ids) for e in items}) > 1 else 0
     ids = torch.full((len(items), width), fill, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
     for i, e in enumerate(items):

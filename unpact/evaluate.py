@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from unpact._io import atomic_write_text
-from unpact.data import Example, InputError, encode_batch, pad_id
+from unpact.data import Example, InputError, encode_batch, fill_id
 from unpact.metrics import exact_match, lenient_match, rouge_l_recall, wilson_interval
 from unpact.models import Subject, frozen
 from unpact.provenance import Provenance
@@ -87,7 +87,7 @@ def generate(
     if not sample and num_samples > 1:
         logger.warning("greedy decoding with num_samples=%d gives identical samples", num_samples)
     eos = tok.eos_token_id
-    pid = tok.pad_token_id if tok.pad_token_id is not None else eos
+    pid = fill_id(tok)  # left padding is masked; tokenizers without a pad token use eos (or 0)
     out: list[list[str]] = []
     model = subject.model
     with frozen(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
@@ -150,7 +150,8 @@ def _answer_scores(subject: Subject, examples: Sequence[Example], batch_size: in
     ranks: list[int] = []
     with frozen(subject.model), torch.no_grad():
         for start in range(0, len(examples), batch_size):
-            batch = encode_batch(subject.tokenizer, examples[start : start + batch_size], max_length=subject.n_ctx)
+            batch = encode_batch(subject.tokenizer, examples[start : start + batch_size], max_length=subject.n_ctx,
+                                 fill=fill_id(subject.tokenizer))
             ids = batch.input_ids.to(subject.device)
             logp = torch.log_softmax(
                 subject.model(input_ids=ids, attention_mask=batch.attention_mask.to(subject.device)).logits.float(), -1
@@ -309,8 +310,6 @@ def evaluate(
         raise InputError("no examples to evaluate")
     if subject.tokenizer is None:
         raise InputError("the subject has no tokenizer; load the model with its tokenizer")
-    if len(examples) > 1:
-        pad_id(subject.tokenizer)
     gens = generate(subject, examples, max_new_tokens=max_new_tokens, batch_size=batch_size)
     lps, ranks = _answer_scores(subject, examples, batch_size)
     records = [

@@ -290,7 +290,8 @@ def run_with_cache(
     from unpact.models import frozen
 
     with frozen(subject.model), torch.no_grad(), hooked(subject, hooks, cache=sites) as cache:
-        out = subject.model(input_ids=input_ids.to(subject.device), attention_mask=attention_mask, use_cache=False)
+        mask = None if attention_mask is None else attention_mask.to(subject.device)
+        out = subject.model(input_ids=input_ids.to(subject.device), attention_mask=mask, use_cache=False)
     return out.logits, cache
 
 

@@ -13,7 +13,8 @@ leave-one-out, a user's own) can feed them; :func:`key_words` takes
 :class:`unpact.attribution.Attribution`-like objects (``.words``, ``.word_scores``).
 
 Words that cannot carry a fact are never key words: punctuation-only words, special tokens
-(``<bos>``...) and any word equal to the gold answer (an attack must never leak the answer).
+(``<bos>``...) and any word equal to the gold answer or sharing a content word with it (an attack
+must never leak the answer).
 """
 
 from __future__ import annotations
@@ -60,8 +61,19 @@ def is_function_word(word: str) -> bool:
     return w in FUNCTION_WORDS or not re.search(r"\w", w)
 
 
+def _content_words(text: str) -> set[str]:
+    """Lower-cased content words of ``text`` (punctuation ignored, function words dropped)."""
+    from unpact.metrics import normalize_text
+
+    return {t for t in normalize_text(text).split() if not is_function_word(t)}
+
+
 def is_candidate(word: str, answer: str | None = None) -> bool:
-    """Can ``word`` be a key word? Not punctuation, not a special token, not the gold answer."""
+    """Can ``word`` be a key word? Not punctuation, not a special token, not the gold answer.
+
+    With ``answer``, a word equal to the answer or sharing a content word with it (case and
+    punctuation ignored, function words do not count) is rejected: it would leak part of the answer.
+    """
     w = word.strip()
     if not re.search(r"\w", w) or _SPECIAL.match(w):
         return False
@@ -69,7 +81,7 @@ def is_candidate(word: str, answer: str | None = None) -> bool:
         from unpact.metrics import normalize_text
 
         nw, na = normalize_text(w), normalize_text(answer)
-        if nw and na and (nw == na or nw in na.split() and len(na.split()) == 1):
+        if nw and na and (nw == na or _content_words(w) & _content_words(answer)):
             return False
     return True
 

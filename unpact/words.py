@@ -87,11 +87,14 @@ def group_tokens(
     spans_all = token_char_spans(tokenizer, text, ids)
     wspans = word_spans(text)
     raw = np.full(len(positions), -1, dtype=np.int64)
-    pending: list[int] = []  # whitespace-only tokens waiting for the next word
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    pending: list[int] = []  # whitespace-only or empty tokens waiting for the next word
     for j, p in enumerate(positions):
         a, b = spans_all[p]
         if a == b or not wspans:
-            if a != b:
+            # Empty spans: special tokens get no word; other empty pieces (e.g. a lone SentencePiece
+            # "▁") join the next word so word scores still sum to the token scores.
+            if a != b or int(ids[p]) not in special:
                 pending.append(j)
             continue
         overlaps = [(min(b, wb) - max(a, wa), -k) for k, (wa, wb) in enumerate(wspans)]

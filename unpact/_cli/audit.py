@@ -21,7 +21,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DEFAULT_METHODS = ("ga_gd", "npo_gd", "idk", "rmu")
-# Items per split: keeps the default audit around 15 minutes on 2 CPU cores.
+# Items per split of the toy-world audit (not applied to the user's own models): keeps the default
+# audit around 15 minutes on 2 CPU cores.
 _PRESET_LIMITS = {"micro": dict(max_forget=None, max_retain=60, n_retain_attacked=16),
                   "default": dict(max_forget=None, max_retain=150, n_retain_attacked=40)}
 
@@ -56,7 +57,9 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     progress = not args.no_progress
     user_mode = any(x is not None for x in (args.base, args.forget, args.retain)) or args.unlearned
-    limits = dict(_PRESET_LIMITS.get(args.preset, _PRESET_LIMITS["default"]))
+    # Preset item limits size the toy-world audit only; the user's own data is used in full (audit()'s
+    # defaults) unless --max-forget / --max-retain / --n-retain-attacked say otherwise.
+    limits: dict[str, Any] = {}
     if user_mode:
         from unpact.data import load_examples
 
@@ -75,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         from unpact.toyworld import build_toyworld
 
+        limits = dict(_PRESET_LIMITS.get(args.preset, _PRESET_LIMITS["default"]))
         world = build_toyworld(args.preset, seed=args.seed, progress=progress)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         unlearned = _unlearned_models(world, methods, out, args.seed, progress)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from unpact.data import Example, InputError, encode_batch
+from unpact.data import Example, InputError, encode_batch, fill_id
 from unpact.models import Subject, frozen, load_model, weights_hash
 from unpact.unlearn.methods import IDK_ANSWERS, TRAIN_DEFAULTS, LossContext, TokBatch, get_method
 
@@ -20,7 +20,7 @@ __all__ = ["unlearn"]
 
 
 def _tok_batch(tokenizer: Any, examples: Sequence[Example], device: torch.device, n_ctx: int | None) -> TokBatch:
-    b = encode_batch(tokenizer, examples, max_length=n_ctx)
+    b = encode_batch(tokenizer, examples, max_length=n_ctx, fill=fill_id(tokenizer))
     return TokBatch(b.input_ids.to(device), b.attention_mask.to(device), b.answer_mask()[:, :-1].to(device))
 
 
