@@ -12,14 +12,6 @@ from unpact.hooks import count_hooks
 from unpact.models import ModelState
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 EXAMPLES = [
     Example("a", "Where was Ada born?", "London"),
     Example("b", "Focus on the name. What is the capital of France?", "Paris is the capital"),

@@ -5,21 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from unpact.evaluate import evaluate
 from unpact.metrics import normalize_text
 from unpact.models import weights_hash
 from unpact.toyworld import ATTRIBUTES, build_toyworld, make_kb, world_config
 from unpact.toyworld.kb import ALL_FORMS, HELDOUT_FORMS
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_kb_design():

@@ -14,14 +14,6 @@ from unpact.models import ModelState, load_model, weights_hash
 from unpact.unlearn import METHODS, unlearn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def base_forget_acc(micro_world, toy_base):
     return evaluate(toy_base, micro_world.forget).accuracy()
