@@ -7,6 +7,8 @@ import json
 import logging
 from typing import Any
 
+from unpact._cli._common import add_example_args, subject_and_example
+
 logger = logging.getLogger(__name__)
 
 
@@ -21,9 +23,7 @@ def register(subparsers: Any) -> None:
         help="attribute an answer to the prompt tokens (IG or leave-one-out)",
         description="Attribute the teacher-forced answer log-probability to the prompt tokens and words.",
     )
-    p.add_argument("--model", required=True, help="local Hugging Face model directory")
-    p.add_argument("--prompt", required=True, help="the prompt / question text")
-    p.add_argument("--answer", required=True, help="the answer text to attribute")
+    add_example_args(p, answer_help="the answer text to attribute")
     p.add_argument("--method", choices=["ig", "loo"], default="ig", help="integrated gradients or leave-one-out")
     p.add_argument("--target", choices=["mean", "sum"], default="mean", help="mean or sum of answer log-probs")
     p.add_argument("--n-steps", type=int, default=50, help="IG quadrature steps (default 50)")
@@ -31,17 +31,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--baseline", type=_baseline, default="pad", help="IG baseline: pad, eos, bos, unk, mask, zero or a token id")
     p.add_argument("--per-answer-token", action="store_true", help="also compute the answer x prompt matrix")
     p.add_argument("--save", metavar="PATH", help="also save the result (.npz) to PATH")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from unpact.attribution import attribute
-    from unpact.data import Example
-    from unpact.models import load_model
 
-    subject = load_model(args.model)
-    ex = Example("cli", args.prompt, args.answer)
+    subject, ex = subject_and_example(args)
     kw: dict[str, Any] = {"target": args.target, "per_answer_token": args.per_answer_token}
     if args.method == "ig":
         kw.update(n_steps=args.n_steps, ig_method=args.ig_method, baseline=args.baseline)

@@ -97,9 +97,9 @@ def _run(args: argparse.Namespace) -> int:
     print(summary.table())
     print(f"\naudit written to {out} ({time.time() - t:.0f}s)")
     try:  # the report is optional: viz is never imported by the library
-        from viz.report import write_report
+        from unpact._cli._report_plugin import report_module
 
-        print(f"report: {write_report(out)}")
+        print(f"report: {report_module().write_report(out)}")
     except ImportError:
         logger.info("viz not installed; no HTML report")
     except Exception as exc:  # noqa: BLE001 - a report failure must not fail the audit

@@ -12,16 +12,15 @@ import json
 import logging
 from typing import Any
 
+from unpact._cli._common import add_example_args, subject_and_example
+
 logger = logging.getLogger(__name__)
 
 
 def _run(args: argparse.Namespace) -> int:
     from unpact.circuits import edge_attribution_patching, faithfulness
-    from unpact.data import Example
-    from unpact.models import load_model
 
-    subject = load_model(args.model, device=args.device)
-    example = Example("cli", args.prompt, args.answer, subject=args.subject)
+    subject, example = subject_and_example(args, subject=args.subject)
     method = args.method
     if args.corrupt is None and method == "eap-ig":
         raise ValueError("--method eap-ig needs --corrupt (a corrupt prompt of the same token length)")
@@ -54,9 +53,7 @@ def register(subparsers: Any) -> None:
         description="Edge attribution patching (EAP / EAP-IG): the edges between embedding, attention heads, MLPs "
         "and logits that carry the answer, and the faithfulness of the top-k circuit.",
     )
-    p.add_argument("--model", required=True, help="local Hugging Face model directory")
-    p.add_argument("--prompt", required=True, help="the clean prompt")
-    p.add_argument("--answer", required=True, help="the answer (teacher-forced)")
+    add_example_args(p)
     p.add_argument("--corrupt", default=None, help="corrupt prompt with the same token length (default: mean ablation)")
     p.add_argument("--subject", default=None, help="subject string in the prompt (marks the key tokens)")
     p.add_argument("--method", choices=("eap", "eap-ig"), default="eap", help="default eap")
@@ -66,5 +63,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("--top-k", type=int, default=20, help="edges shown and circuit size (default 20)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
     p.add_argument("--out", default=None, help="save the EdgeScores to this .npz file")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)

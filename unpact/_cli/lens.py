@@ -7,6 +7,8 @@ import json
 import logging
 from typing import Any
 
+from unpact._cli._common import add_example_args, subject_and_example
+
 logger = logging.getLogger(__name__)
 
 
@@ -17,23 +19,18 @@ def register(subparsers: Any) -> None:
         help="logit lens: probability and rank of each answer token per layer",
         description="Decode each layer's residual stream through the final norm and unembedding.",
     )
-    p.add_argument("--model", required=True, help="local Hugging Face model directory")
-    p.add_argument("--prompt", required=True, help="the prompt / question text")
-    p.add_argument("--answer", required=True, help="the answer text (teacher-forced)")
+    add_example_args(p)
     p.add_argument("--top-k", type=int, default=5, help="top decoded tokens kept per layer and position")
     p.add_argument("--all-positions", action="store_true", help="JSON: include prompt positions, not only the answer's")
     p.add_argument("--save", metavar="PATH", help="also save the trajectory (.npz) to PATH")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from unpact.data import Example
     from unpact.lens import logit_lens
-    from unpact.models import load_model
 
-    subject = load_model(args.model)
-    tr = logit_lens(subject, [Example("cli", args.prompt, args.answer)], top_k=args.top_k)[0]
+    subject, ex = subject_and_example(args)
+    tr = logit_lens(subject, [ex], top_k=args.top_k)[0]
     if args.save:
         tr.save(args.save)
     if args.json:

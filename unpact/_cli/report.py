@@ -1,6 +1,7 @@
 """``unpact report AUDIT_DIR [--out FILE]``: write the self-contained HTML report of an audit directory.
 
-The plotting package ``viz`` is imported only inside the command, so the library never depends on it.
+The plotting package ``viz`` is loaded as a plugin inside the command (see ``_report_plugin``), so the library never
+depends on it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ logger = logging.getLogger(__name__)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from viz.report import ReportError, write_report
+    from unpact._cli._report_plugin import report_module
 
+    report = report_module()
     try:
-        path = write_report(args.audit_dir, args.out, max_examples=args.max_examples, max_records=args.max_records)
-    except ReportError as exc:
+        path = report.write_report(args.audit_dir, args.out, max_examples=args.max_examples,
+                                   max_records=args.max_records)
+    except report.ReportError as exc:
         raise ValueError(str(exc)) from exc
     print(path)
     return 0
