@@ -37,11 +37,20 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_bundle(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+class WrongKindError(ValueError):
+    """A saved bundle holds another kind of result than the one asked for."""
+
+
+def save_bundle(
+    path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, np.ndarray], *, kind: str | None = None
+) -> None:
     """Save JSON metadata plus named numpy arrays into one ``.npz`` file, atomically.
 
     Arrays are stored losslessly (``np.save`` format), so a load gives back identical values.
+    ``kind`` (the result class name) is stored as ``meta["kind"]`` and checked by :func:`load_bundle`.
     """
+    if kind is not None:
+        meta = {"kind": kind, **meta}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("meta.json", json.dumps(meta, ensure_ascii=False, indent=1))
@@ -52,8 +61,15 @@ def save_bundle(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Inverse of :func:`save_bundle`; never unpickles."""
+def load_bundle(
+    path: str | os.PathLike[str], *, kind: str | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Inverse of :func:`save_bundle`; never unpickles.
+
+    Raises:
+        FileNotFoundError: If nothing is saved at ``path``.
+        WrongKindError: If ``kind`` is given and the bundle holds another kind of result.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no saved result at {str(path)!r}")
@@ -64,4 +80,6 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
             for n in zf.namelist()
             if n.endswith(".npy")
         }
+    if kind is not None and meta.get("kind") != kind:
+        raise WrongKindError(f"{str(path)!r} holds a {meta.get('kind')!r}, not a {kind}; load it with that class")
     return meta, arrays

@@ -187,7 +187,6 @@ class Attribution:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save to one ``.npz`` file (lossless; see :func:`unpact._io.save_bundle`)."""
         meta = {
-            "kind": "Attribution",
             "example": self.example.to_dict(),
             "tokens": list(self.tokens),
             "words": list(self.words),
@@ -208,14 +207,12 @@ class Attribution:
         }
         if self.matrix is not None:
             arrays["matrix"] = self.matrix
-        save_bundle(path, meta, arrays)
+        save_bundle(path, meta, arrays, kind="Attribution")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Attribution:
         """Inverse of :meth:`save`."""
-        meta, arrays = load_bundle(path)
-        if meta.get("kind") != "Attribution":
-            raise InputError(f"{path} holds a {meta.get('kind')!r}, not an Attribution")
+        meta, arrays = load_bundle(path, kind="Attribution")
         prov = meta.get("provenance")
         return cls(
             example=load_examples([meta["example"]])[0],
@@ -338,7 +335,6 @@ class AttributionDiff:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save to one ``.npz`` file (derived fields are recomputed on load)."""
         meta = {
-            "kind": "AttributionDiff",
             "example": self.example.to_dict(),
             "tokens": list(self.tokens),
             "words": list(self.words),
@@ -348,14 +344,12 @@ class AttributionDiff:
             "value_after": self.value_after,
         }
         arrays = {k: getattr(self, k) for k in ("token_before", "token_after", "word_before", "word_after")}
-        save_bundle(path, meta, arrays)
+        save_bundle(path, meta, arrays, kind="AttributionDiff")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AttributionDiff:
         """Inverse of :meth:`save`."""
-        meta, arrays = load_bundle(path)
-        if meta.get("kind") != "AttributionDiff":
-            raise InputError(f"{path} holds a {meta.get('kind')!r}, not an AttributionDiff")
+        meta, arrays = load_bundle(path, kind="AttributionDiff")
         return cls(
             example=load_examples([meta["example"]])[0],
             tokens=meta["tokens"],

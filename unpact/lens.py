@@ -151,7 +151,6 @@ class LensTrajectory:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save to one ``.npz`` file (lossless)."""
         meta = {
-            "kind": "LensTrajectory",
             "example": self.example.to_dict(),
             "tokens": list(self.tokens),
             "prompt_span": list(self.prompt_span),
@@ -162,14 +161,12 @@ class LensTrajectory:
         arrays = {k: getattr(self, k) for k in self._ARRAYS}
         if self.logprobs is not None:
             arrays["logprobs"] = self.logprobs
-        save_bundle(path, meta, arrays)
+        save_bundle(path, meta, arrays, kind="LensTrajectory")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LensTrajectory:
         """Inverse of :meth:`save`."""
-        meta, arrays = load_bundle(path)
-        if meta.get("kind") != "LensTrajectory":
-            raise InputError(f"{path} holds a {meta.get('kind')!r}, not a LensTrajectory")
+        meta, arrays = load_bundle(path, kind="LensTrajectory")
         prov = meta.get("provenance")
         return cls(
             example=load_examples([meta["example"]])[0],

@@ -133,9 +133,6 @@ def _scan_results(audit_dir: Path, kinds: Sequence[str]) -> dict[str, list[tuple
             logger.warning("skipping %s: not a result bundle (%s)", path, exc)
             continue
         kind = meta.get("kind")
-        fmt = meta.get("format")
-        if kind is None and isinstance(fmt, str) and fmt.startswith("unpact."):  # e.g. "unpact.EdgeScores/1"
-            kind = fmt[len("unpact."):].split("/")[0]
         if kind not in kinds or kind not in _KIND_LOADERS:
             continue
         try:

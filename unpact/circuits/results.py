@@ -18,7 +18,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["EdgeScores", "Circuit", "Faithfulness", "CircuitDiff", "circuit_diff"]
 
-_FORMAT = "unpact.EdgeScores/1"
 
 
 def _example_to_dict(ex: Example) -> dict[str, Any]:
@@ -151,7 +150,7 @@ class EdgeScores:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write to one ``.npz`` file (lossless; :meth:`load` gives back an equal object)."""
         meta = {
-            "format": _FORMAT, "upstream": self.upstream, "downstream": self.downstream, "metric": self.metric,
+            "upstream": self.upstream, "downstream": self.downstream, "metric": self.metric,
             "metric_clean": self.metric_clean, "metric_corrupt": self.metric_corrupt, "method": self.method,
             "corruption": self.corruption, "example": _example_to_dict(self.example),
             "corrupt_prompt": self.corrupt_prompt, "tokens": self.tokens, "answer_span": list(self.answer_span),
@@ -162,14 +161,12 @@ class EdgeScores:
                   "corrupt_ids": self.corrupt_ids, "key_positions": self.key_positions}
         if self.position_scores is not None:
             arrays["position_scores"] = self.position_scores
-        save_bundle(path, meta, arrays)
+        save_bundle(path, meta, arrays, kind="EdgeScores")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EdgeScores:
         """Inverse of :meth:`save`."""
-        meta, arr = load_bundle(path)
-        if meta.get("format") != _FORMAT:
-            raise InputError(f"{path} is not a saved EdgeScores (format {meta.get('format')!r})")
+        meta, arr = load_bundle(path, kind="EdgeScores")
         return cls(
             upstream=list(meta["upstream"]), downstream=list(meta["downstream"]), scores=arr["scores"],
             valid=arr["valid"], position_scores=arr.get("position_scores") if meta["has_position_scores"] else None,
@@ -341,18 +338,16 @@ class CircuitDiff:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write to one ``.npz`` file (lossless)."""
-        meta = {"format": "unpact.CircuitDiff/1", "upstream": self.upstream, "downstream": self.downstream,
+        meta = {"upstream": self.upstream, "downstream": self.downstream,
                 "k": self.k, "metric_clean_a": self.metric_clean_a, "metric_clean_b": self.metric_clean_b,
                 "provenance_a": self.provenance_a.to_dict(), "provenance_b": self.provenance_b.to_dict()}
         names = ("scores_a", "scores_b", "key_scores_a", "key_scores_b", "top_a", "top_b")
-        save_bundle(path, meta, {n: getattr(self, n) for n in names})
+        save_bundle(path, meta, {n: getattr(self, n) for n in names}, kind="CircuitDiff")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CircuitDiff:
         """Inverse of :meth:`save`."""
-        meta, arr = load_bundle(path)
-        if meta.get("format") != "unpact.CircuitDiff/1":
-            raise InputError(f"{path} is not a saved CircuitDiff")
+        meta, arr = load_bundle(path, kind="CircuitDiff")
         return cls(upstream=meta["upstream"], downstream=meta["downstream"], k=int(meta["k"]),
                    metric_clean_a=meta["metric_clean_a"], metric_clean_b=meta["metric_clean_b"],
                    provenance_a=Provenance.from_dict(meta["provenance_a"]),
