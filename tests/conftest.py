@@ -36,3 +36,23 @@ def tiny():
     from unpact.testing import tiny_subject
 
     return tiny_subject("gpt2")
+
+
+@pytest.fixture
+def tiny_bridge(tmp_path):
+    """``(hf_model, bridge)``: a random tiny GPT-2 and the TransformerLens 4.x bridge around it (no hub).
+
+    transformer-lens is a test dependency (``make test`` installs the ``tl`` extra), so a missing
+    package fails here instead of skipping.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer
+
+    from unpact.testing import tiny_model
+
+    model, tok = tiny_model("gpt2")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)  # the bridge wants a tokenizer that knows its path
+    bridge = TransformerBridge.boot_transformers(str(tmp_path), hf_model=model, tokenizer=tok, device="cpu")
+    return model, bridge

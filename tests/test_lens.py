@@ -10,7 +10,7 @@ from unpact.data import Example, InputError, encode
 from unpact.hooks import count_hooks
 from unpact.lens import LensTrajectory, logit_lens
 from unpact.models import ModelState, load_model
-from unpact.testing import tiny_model, tiny_subject
+from unpact.testing import tiny_subject
 
 EXAMPLES = [
     Example("capital", "What is the capital of France?", "The capital of France is Paris."),
@@ -104,16 +104,8 @@ def test_lens_leaves_model_untouched(tiny, monkeypatch) -> None:
 
 
 @pytest.mark.tl
-def test_transformer_lens_bridge_matches_hf(tmp_path) -> None:
-    pytest.importorskip("transformer_lens")
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoTokenizer
-
-    model, tok = tiny_model("gpt2")
-    model.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    tok = AutoTokenizer.from_pretrained(tmp_path)  # the bridge wants a tokenizer that knows its path
-    bridge = TransformerBridge.boot_transformers(str(tmp_path), hf_model=model, tokenizer=tok, device="cpu")
+def test_transformer_lens_bridge_matches_hf(tiny_bridge) -> None:
+    model, bridge = tiny_bridge
     via_bridge = logit_lens(load_model(bridge), EXAMPLES)
     # The bridge's tokenizer prepends BOS (TransformerLens' convention): compare on the same tokens.
     via_hf = logit_lens(load_model(model, bridge.tokenizer), EXAMPLES)

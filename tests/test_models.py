@@ -123,16 +123,8 @@ def test_public_surface_is_lazy_and_small() -> None:
 
 
 @pytest.mark.tl
-def test_transformer_bridge_is_accepted_and_matches(tmp_path) -> None:
-    pytest.importorskip("transformer_lens")
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoTokenizer
-
-    model, tok = tiny_model("gpt2")
-    model.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    tok = AutoTokenizer.from_pretrained(tmp_path)
-    bridge = TransformerBridge.boot_transformers(str(tmp_path), hf_model=model, tokenizer=tok, device="cpu")
+def test_transformer_bridge_is_accepted_and_matches(tiny_bridge) -> None:
+    model, bridge = tiny_bridge
     s = load_model(bridge)
     assert s.bridge is bridge and s.tokenizer is not None
     with torch.no_grad():

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-pytest.importorskip("plotly")
-import plotly.graph_objects as go  # noqa: E402
+import plotly.graph_objects as go
 
 from _viz_fixtures import EVIL, fake_attribution, fake_lens  # noqa: E402
 from viz._common import VizInputError, wrap_grid  # noqa: E402
@@ -183,7 +182,7 @@ def test_unpact_never_imports_viz():
 
 
 def test_real_lens_trajectory(tiny):
-    lens = pytest.importorskip("unpact.lens")
+    from unpact import lens
     from unpact.data import Example
     from viz.lens import lens_curves_plotly, lens_grid
 
