@@ -30,10 +30,11 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ("code", SETUP),
         ("code", UNLEARN),
         ("code", """import tempfile
-from unpact.audit import audit
+from unpact.audit import AuditConfig, Models, audit
 out = tempfile.mkdtemp(prefix="unpact-audit-")
-summary = audit(base, {"npo_gd": unlearned}, world.forget, world.retain, retain_only=world.load_retain_only(),
-                out_dir=out, attribution="loo", max_forget=16, max_retain=16, n_retain_attacked=8, progress=False)
+config = AuditConfig(out=out, attribution="loo", max_forget=16, max_retain=16, n_retain_attacked=8, progress=False)
+summary = audit(config, Models(base, {"npo_gd": unlearned}, retain_only=world.load_retain_only()),
+                world.forget, world.retain)
 print(summary.table())"""),
         ("code", """from viz.report import write_report
 path = write_report(out)

@@ -7,8 +7,10 @@ import torch
 
 from unpact import attacks as atk
 from unpact.data import Example
+from unpact.errors import ArchitectureError
 from unpact.hooks import count_hooks
 from unpact.models import ModelState
+from unpact.testing import TINY_ARCHITECTURES, tiny_subject
 
 EX = Example("a", "Where was Ada Lovelace born?", "London", keywords=("Ada", "Lovelace", "born"))
 EX2 = Example("b", "What is the capital of France?", "Paris", keywords=("capital", "France", "Paris"))
@@ -133,3 +135,25 @@ def test_restate_and_front_use_only_keywords_in_the_prompt():
     assert atk.front(EX, ["London", "Thames"]) == EX
     assert atk.restate(EX, ["Thames", "born"]).prompt == "Focus on: born. Where was Ada Lovelace born?"
     assert atk.front(EX, ["Thames", "born"]).prompt == "born: Where was Ada Lovelace born?"
+
+
+def test_transform_names_recorded_in_config_are_the_public_ones():
+    # Attack.config() feeds the audit's argument hash: it must not move with the package layout.
+    assert atk.get_attack("restate").config()["transform"] == "unpact.attacks.restate"
+    assert atk.get_attack("restate+repeat").config()["transform"] == "unpact.attacks.restate+repeat"
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_attn_bias_follows_the_declared_4d_mask_capability(arch):
+    s = tiny_subject(arch)
+    if not s.spec.accepts_4d_mask:
+        with pytest.raises(ArchitectureError, match=f"{arch} does not.*accepts_4d_mask"):
+            atk.run_attack(s, [EX], "attn_bias", max_new_tokens=1)
+        return
+    ids, lens = torch.tensor([[5, 17, 33, 2, 41, 8]]), [6]
+    with torch.no_grad():
+        ref = s.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+        masks = [atk._attn_mask(lens, 6, [[1]], b, s.dtype, s.device) for b in (0.0, 3.0)]
+        zero, biased = (s.model(input_ids=ids, attention_mask=m, use_cache=False).logits for m in masks)
+    torch.testing.assert_close(zero, ref)  # the 4-D mask is read as the causal mask it is
+    assert (biased - zero).abs().max() > 1e-2  # and its bias is not ignored

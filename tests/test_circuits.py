@@ -3,29 +3,34 @@ independent reference implemented here, faithfulness, save/load, circuit diff, h
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from unpact._arch import ArchSpec, get_architecture
 from unpact.circuits import (
     CircuitDiff,
     EdgeScores,
+    Graph,
     circuit_diff,
     edge_attribution_patching,
     exact_edge_patching,
     faithfulness,
     faithfulness_curve,
 )
+from unpact.circuits._graph import check_supported
 from unpact.data import Example, InputError
 from unpact.hooks import count_hooks, hooked
-from unpact.models import ModelState, load_model
+from unpact.models import ModelState, Subject, load_model
 from unpact.testing import TINY_ARCHITECTURES, tiny_model, tiny_subject
 
 EX = Example("ada", "Where was Ada Lovelace born?", "London", subject="Ada Lovelace", keywords=("born",))
 CORRUPT = "Where was The Lovelace born?"  # "Ada" and "The" are one token each in the tiny tokenizer
-ARCHS = [a for a in TINY_ARCHITECTURES if a != "gemma2"]
+ARCHS = [a for a in TINY_ARCHITECTURES if get_architecture(a).additive_writes]
 
 
 # ----- an independent reference: patch one edge by replacing the downstream node's OUTPUT ---------------
@@ -202,6 +207,34 @@ def test_donors_and_errors() -> None:
         edge_attribution_patching(s, EX, method="acdc")  # type: ignore[arg-type]
     with pytest.raises(NotImplementedError, match="gemma2"):
         edge_attribution_patching(tiny_subject("gemma2"), EX, corrupt=CORRUPT)
+
+
+def test_support_is_read_from_the_arch_spec() -> None:
+    assert "gemma2" not in ARCHS and "llama" in ARCHS
+    model, tok = tiny_model("llama")
+    llama = get_architecture("llama")
+    bare = ArchSpec(model_type="llama_caps_test", embed=llama.embed, blocks=llama.blocks, final_norm=llama.final_norm,
+                    unembed=llama.unembed, attn=llama.attn, attn_out_proj=llama.attn_out_proj, mlp=llama.mlp)
+    with pytest.raises(NotImplementedError, match="llama_caps_test.*additive_writes=True"):
+        Graph.of(Subject(model, tok, bare, "t"))  # undeclared: refused, never silently wrong
+    declared = dataclasses.replace(bare, additive_writes=True)
+    assert Graph.of(Subject(model, tok, declared, "t")).n_layers == 2
+
+    # post-LN OPT has no final norm module, so load_model refuses it already; the check itself:
+    post_ln = SimpleNamespace(spec=get_architecture("opt"), config=SimpleNamespace(do_layer_norm_before=False))
+    with pytest.raises(NotImplementedError, match="post-LN opt .do_layer_norm_before=False"):
+        check_supported(post_ln)  # type: ignore[arg-type]
+
+    neox_model, neox_tok = tiny_model("gpt_neox")
+    neox = get_architecture("gpt_neox")
+    no_norms = dataclasses.replace(neox, parallel_norms=None)
+    with pytest.raises(NotImplementedError, match="parallel_norms"):
+        Graph.of(Subject(neox_model, neox_tok, no_norms, "t"))
+    norms = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm"}
+    via_extra = dataclasses.replace(no_norms, extra=norms)
+    assert Graph.of(Subject(neox_model, neox_tok, via_extra, "t")).parallel
+    sequential = load_model(*tiny_model("gpt_neox", use_parallel_residual=False))
+    assert not Graph.of(sequential).parallel
 
 
 def test_hooks_removed_on_exception() -> None:

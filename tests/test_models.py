@@ -6,7 +6,13 @@ import pytest
 import torch
 
 import unpact
-from unpact._arch import ArchSpec, UnknownArchitectureError, get_architecture, register_architecture, supported_architectures
+from unpact._arch import (
+    ArchSpec,
+    UnknownArchitectureError,
+    get_architecture,
+    register_architecture,
+    supported_architectures,
+)
 from unpact.hooks import count_hooks, hooked
 from unpact.models import ModelState, load_model
 from unpact.testing import TINY_ARCHITECTURES, tiny_model, tiny_subject
@@ -108,12 +114,49 @@ def test_bad_type_raises() -> None:
         load_model(42)
 
 
+def test_capabilities_default_to_unsupported_and_builtins_declare_theirs() -> None:
+    bare = ArchSpec(model_type="x", embed="e", blocks="b", final_norm="n", unembed="u", attn="a",
+                    attn_out_proj="a.o", mlp="m")
+    assert not bare.additive_writes and not bare.accepts_4d_mask and bare.parallel_norm_paths() is None
+    assert not bare.is_parallel(object()) and not bare.is_post_norm(object())
+    caps = {a: (get_architecture(a).additive_writes, get_architecture(a).accepts_4d_mask) for a in TINY_ARCHITECTURES}
+    assert caps["gemma2"] == (False, True) and caps["opt"] == (True, False)
+    assert all(caps[a] == (True, True) for a in TINY_ARCHITECTURES if a not in ("gemma2", "opt"))
+    neox = get_architecture("gpt_neox")
+    assert neox.parallel_norm_paths() == ("input_layernorm", "post_attention_layernorm")
+    assert neox.is_parallel(tiny_model("gpt_neox")[0].config)
+    assert not neox.is_parallel(tiny_model("gpt_neox", use_parallel_residual=False)[0].config)
+
+
 def test_weights_hash_changes_with_weights() -> None:
     s = tiny_subject("gpt2")
     h = s.weights_hash()
     with torch.no_grad():
         next(s.model.parameters())[0, 0] += 1.0
     assert s.weights_hash() != h
+
+
+def test_weights_hash_is_computed_once_until_a_weight_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import unpact.models as models
+
+    calls = []
+    real = models.weights_hash
+    monkeypatch.setattr(models, "weights_hash", lambda m: calls.append(m) or real(m))
+    s = tiny_subject("llama")
+    w = s.model.lm_head.weight
+    h, old = s.weights_hash(), w[0, 0].item()
+    assert s.weights_hash() == h and s.weights_hash() == h and len(calls) == 1
+    with torch.no_grad():
+        w[0, 0] += 1.0  # in place: bumps the tensor's version counter
+    h2 = s.weights_hash()
+    assert h2 != h and len(calls) == 2
+    assert s.weights_hash() == h2 and len(calls) == 2
+    with torch.no_grad():
+        w[0, 0] = old
+    assert s.weights_hash() == h == real(s.model) and len(calls) == 3
+    s.model.lm_head.weight.data = s.model.lm_head.weight.data.clone()  # new storage, same values
+    assert s.weights_hash() == h and len(calls) == 4
+    assert s.refresh_weights_hash() == h and len(calls) == 5
 
 
 def test_public_surface_is_lazy_and_small() -> None:

@@ -56,6 +56,7 @@ def test_report_is_self_contained_and_escaped(report):
 
 
 def test_report_errors_and_missing_parts(tmp_path):
+    from unpact.audit import AuditDir, AuditSummary
     from viz.report import ReportError, write_report
 
     with pytest.raises(ReportError, match="summary.json"):
@@ -63,11 +64,37 @@ def test_report_errors_and_missing_parts(tmp_path):
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(ReportError, match="not valid JSON"):
         write_report(tmp_path)
-    # a minimal summary (no tracers, no records) still gives a page; a broken bundle is skipped with a note-free page
-    (tmp_path / "summary.json").write_text(json.dumps({"models": {"m": {"verdict": {"label": "removal", "reason": "r"}}}}))
+    (tmp_path / "summary.json").write_text(json.dumps({"schema": 1, "models": {}}))
+    with pytest.raises(ReportError, match="another unpact version"):
+        write_report(tmp_path)
+    # a summary with no tracers and no records still gives a page; a stray file is ignored
+    full = AuditDir(make_audit_dir(tmp_path / "full", with_tracers=False)).read_summary()
+    AuditDir(tmp_path).write_summary(AuditSummary(models={"base": full.models["base"], "m": full.models["retain_only"]},
+                                                  attacks=full.attacks, config_hash="x"))
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     out = write_report(tmp_path, tmp_path / "x" / "r.html")
     assert out == tmp_path / "x" / "r.html" and "REMOVAL".lower() in out.read_text().lower()
+    assert "could not be drawn" not in out.read_text()
+
+
+def test_report_of_model_with_nothing_to_recover(tmp_path):
+    """A model with n = 0 forgotten items for some attack (e.g. not_unlearned) is drawn, not a failed section."""
+    import dataclasses
+
+    from unpact.audit import AuditDir
+    from unpact.scoring import Rate
+    from viz.report import write_report
+
+    d = AuditDir(make_audit_dir(tmp_path / "a", with_tracers=False))
+    s = d.read_summary()
+    m = s.models["npo_gd"]
+    empty = Rate(0, 0, float("nan"), float("nan"), float("nan"))
+    m.scores.recovery["quote"] = dataclasses.replace(m.scores.recovery["quote"], rate=empty, excess=None)
+    m.verdict = dataclasses.replace(m.verdict, label="insufficient_data", reason="only 2 forget items are known")
+    d.write_summary(s)
+    html = write_report(d.root).read_text()
+    assert "could not be drawn" not in html
+    assert "No forgotten items to recover for: quote" in html and "insufficient_data" in html
 
 
 def test_cli_report(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -52,13 +53,14 @@ def _records(n_forget=20, recovered=10, ctl_hits=1):
 def test_recovery_summary_numbers():
     recs, f, r = _records()
     s = sc.recovery_summary(recs, "u", base="base", attacks=["restate"], forget_ids=f, retain_ids=r, control_model="ro")
-    e = s["recovery"]["restate"]
-    assert s["forgotten"]["rate"] == 1.0 and s["n_known"] == 20
-    assert e["rate"]["k"] == 10 and e["rate"]["n"] == 20 and e["control"]["k"] == 1
-    assert e["excess"] == pytest.approx(0.45)
-    assert e["logprob_gain"] == pytest.approx(2.0)
-    assert e["base_kept"]["rate"] == 1.0 and e["retain_kept"]["rate"] == 1.0
-    assert 0 < e["rate"]["lo"] < 0.5 < e["rate"]["hi"] < 1
+    e = s.recovery["restate"]
+    assert s.forgotten.rate == 1.0 and s.n_known == 20
+    assert e.rate.k == 10 and e.rate.n == 20 and e.control.k == 1
+    assert e.excess == pytest.approx(0.45)
+    assert e.logprob_gain == pytest.approx(2.0)
+    assert e.base_kept.rate == 1.0 and e.retain_kept.rate == 1.0
+    assert 0 < e.rate.lo < 0.5 < e.rate.hi < 1
+    assert s.best_attack() == ("restate", e)
     base = sc.recovery_summary(recs, "base", base="base", attacks=["restate"], forget_ids=f, retain_ids=r)
     v = decide(s, base)
     assert v.label == "suppression" and v.evidence_attack in ("restate", "any")
@@ -71,7 +73,7 @@ def test_verdict_branches():
     s = sc.recovery_summary(recs, "u", control_model="ro", **kw)
     assert decide(s, base).label == "removal"
     # the same numbers with a collapsed retain accuracy -> destruction
-    s2 = {**s, "retain_acc": {**s["retain_acc"], "rate": 0.2}}
+    s2 = dataclasses.replace(s, retain_acc=dataclasses.replace(s.retain_acc, rate=0.2))
     d = decide(s2, base)
     assert d.label == "destruction" and d.destructive and d.retain_drop == pytest.approx(0.8)
     # the base model itself as "unlearned": nothing forgotten
@@ -91,14 +93,14 @@ def test_verdict_needs_non_overlapping_intervals():
     kw = dict(base="base", attacks=["restate"], forget_ids=f, retain_ids=r)
     base = sc.recovery_summary(recs, "base", **kw)
     s = sc.recovery_summary(recs, "u", control_model="ro", **kw)
-    e = s["recovery"]["restate"]
-    assert e["control"]["rate"] < e["rate"]["lo"] < e["control"]["hi"]
-    assert e["rate"]["rate"] - e["control"]["rate"] >= VerdictRule().min_excess
+    e = s.recovery["restate"]
+    assert e.control.rate < e.rate.lo < e.control.hi
+    assert e.rate.rate - e.control.rate >= VerdictRule().min_excess
     assert decide(s, base).label == "removal"
     # with no control hits the intervals separate: suppression
     recs, f, r = _records(recovered=10, ctl_hits=0)
     s = sc.recovery_summary(recs, "u", control_model="ro", **{**kw, "forget_ids": f, "retain_ids": r})
-    assert s["recovery"]["restate"]["rate"]["lo"] > s["recovery"]["restate"]["control"]["hi"]
+    assert s.recovery["restate"].rate.lo > s.recovery["restate"].control.hi
     assert decide(s, base).label == "suppression"
 
 

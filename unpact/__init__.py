@@ -36,7 +36,15 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 
+# Submodules reachable as attributes after a plain ``import unpact`` (``unpact.circuits.edge_attribution_patching``),
+# imported on first access.
+_SUBMODULES = ("attacks", "attribution", "audit", "circuits", "data", "errors", "evaluate", "hooks", "keytokens", "lens",
+               "metrics", "models", "quality", "scoring", "testing", "toyworld", "unlearn", "verdict", "words")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"unpact.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'unpact' has no attribute {name!r}")
@@ -46,7 +54,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return sorted([*__all__, *_SUBMODULES])
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -4,7 +4,9 @@ Every tracer in unpact reads a model through an :class:`ArchSpec`: dotted paths 
 Hugging Face ``*ForCausalLM`` module) to the token embedding, the list of transformer blocks, the
 final norm and the unembedding, plus paths *relative to one block* to its attention module, the
 attention output projection (whose **input** is the concatenation of the per-head outputs), and the
-MLP. Nothing else in the package hard-codes a module name.
+MLP. It also declares what tracers may assume about the family (``additive_writes``,
+``accepts_4d_mask``, pre-/post-LN, parallel residual and its norms). Nothing else in the package
+hard-codes a module name or tests an architecture by name.
 
 Add an architecture with :func:`register_architecture`; an unknown ``config.model_type`` raises
 :class:`UnknownArchitectureError`, which says how.
@@ -19,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from unpact.errors import UnknownArchitectureError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -29,13 +33,6 @@ __all__ = [
     "supported_architectures",
     "resolve_path",
 ]
-
-
-class UnknownArchitectureError(KeyError):
-    """Raised when a model's ``config.model_type`` has no registered :class:`ArchSpec`."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,26 @@ class ArchSpec:
             ``d_model // n_heads``).
         logit_softcap_attr: Config attribute of a final logit soft-cap (Gemma 2), if any.
         parallel_residual: True when attention and MLP read the same residual (GPT-NeoX, Phi-2).
+        parallel_residual_attr: Config attribute that switches the parallel residual on or off
+            (GPT-NeoX's ``use_parallel_residual``); ``None``: ``parallel_residual`` always holds.
+        parallel_norms: Paths, relative to one block, of the norms that attention and MLP read in a
+            parallel-residual block, ``(attn_norm, mlp_norm)``. Edge attribution patching edits
+            their inputs; ``None`` where unknown.
+        pre_norm_attr: Config attribute that is ``False`` when the blocks normalise the residual
+            *after* each sub-layer (post-LN; OPT's ``do_layer_norm_before``); ``None``: always pre-LN.
+        additive_writes: Every attention and MLP output joins the residual stream unchanged (no
+            norm after the sub-layer), so the writes of heads and MLPs add up. Edge attribution
+            patching needs it. False for sandwich norms (Gemma 2) and, by default, for an
+            architecture that does not declare it.
+        accepts_4d_mask: The model's forward takes an additive float attention mask of shape
+            ``(batch, 1, query, key)`` as ``attention_mask``. The ``attn_bias`` attack needs it.
+            False by default.
         notes: Free text shown in docs and errors.
+        extra: Free-form facts for user code (``{"attn_norm": ..., "mlp_norm": ...}`` is read as
+            ``parallel_norms`` when that is not set).
+
+    Capabilities (``additive_writes``, ``accepts_4d_mask``) default to False: an architecture
+    registered without them gets a clear "not supported" error, never a silently wrong result.
     """
 
     model_type: str
@@ -76,8 +92,35 @@ class ArchSpec:
     d_head_attr: str | None = "head_dim"
     logit_softcap_attr: str | None = None
     parallel_residual: bool = False
+    parallel_residual_attr: str | None = None
+    parallel_norms: tuple[str, str] | None = None
+    pre_norm_attr: str | None = None
+    additive_writes: bool = False
+    accepts_4d_mask: bool = False
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def is_parallel(self, config: Any) -> bool:
+        """True if blocks built from ``config`` use a parallel residual (attention and MLP read one stream)."""
+        if not self.parallel_residual:
+            return False
+        if self.parallel_residual_attr is None:
+            return True
+        return bool(getattr(config, self.parallel_residual_attr, True))
+
+    def is_post_norm(self, config: Any) -> bool:
+        """True if blocks built from ``config`` normalise the residual after each sub-layer (post-LN)."""
+        if self.pre_norm_attr is None:
+            return False
+        return getattr(config, self.pre_norm_attr, True) is False
+
+    def parallel_norm_paths(self) -> tuple[str, str] | None:
+        """``(attn_norm, mlp_norm)`` paths relative to a block (from ``parallel_norms`` or ``extra``), or ``None``."""
+        if self.parallel_norms is not None:
+            return self.parallel_norms
+        if "attn_norm" in self.extra and "mlp_norm" in self.extra:
+            return str(self.extra["attn_norm"]), str(self.extra["mlp_norm"])
+        return None
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
@@ -98,7 +141,8 @@ def register_architecture(spec: ArchSpec, *, overwrite: bool = False) -> None:
         >>> register_architecture(ArchSpec(
         ...     model_type="my_llama_fork", embed="model.embed_tokens", blocks="model.layers",
         ...     final_norm="model.norm", unembed="lm_head", attn="self_attn",
-        ...     attn_out_proj="self_attn.o_proj", mlp="mlp"), overwrite=True)
+        ...     attn_out_proj="self_attn.o_proj", mlp="mlp", additive_writes=True,
+        ...     accepts_4d_mask=True), overwrite=True)
     """
     if not isinstance(spec, ArchSpec):
         raise TypeError(f"register_architecture expects an ArchSpec, got {type(spec).__name__}")
@@ -166,6 +210,36 @@ def resolve_path(root: nn.Module, path: str) -> nn.Module:
     return obj
 
 
+def _stores_in_out(module: nn.Module) -> bool:
+    """True for transformers' ``Conv1D`` (GPT-2), whose weight is ``(in, out)``; ``nn.Linear`` stores ``(out, in)``."""
+    return type(module).__name__ == "Conv1D"
+
+
+def weight_in_out(module: nn.Module) -> torch.Tensor:
+    """The weight of a linear-like layer as ``(in_features, out_features)``, whatever its storage."""
+    w = module.weight
+    return w if _stores_in_out(module) else w.T
+
+
+def in_features(module: nn.Module) -> int:
+    """Input width of a linear-like layer (``nn.Linear`` or ``Conv1D``)."""
+    if hasattr(module, "in_features"):
+        return int(module.in_features)
+    weight = getattr(module, "weight", None)
+    if weight is None:
+        raise TypeError(f"cannot read the input width of {type(module).__name__}")
+    return int(weight.shape[0] if _stores_in_out(module) else weight.shape[1])
+
+
+def out_features(module: nn.Module) -> int:
+    """Output width of a linear-like layer (``nn.Linear``, ``Conv1D`` or an embedding used as one)."""
+    if hasattr(module, "out_features"):
+        return int(module.out_features)
+    if hasattr(module, "nf"):  # Conv1D
+        return int(module.nf)
+    return int(module.weight.shape[0])
+
+
 def _llama_like(model_type: str, **kw: Any) -> ArchSpec:
     base: dict[str, Any] = dict(
         model_type=model_type,
@@ -176,6 +250,8 @@ def _llama_like(model_type: str, **kw: Any) -> ArchSpec:
         attn="self_attn",
         attn_out_proj="self_attn.o_proj",
         mlp="mlp",
+        additive_writes=True,
+        accepts_4d_mask=True,
     )
     base.update(kw)
     return ArchSpec(**base)
@@ -197,6 +273,8 @@ def _register_builtins() -> None:
             n_kv_heads_attr=None,
             d_model_attr="n_embd",
             d_head_attr=None,
+            additive_writes=True,
+            accepts_4d_mask=True,
             notes="Learned absolute position embeddings (transformer.wpe) are added to the input.",
         ),
         ArchSpec(
@@ -211,6 +289,10 @@ def _register_builtins() -> None:
             n_kv_heads_attr=None,
             d_head_attr=None,
             parallel_residual=True,
+            parallel_residual_attr="use_parallel_residual",
+            parallel_norms=("input_layernorm", "post_attention_layernorm"),
+            additive_writes=True,
+            accepts_4d_mask=True,
             notes="Parallel residual when config.use_parallel_residual (Pythia default).",
         ),
         _llama_like("llama"),
@@ -221,6 +303,7 @@ def _register_builtins() -> None:
         _llama_like(
             "gemma2",
             logit_softcap_attr="final_logit_softcapping",
+            additive_writes=False,
             notes="Sandwich norms: attention and MLP outputs pass a post-norm before the residual.",
         ),
         _llama_like("phi3", notes="Fused qkv_proj and gate_up_proj."),
@@ -235,6 +318,9 @@ def _register_builtins() -> None:
             mlp="fc2",
             n_kv_heads_attr=None,
             d_head_attr=None,
+            pre_norm_attr="do_layer_norm_before",
+            additive_writes=True,
+            accepts_4d_mask=False,
             notes=(
                 "OPT has no MLP submodule: the MLP site is fc2's output. Models with "
                 "word_embed_proj_dim != hidden_size (project_in/out) are not supported."

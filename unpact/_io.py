@@ -12,7 +12,19 @@ from typing import Any
 
 import numpy as np
 
+from unpact.errors import WrongKindError
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "save_bundle", "load_bundle"]
+
+
+def file_mode() -> int:
+    """Mode of every file unpact writes: what ``open(path, "w")`` gives under the process umask.
+
+    (``mkstemp``'s private 0o600 would make atomically written files differ from appended ones.)
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -25,6 +37,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -35,10 +48,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """UTF-8 text version of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-class WrongKindError(ValueError):
-    """A saved bundle holds another kind of result than the one asked for."""
 
 
 def save_bundle(

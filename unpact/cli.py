@@ -37,10 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from unpact.errors import UnpactError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError, KeyError) as exc:
-        print(f"unpact {args.command}: error: {exc}", file=sys.stderr)
+    except UnpactError as exc:  # the user's input: one line, exit 2. Anything else is a bug and keeps its traceback.
+        print(f"unpact {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 

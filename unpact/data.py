@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from unpact.errors import DataFileError, InputError, MissingFileError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -32,10 +34,6 @@ __all__ = [
     "check_same_tokenizer",
     "InputError",
 ]
-
-
-class InputError(ValueError):
-    """Bad user input: the message names the problem and the fix."""
 
 
 @dataclass(frozen=True)
@@ -85,71 +83,108 @@ _PROMPT_KEYS = ("question", "prompt", "input", "query")
 _ANSWER_KEYS = ("answer", "target", "output", "response")
 
 
-def _from_record(rec: Any, index: int) -> Example:
+def _from_record(rec: Any, index: int, where: str, id_prefix: str) -> Example:
+    """One record -> :class:`Example`; ``where`` names the record in errors (file and line)."""
     if isinstance(rec, Example):
         return rec
     if isinstance(rec, (tuple, list)) and len(rec) == 2:
-        return Example(str(index), str(rec[0]), str(rec[1]))
+        return Example(f"{id_prefix}{index}", str(rec[0]), str(rec[1]))
     if not isinstance(rec, Mapping):
-        raise InputError(
-            f"record {index}: expected a dict with 'question'/'answer' keys or a (prompt, answer) pair, "
-            f"got {type(rec).__name__}"
-        )
-    prompt = next((rec[k] for k in _PROMPT_KEYS if k in rec), None)
-    answer = next((rec[k] for k in _ANSWER_KEYS if k in rec), None)
-    if prompt is None or answer is None:
-        raise InputError(
-            f"record {index}: needs a prompt key (one of {_PROMPT_KEYS}) and an answer key "
-            f"(one of {_ANSWER_KEYS}); found keys {sorted(rec)}"
-        )
+        raise InputError(f"expected a dict with 'question'/'answer' keys or a (prompt, answer) pair, "
+                         f"got {type(rec).__name__}", source=where)
+    prompts = [k for k in _PROMPT_KEYS if k in rec]
+    answers = [k for k in _ANSWER_KEYS if k in rec]
+    if not prompts or not answers:
+        raise InputError(f"needs a prompt key (one of {list(_PROMPT_KEYS)}) and an answer key (one of "
+                         f"{list(_ANSWER_KEYS)}); found keys {sorted(rec)}", source=where)
+    for kind, keys in (("prompt", prompts), ("answer", answers)):
+        if len(keys) > 1:
+            raise InputError(f"has several {kind} keys {keys}; unpact would not know which to use", source=where,
+                             fix=f"keep one of them (or rename the others, which then go to meta)")
+    prompt, answer = rec[prompts[0]], rec[answers[0]]
+    for key, value in ((prompts[0], prompt), (answers[0], answer)):
+        if not isinstance(value, str):
+            hint = (" (several gold answers: give one per record, or keep the others in another field such as "
+                    "'paraphrased_answer')" if isinstance(value, (list, tuple)) else "")
+            raise InputError(f"{key!r} must be a string, got {type(value).__name__} {str(value)[:60]!r}{hint}",
+                             source=where)
     known = set(_PROMPT_KEYS) | set(_ANSWER_KEYS) | {"id", "subject", "keywords", "meta"}
     meta = dict(rec.get("meta") or {})
     meta.update({k: v for k, v in rec.items() if k not in known})
-    return Example(
-        id=str(rec.get("id", index)),
-        prompt=str(prompt),
-        answer=str(answer),
-        subject=rec.get("subject"),
-        keywords=rec.get("keywords") or (),
-        meta=meta,
-    )
+    keywords = rec.get("keywords") or ()
+    if not isinstance(keywords, (str, list, tuple)) or not all(isinstance(k, str) for k in
+                                                               ([keywords] if isinstance(keywords, str) else keywords)):
+        raise InputError(f"'keywords' must be a list of strings, got {keywords!r}", source=where)
+    try:
+        return Example(id=str(rec["id"]) if "id" in rec else f"{id_prefix}{index}", prompt=prompt, answer=answer,
+                       subject=rec.get("subject"), keywords=keywords, meta=meta)
+    except InputError as exc:
+        raise InputError(str(exc), source=where) from exc
 
 
-def load_examples(source: str | os.PathLike[str] | Iterable[Any]) -> list[Example]:
+def load_examples(source: str | os.PathLike[str] | Iterable[Any], *, id_prefix: str = "") -> list[Example]:
     """Load examples from a JSON / JSONL file (TOFU style) or a list of dicts / pairs / Examples.
 
-    A JSON file may hold a list of records or ``{"data": [...]}``. Records need a prompt key
-    (``question``, ``prompt``, ``input`` or ``query``) and an answer key (``answer``, ``target``,
-    ``output`` or ``response``); other keys go to ``meta``. Missing ids become the record index.
+    A JSON file may hold a list of records or ``{"data": [...]}``. Records need one prompt key
+    (``question``, ``prompt``, ``input`` or ``query``) and one answer key (``answer``, ``target``,
+    ``output`` or ``response``), both strings; other keys go to ``meta``. A record without an ``id``
+    gets ``id_prefix`` + its index (TOFU files have no ids: load the forget and retain files with
+    different prefixes, e.g. ``"forget-"`` and ``"retain-"``, so their ids do not collide).
 
     Raises:
-        FileNotFoundError: If the path does not exist.
-        InputError: For malformed records or duplicate ids.
+        DataFileError: A missing, unreadable or malformed file (names the file and line), or a
+            directory given as a data file.
+        InputError: For malformed records or duplicate ids (naming the record).
     """
+    where: list[str]
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
-            raise FileNotFoundError(f"no examples file at {str(path)!r}")
-        text = path.read_text(encoding="utf-8")
+            raise MissingFileError("no such file", path=path, fix="give the path of a JSON or JSONL file of items")
+        if path.is_dir():
+            raise DataFileError("is a directory, not a data file", path=path,
+                                fix="give the path of a JSON or JSONL file of items")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataFileError("is not UTF-8 text (a model file?)", path=path,
+                                fix="give a JSON or JSONL file of items") from exc
         if path.suffix == ".jsonl":
-            records: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
+            records: Any = []
+            where = []
+            for no, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataFileError(f"not valid JSON ({exc.msg})", path=path, line=no,
+                                        fix="one JSON object per line") from exc
+                where.append(f"{path} line {no}")
         else:
             try:
                 records = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: not valid JSON ({exc}); use .jsonl for one record per line") from exc
+                raise DataFileError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno,
+                                    fix="use .jsonl for one record per line") from exc
             if isinstance(records, Mapping):
                 records = records.get("data", records.get("examples"))
             if not isinstance(records, list):
-                raise InputError(f"{path}: expected a list of records or {{'data': [...]}}")
+                raise DataFileError("expected a list of records or {'data': [...]}", path=path)
+            where = [f"{path} record {i}" for i in range(len(records))]
     else:
+        if isinstance(source, (Mapping, bytes)):
+            raise InputError(f"expected a path or a list of records, got {type(source).__name__}",
+                             source="load_examples")
         records = list(source)
-    examples = [_from_record(r, i) for i, r in enumerate(records)]
-    seen: set[str] = set()
-    for ex in examples:
+        where = [f"record {i}" for i in range(len(records))]
+    examples = [_from_record(r, i, w, id_prefix) for i, (r, w) in enumerate(zip(records, where))]
+    seen: dict[str, str] = {}
+    for ex, w in zip(examples, where):
         if ex.id in seen:
-            raise InputError(f"duplicate example id {ex.id!r}; ids must be unique")
-        seen.add(ex.id)
+            raise InputError(f"duplicate example id {ex.id!r} (first at {seen[ex.id]})", source=w,
+                             fix="ids must be unique")
+        seen[ex.id] = w
     return examples
 
 

@@ -14,9 +14,7 @@ None of these functions changes the model's weights, mode or ``requires_grad`` f
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -24,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from unpact._io import atomic_write_text
+from unpact._result import SavedResult
 from unpact.data import Example, InputError, encode_batch, fill_id
 from unpact.metrics import exact_match, lenient_match, rouge_l_recall, wilson_interval
 from unpact.models import Subject, frozen
@@ -219,12 +217,13 @@ class EvalRecord:
 
 
 @dataclass
-class EvalResult:
-    """Per-item evaluation of one model on one set of examples.
+class EvalResult(SavedResult):
+    """Per-item evaluation of one model on one set of examples (``save`` / ``load``: one ``.npz`` bundle).
 
     Attributes:
         records: One :class:`EvalRecord` per example, in input order.
         provenance: Model, weights hash and arguments.
+        meta: Free metadata (JSON-serialisable).
     """
 
     records: list[EvalRecord]
@@ -277,18 +276,6 @@ class EvalResult:
             "provenance": self.provenance.to_dict() if self.provenance else None,
             "meta": dict(self.meta),
         }
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write as JSON (floats round-trip exactly)."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> EvalResult:
-        """Inverse of :meth:`save`."""
-        with open(path, encoding="utf-8") as fh:
-            d = json.load(fh)
-        prov = Provenance.from_dict(d["provenance"]) if d.get("provenance") else None
-        return cls([EvalRecord(**r) for r in d["records"]], prov, dict(d.get("meta") or {}))
 
 
 def evaluate(

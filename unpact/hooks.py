@@ -39,7 +39,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from unpact.models import Subject
+from unpact.models import Subject, frozen
 
 logger = logging.getLogger(__name__)
 
@@ -287,8 +287,6 @@ def run_with_cache(
     Returns:
         ``(logits, cache)`` with logits ``(batch, seq, vocab)``.
     """
-    from unpact.models import frozen
-
     with frozen(subject.model), torch.no_grad(), hooked(subject, hooks, cache=sites) as cache:
         mask = None if attention_mask is None else attention_mask.to(subject.device)
         out = subject.model(input_ids=input_ids.to(subject.device), attention_mask=mask, use_cache=False)

@@ -23,7 +23,6 @@ modules.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from unpact._io import load_bundle, save_bundle
-from unpact.data import Example, InputError, encode, load_examples
+from unpact._result import SavedResult
+from unpact.data import Example, InputError, encode
 from unpact.hooks import run_with_cache
 from unpact.models import Subject, frozen
 from unpact.provenance import Provenance
@@ -46,8 +45,8 @@ _AUTO_KEEP_MAX = 4_000_000
 
 
 @dataclass
-class LensTrajectory:
-    """Logit-lens decoding of one example, layer by position.
+class LensTrajectory(SavedResult):
+    """Logit-lens decoding of one example, layer by position (saved by :class:`~unpact._result.SavedResult`).
 
     ``L = n_layers + 1`` rows (embeddings, then each block's output), ``P = n_tokens - 1`` positions.
 
@@ -144,52 +143,6 @@ class LensTrajectory:
             "kl_to_final": self.kl_to_final[:, cols].tolist(),
             "provenance": None if self.provenance is None else self.provenance.to_dict(),
         }
-
-    # ----- persistence -------------------------------------------------------------------------
-    _ARRAYS = ("token_ids", "logprob", "rank", "topk_ids", "topk_logprob", "topk_tokens", "kl_to_final", "entropy")
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Save to one ``.npz`` file (lossless)."""
-        meta = {
-            "example": self.example.to_dict(),
-            "tokens": list(self.tokens),
-            "prompt_span": list(self.prompt_span),
-            "answer_span": list(self.answer_span),
-            "layer_names": list(self.layer_names),
-            "provenance": None if self.provenance is None else self.provenance.to_dict(),
-        }
-        arrays = {k: getattr(self, k) for k in self._ARRAYS}
-        if self.logprobs is not None:
-            arrays["logprobs"] = self.logprobs
-        save_bundle(path, meta, arrays, kind="LensTrajectory")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> LensTrajectory:
-        """Inverse of :meth:`save`."""
-        meta, arrays = load_bundle(path, kind="LensTrajectory")
-        prov = meta.get("provenance")
-        return cls(
-            example=load_examples([meta["example"]])[0],
-            tokens=list(meta["tokens"]),
-            prompt_span=tuple(meta["prompt_span"]),  # type: ignore[arg-type]
-            answer_span=tuple(meta["answer_span"]),  # type: ignore[arg-type]
-            layer_names=list(meta["layer_names"]),
-            logprobs=arrays.get("logprobs"),
-            provenance=None if prov is None else Provenance.from_dict(prov),
-            **{k: arrays[k] for k in cls._ARRAYS},
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, LensTrajectory):
-            return NotImplemented
-        for name in self.__dataclass_fields__:
-            x, y = getattr(self, name), getattr(other, name)
-            if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
-                if x is None or y is None or x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(x, y):
-                    return False
-            elif x != y:
-                return False
-        return True
 
 
 @dataclass

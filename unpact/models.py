@@ -16,17 +16,18 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from unpact._arch import ArchSpec, config_int, get_architecture, resolve_path, softcap
+from unpact._arch import ArchSpec, config_int, get_architecture, in_features, out_features, resolve_path, softcap
+from unpact._modeldir import check_loaded, check_model_dir, from_pretrained, load_tokenizer
+from unpact.errors import ArchitectureError, InputError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Subject", "load_model", "ModelState", "frozen", "weights_hash"]
+__all__ = ["Subject", "load_model", "ModelState", "frozen", "weights_hash", "check_finite"]
 
 # Above this many parameters the weights hash samples each tensor instead of reading all of it.
 _FULL_HASH_MAX_PARAMS = 200_000_000
@@ -53,25 +54,34 @@ class Subject:
     name: str
     bridge: Any = None
     _modules: dict[str, Any] = field(default_factory=dict, repr=False)
+    _hash_cache: tuple[tuple[Any, ...], str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         spec, model = self.spec, self.model
-        blocks = resolve_path(model, spec.blocks)
-        if not isinstance(blocks, (nn.ModuleList, nn.Sequential)):
-            raise TypeError(f"{spec.blocks!r} must be a ModuleList of blocks, got {type(blocks).__name__}")
-        self._modules = {
-            "embed": resolve_path(model, spec.embed),
-            "blocks": list(blocks),
-            "final_norm": resolve_path(model, spec.final_norm),
-            "unembed": resolve_path(model, spec.unembed),
-            "attn": [resolve_path(b, spec.attn) for b in blocks],
-            "attn_out_proj": [resolve_path(b, spec.attn_out_proj) for b in blocks],
-            "mlp": [resolve_path(b, spec.mlp) for b in blocks],
-        }
+        fix = (f"fix the ArchSpec registered for {spec.model_type!r} "
+               "(unpact.register_architecture(ArchSpec(...), overwrite=True)); see docs/architecture.md")
+        try:
+            blocks = resolve_path(model, spec.blocks)
+            if not isinstance(blocks, (nn.ModuleList, nn.Sequential)):
+                raise ArchitectureError(f"{spec.blocks!r} must be a ModuleList of blocks, got {type(blocks).__name__}",
+                                        source=f"ArchSpec {spec.model_type!r}", fix=fix)
+            self._modules = {
+                "embed": resolve_path(model, spec.embed),
+                "blocks": list(blocks),
+                "final_norm": resolve_path(model, spec.final_norm),
+                "unembed": resolve_path(model, spec.unembed),
+                "attn": [resolve_path(b, spec.attn) for b in blocks],
+                "attn_out_proj": [resolve_path(b, spec.attn_out_proj) for b in blocks],
+                "mlp": [resolve_path(b, spec.mlp) for b in blocks],
+            }
+        except AttributeError as exc:
+            raise ArchitectureError(f"{exc} ({type(model).__name__})", source=f"ArchSpec {spec.model_type!r}",
+                                    fix=fix) from exc
         cfg = self.config
         n_layers = config_int(cfg, spec.n_layers_attr)
         if n_layers is not None and n_layers != len(blocks):
-            raise ValueError(f"config says {n_layers} layers but {spec.blocks!r} holds {len(blocks)}")
+            raise ArchitectureError(f"config says {n_layers} layers but {spec.blocks!r} holds {len(blocks)}",
+                                    source=f"ArchSpec {spec.model_type!r}", fix=fix)
 
     # ----- parts -------------------------------------------------------------------------------
     @property
@@ -136,15 +146,17 @@ class Subject:
     def d_head(self) -> int:
         """Per-head size, read from the attention output projection's input width."""
         proj = self.attn_out_proj(0)
-        width = _in_features(proj)
+        width = in_features(proj)
         if width % self.n_heads:
-            raise ValueError(f"attention output width {width} is not divisible by {self.n_heads} heads")
+            raise ArchitectureError(f"attention output width {width} is not divisible by {self.n_heads} heads",
+                                    source=f"ArchSpec {self.spec.model_type!r}",
+                                    fix="check the ArchSpec's attn_out_proj path and n_heads_attr")
         return width // self.n_heads
 
     @property
     def vocab_size(self) -> int:
         """Rows of the unembedding."""
-        return int(_out_features(self.unembed))
+        return int(out_features(self.unembed))
 
     @property
     def n_ctx(self) -> int | None:
@@ -185,14 +197,25 @@ class Subject:
         return softcap(self.unembed(normed), self.logit_softcap)
 
     def weights_hash(self) -> str:
-        """SHA-256 fingerprint of the parameters (see :func:`weights_hash`)."""
-        return weights_hash(self.model)
+        """SHA-256 fingerprint of the weights (see :func:`weights_hash`), computed once per weights.
 
-    def hooks(self, *args: Any, **kwargs: Any) -> Any:
-        """Shortcut for :func:`unpact.hooks.hooked` on this subject."""
-        from unpact.hooks import hooked
+        The digest is cached with a key of every tensor's ``(name, data_ptr(), _version)``: an
+        in-place edit (``p.add_(...)`` under ``no_grad``, an optimizer step, ``load_state_dict``)
+        bumps ``_version`` and a swapped tensor moves ``data_ptr``, so either triggers a fresh hash.
+        Edits through ``p.data`` bypass the version counter; call :meth:`refresh_weights_hash`
+        after such an edit (tracers never make one).
+        """
+        key = _weights_key(self.model)
+        cached = self._hash_cache
+        if cached is None or cached[0] != key:
+            cached = (key, weights_hash(self.model))
+            self._hash_cache = cached
+        return cached[1]
 
-        return hooked(self, *args, **kwargs)
+    def refresh_weights_hash(self) -> str:
+        """Drop the cached digest and hash the weights again."""
+        self._hash_cache = None
+        return self.weights_hash()
 
     def __repr__(self) -> str:
         return (
@@ -201,20 +224,12 @@ class Subject:
         )
 
 
-def _in_features(module: nn.Module) -> int:
-    if hasattr(module, "in_features"):
-        return int(module.in_features)
-    weight = getattr(module, "weight", None)
-    if weight is None:
-        raise TypeError(f"cannot read the input width of {type(module).__name__}")
-    # transformers' Conv1D stores (in, out); nn.Linear stores (out, in).
-    return int(weight.shape[0] if type(module).__name__ == "Conv1D" else weight.shape[1])
-
-
-def _out_features(module: nn.Module) -> int:
-    if hasattr(module, "out_features"):
-        return int(module.out_features)
-    return int(module.weight.shape[0])
+def _weights_key(model: nn.Module) -> tuple[Any, ...]:
+    """What identifies the current weights without reading them: per tensor, name, storage and version."""
+    return tuple(
+        (name, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device)
+        for name, t in model.state_dict(keep_vars=True).items()
+    )
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -222,6 +237,8 @@ def weights_hash(model: nn.Module) -> str:
 
     Models above 200M parameters are fingerprinted from a strided sample of each tensor (and
     the digest is prefixed ``"sampled:"``) so that hashing a 7B model takes seconds, not minutes.
+    This function reads the weights on every call (use it to verify); :meth:`Subject.weights_hash`
+    caches the digest until a weight changes.
     """
     params = list(model.state_dict().items())
     total = sum(t.numel() for _, t in params)
@@ -284,6 +301,44 @@ def _is_bridge(obj: Any) -> bool:
     return type(obj).__name__ == "TransformerBridge" or type(obj).__module__.startswith("transformer_lens")
 
 
+def check_finite(subject: Subject, values: torch.Tensor, what: str = "logits") -> torch.Tensor:
+    """Return ``values`` (a tracer forward's logits or activations) if they hold no NaN or inf.
+
+    Raises:
+        InputError: Naming the model and its dtype: half precision overflows are the usual cause.
+    """
+    if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+        bad = int((~torch.isfinite(values)).sum())
+        low = subject.dtype in (torch.float16, torch.bfloat16)
+        raise InputError(
+            f"model {subject.name!r} produced {bad} NaN/inf values in its {what} ({values.numel()} values, "
+            f"{str(subject.dtype).replace('torch.', '')} weights); the results would be meaningless",
+            fix="load it with dtype=torch.float32" if low else "check the model's weights and the prompt",
+        )
+    return values
+
+
+def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if isinstance(dtype, str):
+        value = getattr(torch, dtype.removeprefix("torch."), None)
+        if not isinstance(value, torch.dtype):
+            raise InputError(f"unknown dtype {dtype!r}", source="dtype", fix="use float32, float16 or bfloat16")
+        return value
+    return dtype
+
+
+def _check_device(device: str | torch.device | None) -> None:
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"unknown device {device!r} ({exc})", source="device", fix="use cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but torch sees no CUDA device here", source="device",
+                         fix="use device='cpu'")
+
+
 def load_model(
     model: str | os.PathLike[str] | nn.Module | Any,
     tokenizer: Any = None,
@@ -296,11 +351,12 @@ def load_model(
     """Load (or wrap) a causal LM and return a :class:`Subject`.
 
     Args:
-        model: A local directory or hub-style name (loaded with ``AutoModelForCausalLM``),
-            an already-built ``*ForCausalLM`` module, or a TransformerLens ``TransformerBridge``
-            (its underlying Hugging Face model and tokenizer are used; hooks go through the same
-            modules, so results match the bridge's own forward).
-        tokenizer: A tokenizer, or a path to load one from; defaults to the model's own.
+        model: A local model directory (written by ``save_pretrained``; loaded with
+            ``AutoModelForCausalLM``), an already-built ``*ForCausalLM`` module, or a TransformerLens
+            ``TransformerBridge`` (its underlying Hugging Face model and tokenizer are used; hooks go
+            through the same modules, so results match the bridge's own forward). Hub names are not
+            fetched: download the model first and pass its directory.
+        tokenizer: A tokenizer, or a directory to load one from; defaults to the model's own.
         device: Where to put a freshly loaded model (``"cpu"``, ``"cuda"``...). A passed module is
             left where it is unless ``device`` is given.
         dtype: Weight dtype for a freshly loaded model (e.g. ``torch.float32``).
@@ -311,68 +367,54 @@ def load_model(
         The :class:`Subject`.
 
     Raises:
+        MissingFileError: Nothing at the model (or tokenizer) path.
+        ModelLoadError: A path that holds no loadable causal LM (a file, no config or weights, a
+            base model without its language-model head, no tokenizer), or weights with NaN/inf.
         UnknownArchitectureError: If ``config.model_type`` is not registered.
-        FileNotFoundError: If a local path does not exist.
-        TypeError: If ``model`` is of an unsupported type.
+        ArchitectureError: If the registered :class:`ArchSpec` does not match the model.
+        InputError: An unsupported ``model`` type, ``device`` or ``dtype``.
     """
     bridge = None
+    _check_device(device)
+    torch_dtype = _torch_dtype(dtype)
     if _is_bridge(model):
         bridge = model
         hf = getattr(model, "original_model", None)
         if hf is None:
-            raise TypeError("this TransformerBridge does not expose original_model; pass the HF model instead")
+            raise ModelLoadError("this TransformerBridge does not expose original_model", source="load_model",
+                                 fix="pass the Hugging Face model it wraps instead")
         tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         model = hf
     if isinstance(model, (str, os.PathLike)):
         path = str(model)
-        if (path.startswith((".", "/", "~")) or os.sep in path and os.path.exists(path)) and not Path(path).expanduser().exists():
-            raise FileNotFoundError(f"no model directory at {path!r}")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        logger.info("loading %s", path)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=torch_dtype,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=_prefers_safetensors(path),
-        )
+        model_dir = check_model_dir(path)
+        hf_model = from_pretrained(model_dir, path, torch_dtype, trust_remote_code)
         hf_model.eval()
         if device is not None:
             hf_model.to(device)
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-            tokenizer = AutoTokenizer.from_pretrained(
-                str(tokenizer or path), trust_remote_code=trust_remote_code
-            )
+            tokenizer = load_tokenizer(str(tokenizer or model_dir), trust_remote_code)
         name = name or path
         model = hf_model
     elif isinstance(model, nn.Module):
         if device is not None:
             model.to(device)
-        if dtype is not None:
-            model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        if torch_dtype is not None:
+            model.to(torch_dtype)
         if isinstance(tokenizer, (str, os.PathLike)):
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=trust_remote_code)
+            tokenizer = load_tokenizer(str(tokenizer), trust_remote_code)
     else:
-        raise TypeError(
-            f"load_model expects a path, a Hugging Face causal-LM module or a TransformerBridge, "
-            f"got {type(model).__name__}"
+        raise InputError(
+            f"load_model expects a model directory, a Hugging Face causal-LM module or a TransformerBridge, "
+            f"got {type(model).__name__}", source="load_model",
         )
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type is None:
-        raise TypeError(f"{type(model).__name__} has no config.model_type; is it a Hugging Face model?")
-    spec = get_architecture(model_type)
+        raise ModelLoadError(f"{type(model).__name__} has no config.model_type; is it a Hugging Face model?",
+                             source="load_model", fix="pass a transformers *ForCausalLM module or its directory")
     if name is None:
         name = str(getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "") or model_type)
+    check_loaded(model, tokenizer, name)
+    spec = get_architecture(model_type)
     return Subject(model=model, tokenizer=tokenizer, spec=spec, name=name, bridge=bridge)
-
-
-def _prefers_safetensors(path: str) -> bool | None:
-    """True if a local dir has safetensors weights (then ``.bin`` files are never read)."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        return True if any(p.glob("*.safetensors")) else None
-    return None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from typing import Any
 
 __all__ = ["Provenance"]
@@ -32,14 +34,12 @@ class Provenance:
     @classmethod
     def of(cls, subject: Any, method: str, **args: Any) -> Provenance:
         """Provenance for a result computed on ``subject`` (a :class:`~unpact.models.Subject`)."""
-        from unpact import __version__
-
         return cls(
             model=str(subject.name),
             weights_hash=subject.weights_hash(),
             method=method,
             args={k: _jsonable(v) for k, v in args.items()},
-            unpact_version=__version__,
+            unpact_version=_unpact_version(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
 
@@ -51,6 +51,19 @@ class Provenance:
     def from_dict(cls, d: dict[str, Any]) -> Provenance:
         """Inverse of :meth:`to_dict`."""
         return cls(**d)
+
+
+@functools.cache
+def _unpact_version() -> str:
+    """The installed distribution's version (from ``pyproject.toml``), ``""`` when not installed.
+
+    Read from the package metadata rather than ``unpact.__version__``, so that no module inside the
+    package imports the ``unpact`` facade.
+    """
+    try:
+        return metadata.version("unpact")
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 def _jsonable(v: Any) -> Any:

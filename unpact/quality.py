@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -38,6 +38,7 @@ __all__ = [
     "Judge",
     "EntityOverlapJudge",
     "knowledge_rates",
+    "Quality",
 ]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -208,3 +209,33 @@ def knowledge_rates(
         "kfr": float(np.mean(kfr)) if kfr else float("nan"),
         "krr": float(np.mean(krr)) if krr else float("nan"),
     }
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Answer quality of one model in an audit (ReLearn's metrics on its plain forget answers).
+
+    Attributes:
+        kfr: Knowledge forgetting rate on forget items.
+        krr: Knowledge retention rate on retain items.
+        brunet_forget: Mean Brunet index of the non-empty forget answers.
+        honore_forget: Mean Honore statistic of those answers.
+        ppl_forget: Median perplexity of those answers under the base model.
+        linguistic_score_forget: Mean Linguistic Score of those answers.
+    """
+
+    kfr: float | None
+    krr: float | None
+    brunet_forget: float | None
+    honore_forget: float | None
+    ppl_forget: float | None
+    linguistic_score_forget: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Quality:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**d)

@@ -45,6 +45,8 @@ __all__ = [
     "permuted_golds",
     "is_hit",
     "rate",
+    "AttackRecovery",
+    "RecoveryReport",
     "recovery_summary",
     "DestructiveRate",
     "destructive_rate",
@@ -207,8 +209,23 @@ class Rate:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (rates rounded to 6 decimals; ``nan`` becomes ``None``)."""
-        r = lambda x: None if x != x else round(float(x), 6)  # noqa: E731
-        return {"k": self.k, "n": self.n, "rate": r(self.rate), "lo": r(self.lo), "hi": r(self.hi)}
+        return {"k": self.k, "n": self.n, "rate": _r6(self.rate), "lo": _r6(self.lo), "hi": _r6(self.hi)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Rate:
+        """Inverse of :meth:`to_dict` (``None`` becomes ``nan``)."""
+        f = lambda x: float("nan") if x is None else float(x)  # noqa: E731
+        return cls(int(d["k"]), int(d["n"]), f(d["rate"]), f(d["lo"]), f(d["hi"]))
+
+    @property
+    def value(self) -> float | None:
+        """The rate, or ``None`` when there were no trials."""
+        return None if self.n == 0 else self.rate
+
+
+def _r6(x: float | None) -> float | None:
+    """Round to 6 decimals for JSON; ``nan`` and ``None`` become ``None``."""
+    return None if x is None or x != x else round(float(x), 6)
 
 
 def rate(hits: Iterable[bool]) -> Rate:
@@ -227,6 +244,61 @@ def _index(records: Iterable[ItemRecord]) -> dict[tuple[str, str, str], ItemReco
     return {r.key: r for r in records}
 
 
+@dataclass(frozen=True)
+class AttackRecovery:
+    """How often one attack (or "any attack") brings back forgotten items, against its controls.
+
+    Attributes:
+        rate: Recovered / forgotten items of the audited model.
+        control: The same attack on the same items on the control model (or permuted-gold hits).
+        excess: ``rate - control`` (``None`` if either has no items).
+        chance: Permuted-gold hits of the audited model on those items.
+        base_kept: Base model's accuracy under the attack on the items it knows (``None`` for "any").
+        retain_kept: The model's retain accuracy under the attack, on retain items it answers
+            plainly (``None`` for "any").
+        logprob_gain: Mean change of the gold answer's log-prob, attack minus plain (``None`` for "any").
+    """
+
+    rate: Rate
+    control: Rate
+    excess: float | None
+    chance: Rate
+    base_kept: Rate | None = None
+    retain_kept: Rate | None = None
+    logprob_gain: float | None = None
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """Accuracy, forgetting and recovery of one model, from the records (see :func:`recovery_summary`).
+
+    Attributes:
+        forget_acc: Plain-prompt accuracy on forget items.
+        retain_acc: Plain-prompt accuracy on retain items.
+        n_known: Forget items the base model answers right.
+        forgotten: Share of those the model answers wrong.
+        control: ``"retain_only"`` or ``"permuted_gold"``: what the recovery is compared with.
+        recovery: Attack name -> :class:`AttackRecovery`.
+        recovery_any: Recovered by at least one attack.
+    """
+
+    forget_acc: Rate
+    retain_acc: Rate
+    n_known: int
+    forgotten: Rate
+    control: str
+    recovery: dict[str, AttackRecovery]
+    recovery_any: AttackRecovery
+
+    def best_attack(self) -> tuple[str, AttackRecovery] | None:
+        """The attack with the largest excess over its control, or ``None`` if none has one."""
+        best: tuple[str, AttackRecovery, float] | None = None
+        for name, e in self.recovery.items():
+            if e.excess is not None and (best is None or e.excess > best[2]):
+                best = (name, e, e.excess)
+        return None if best is None else (best[0], best[1])
+
+
 def recovery_summary(
     records: Iterable[ItemRecord],
     model: str,
@@ -237,7 +309,7 @@ def recovery_summary(
     retain_ids: Sequence[str],
     control_model: str | None = None,
     criterion: Criterion = "lenient",
-) -> dict[str, Any]:
+) -> RecoveryReport:
     """Accuracy, recovery per attack and its controls for one model, from the records.
 
     Args:
@@ -251,10 +323,7 @@ def recovery_summary(
         criterion: What counts as a right answer.
 
     Returns:
-        A JSON-ready dict: ``forget_acc``, ``retain_acc`` (plain prompts, :class:`Rate` dicts),
-        ``n_known``, ``forgotten`` (share of base-known items the model gets wrong),
-        ``recovery`` {attack: {"rate", "control", "excess", "chance", "base_kept", "retain_kept",
-        "logprob_gain"}} and ``recovery_any`` (recovered by at least one attack).
+        The :class:`RecoveryReport`.
     """
     idx = _index(records)
 
@@ -265,16 +334,12 @@ def recovery_summary(
     def plain_rate(m: str, ids: Sequence[str]) -> Rate:
         return rate(h for h in (hit(m, i, "plain") for i in ids) if h is not None)
 
+    def excess(a: Rate, b: Rate) -> float | None:
+        return None if a.n == 0 or b.n == 0 else _r6(a.rate - b.rate)
+
     known = [i for i in forget_ids if hit(base, i, "plain")]
     forgotten = [i for i in known if hit(model, i, "plain") is False]
-    out: dict[str, Any] = {
-        "forget_acc": plain_rate(model, forget_ids).to_dict(),
-        "retain_acc": plain_rate(model, retain_ids).to_dict(),
-        "n_known": len(known),
-        "forgotten": rate(hit(model, i, "plain") is False for i in known).to_dict(),
-        "control": "retain_only" if control_model else "permuted_gold",
-        "recovery": {},
-    }
+    recovery: dict[str, AttackRecovery] = {}
     any_hit: dict[str, bool] = {}
     any_ctl: dict[str, bool] = {}
     any_chance: dict[str, bool] = {}
@@ -300,24 +365,20 @@ def recovery_summary(
         base_kept = [hit(base, i, a) for i in known]
         retain_kept = [hit(model, i, a) for i in retain_ids if hit(model, i, "plain")]
         rr, cr = rate(hits), rate(ctl)
-        out["recovery"][a] = {
-            "rate": rr.to_dict(),
-            "control": cr.to_dict(),
-            "excess": None if rr.n == 0 or cr.n == 0 else round(rr.rate - cr.rate, 6),
-            "chance": rate(chance).to_dict(),
-            "base_kept": rate(h for h in base_kept if h is not None).to_dict(),
-            "retain_kept": rate(h for h in retain_kept if h is not None).to_dict(),
-            "logprob_gain": round(float(np.mean(gains)), 6) if gains else None,
-        }
+        recovery[a] = AttackRecovery(
+            rate=rr, control=cr, excess=excess(rr, cr), chance=rate(chance),
+            base_kept=rate(h for h in base_kept if h is not None),
+            retain_kept=rate(h for h in retain_kept if h is not None),
+            logprob_gain=_r6(float(np.mean(gains))) if gains else None,
+        )
     ra = rate(any_hit.values())
     ca = rate((any_ctl if control_model else any_chance).values())
-    out["recovery_any"] = {
-        "rate": ra.to_dict(),
-        "control": ca.to_dict(),
-        "excess": None if ra.n == 0 or ca.n == 0 else round(ra.rate - ca.rate, 6),
-        "chance": rate(any_chance.values()).to_dict(),
-    }
-    return out
+    return RecoveryReport(
+        forget_acc=plain_rate(model, forget_ids), retain_acc=plain_rate(model, retain_ids), n_known=len(known),
+        forgotten=rate(hit(model, i, "plain") is False for i in known),
+        control="retain_only" if control_model else "permuted_gold", recovery=recovery,
+        recovery_any=AttackRecovery(rate=ra, control=ca, excess=excess(ra, ca), chance=rate(any_chance.values())),
+    )
 
 
 # ----- destructive rate ------------------------------------------------------------------------
@@ -337,13 +398,18 @@ class DestructiveRate:
     function_part: float
     content_part: float
     n: int
-    per_item: np.ndarray = field(repr=False)
+    per_item: np.ndarray = field(repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (6 decimals)."""
-        r = lambda x: None if x != x else round(float(x), 6)  # noqa: E731
-        return {"rate": r(self.rate), "function_part": r(self.function_part), "content_part": r(self.content_part),
-                "n": self.n}
+        """JSON-ready dict (6 decimals; ``per_item`` is not included)."""
+        return {"rate": _r6(self.rate), "function_part": _r6(self.function_part),
+                "content_part": _r6(self.content_part), "n": self.n}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DestructiveRate:
+        """Inverse of :meth:`to_dict` (``per_item`` comes back empty)."""
+        f = lambda x: float("nan") if x is None else float(x)  # noqa: E731
+        return cls(f(d["rate"]), f(d["function_part"]), f(d["content_part"]), int(d["n"]), np.zeros(0))
 
 
 def destructive_rate(before: Sequence[Any], after: Sequence[Any]) -> DestructiveRate:

@@ -1,10 +1,10 @@
 """The audit report: ONE self-contained HTML page from an audit directory.
 
-``write_report(audit_dir)`` reads ``summary.json`` (verdict, metrics, recovery per attack, optional rows per
-unlearning method), the per-item records (``records.jsonl`` / ``records.json`` / ``records/*.json``) and any saved
-result bundles (``*.npz`` whose meta ``kind`` is ``Attribution``, ``AttributionDiff``, ``LensTrajectory``,
-``EdgeScores`` or ``CircuitDiff``) and writes a page with the verdict, a summary table, the recovery chart,
-the dilemma plot, attribution heatmaps, logit-lens grids/curves, circuit graphs and the records.
+``write_report(audit_dir)`` reads the audit directory through :class:`unpact.audit.AuditDir` (the only code
+that knows its layout): the typed :class:`unpact.audit.AuditSummary` (verdicts, metrics, recovery per
+attack), the per-item records and the saved tracer results (attributions, logit lens, circuit diffs), and
+writes a page with the verdict, a summary table, the recovery chart, the dilemma plot, attribution
+heatmaps, logit-lens grids/curves, circuit graphs and the records.
 
 The page works offline: plotly's JavaScript is embedded inline from the installed ``plotly`` package
 (no CDN, no network). Every string that comes from the audit (prompts, answers, tokens, model names, keys)
@@ -25,33 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from unpact._html import table_html
+from unpact.audit.auditdir import BASE, AuditDir
+from unpact.audit.summary import AuditSummary, ModelSummary
+from unpact.errors import AuditDirError, UnpactError
+from unpact.scoring import Rate
+from unpact.verdict import Verdict
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["write_report", "render_report", "ReportError"]
-
-# kind -> (modules to look in, in order; class name)
-_KIND_LOADERS: dict[str, tuple[tuple[str, ...], str]] = {
-    "Attribution": (("unpact.attribution",), "Attribution"),
-    "AttributionDiff": (("unpact.attribution",), "AttributionDiff"),
-    "LensTrajectory": (("unpact.lens",), "LensTrajectory"),
-    "EdgeScores": (("unpact.circuits", "unpact.circuits.results"), "EdgeScores"),
-    "CircuitDiff": (("unpact.circuits", "unpact.circuits.results"), "CircuitDiff"),
-}
-
-
-def _result_class(kind: str) -> Any:
-    import importlib
-
-    modules, name = _KIND_LOADERS[kind]
-    for module in modules:
-        try:
-            cls = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            cls = None
-        if cls is not None:
-            return cls
-    raise ImportError(f"cannot find {name} in {', '.join(modules)}")
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1250px;color:#222;
@@ -72,76 +54,12 @@ ul.evidence li{margin:2px 0}
 """
 
 
-class ReportError(ValueError):
+class ReportError(AuditDirError):
     """The audit directory cannot be reported on (missing or unreadable ``summary.json``)."""
 
 
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _load_summary(audit_dir: Path) -> dict[str, Any]:
-    path = audit_dir / "summary.json"
-    if not audit_dir.is_dir():
-        raise ReportError(f"{str(audit_dir)!r} is not a directory; pass the output directory of 'unpact audit'")
-    if not path.exists():
-        raise ReportError(f"no summary.json in {str(audit_dir)!r}; run 'unpact audit --out {audit_dir}' first")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path} is not valid JSON ({exc}); re-run the audit to rewrite it") from exc
-    if not isinstance(summary, dict):
-        raise ReportError(f"{path} must hold a JSON object, got {type(summary).__name__}")
-    return summary
-
-
-def load_records(audit_dir: Path) -> list[dict[str, Any]]:
-    """Per-item records of an audit (``records.jsonl``, ``records.json`` or ``records/*.json``); [] if none."""
-    audit_dir = Path(audit_dir)
-    jl = audit_dir / "records.jsonl"
-    if jl.exists():
-        return [json.loads(line) for line in jl.read_text(encoding="utf-8").splitlines() if line.strip()]
-    js = audit_dir / "records.json"
-    if js.exists():
-        data = json.loads(js.read_text(encoding="utf-8"))
-        return list(data.get("records", [])) if isinstance(data, dict) else list(data)
-    folder = audit_dir / "records"
-    if folder.is_dir():
-        out: list[dict[str, Any]] = []
-        for p in sorted(folder.glob("*.json*")):
-            text = p.read_text(encoding="utf-8")
-            if p.suffix == ".jsonl":
-                out += [json.loads(line) for line in text.splitlines() if line.strip()]
-            else:
-                data = json.loads(text)
-                out += data if isinstance(data, list) else [data]
-        return out
-    return []
-
-
-def _scan_results(audit_dir: Path, kinds: Sequence[str]) -> dict[str, list[tuple[Path, Any]]]:
-    """Saved result bundles of the given kinds under ``audit_dir``: ``{kind: [(path, object)]}``."""
-    from unpact._io import load_bundle
-
-    found: dict[str, list[tuple[Path, Any]]] = {}
-    for path in sorted(audit_dir.rglob("*.npz")):
-        if "tracers" in path.parts and path.parent.name in ("forget", "retain", "lens"):
-            continue  # per-item attributions / lens files: read by _tracer_pairs
-        try:
-            meta, _ = load_bundle(path)
-        except Exception as exc:  # noqa: BLE001 - an unreadable file must not stop the report
-            logger.warning("skipping %s: not a result bundle (%s)", path, exc)
-            continue
-        kind = meta.get("kind")
-        if kind not in kinds or kind not in _KIND_LOADERS:
-            continue
-        try:
-            obj = _result_class(kind).load(path)
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("skipping %s: cannot load %s (%s)", path, kind, exc)
-            continue
-        found.setdefault(kind, []).append((path, obj))
-    return found
 
 
 def _fig_html(fig: Any, div_id: str) -> str:
@@ -176,120 +94,83 @@ class _Page:
 _VERDICT_CLASS = {"suppression": "suppression", "removal": "removal"}
 
 
-def _verdict_html(name: str, verdict: Any) -> str:
-    if not isinstance(verdict, Mapping):
+def _verdict_html(name: str, verdict: Verdict | None) -> str:
+    if verdict is None:
         return ""
-    label = verdict.get("label", "?")
-    out = (f'<div class="verdict {_VERDICT_CLASS.get(str(label), "other")}">Model <code>{_esc(name)}</code>: '
-           f'<b class="v">{_esc(label)}</b>')
-    if verdict.get("reason"):
-        out += f"<div>{_esc(verdict['reason'])}</div>"
-    def fmt(v: Any) -> str:
-        return f"{100 * v:.1f}%" if isinstance(v, float) else str(v)
-
-    facts = [f"{k.replace('_', ' ')}: {fmt(verdict[k])}" for k in ("evidence_attack", "destructive", "retain_drop", "forgotten")
-             if verdict.get(k) is not None]
-    if facts:
-        out += '<ul class="evidence">' + "".join(f"<li>{_esc(f)}</li>" for f in facts) + "</ul>"
-    return out + "</div>"
+    out = (f'<div class="verdict {_VERDICT_CLASS.get(verdict.label, "other")}">Model <code>{_esc(name)}</code>: '
+           f'<b class="v">{_esc(verdict.label)}</b><div>{_esc(verdict.reason)}</div>')
+    facts = []
+    if verdict.evidence_attack is not None:
+        facts.append(f"evidence attack: {verdict.evidence_attack}")
+    facts.append(f"destructive: {verdict.destructive}")
+    if verdict.retain_drop is not None:
+        facts.append(f"retain drop: {100 * verdict.retain_drop:.1f}%")
+    if verdict.forgotten is not None:
+        facts.append(f"forgotten: {100 * verdict.forgotten:.1f}%")
+    return out + '<ul class="evidence">' + "".join(f"<li>{_esc(f)}</li>" for f in facts) + "</ul></div>"
 
 
 def _scalar(v: Any) -> bool:
     return isinstance(v, (str, int, float, bool)) or v is None
 
 
-def _rate(d: Any) -> float | None:
-    """The number in a rate entry: a float, or a ``{k, n, rate, lo, hi}`` dict."""
-    if isinstance(d, Mapping):
-        d = d.get("rate")
-        if isinstance(d, Mapping):
-            d = d.get("rate")
-    return float(d) if isinstance(d, (int, float)) and not isinstance(d, bool) else None
-
-
-def _pct_ci(d: Any) -> str:
-    if not isinstance(d, Mapping) or d.get("rate") is None:
+def _pct_ci(r: Rate | None) -> str:
+    if r is None or r.n == 0:
         return "-"
-    if isinstance(d.get("rate"), Mapping):
-        d = d["rate"]
-    text = f"{100 * d['rate']:.0f}%"
-    if d.get("lo") is not None and d.get("hi") is not None:
-        text += f" [{100 * d['lo']:.0f}-{100 * d['hi']:.0f}]"
-    if d.get("n") is not None:
-        text += f" n={d['n']}"
-    return text
+    return f"{100 * r.rate:.0f}% [{100 * r.lo:.0f}-{100 * r.hi:.0f}] n={r.n}"
 
 
-def _models(summary: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """Model name -> per-model summary (an audit summary's ``models``, or the whole summary as one model)."""
-    models = summary.get("models")
-    if isinstance(models, Mapping) and models:
-        return {str(k): v for k, v in models.items() if isinstance(v, Mapping)}
-    return {str(summary.get("model", "model")): summary}
-
-
-def _best_attack(m: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
-    best = None
-    for a, e in (m.get("recovery") or {}).items():
-        if isinstance(e, Mapping) and e.get("excess") is not None and (best is None or e["excess"] > best[1]["excess"]):
-            best = (str(a), e)
-    return best
-
-
-def _summary_table(models: Mapping[str, Mapping[str, Any]]) -> str:
+def _summary_table(summary: AuditSummary) -> str:
     rows = []
-    for name, m in models.items():
-        best = _best_attack(m)
-        anyr = m.get("recovery_any") or {}
-        quality = m.get("quality") or {}
-        verdict = m.get("verdict") or {}
+    for name, m in summary.models.items():
+        s = m.scores
+        best = s.best_attack()
         rows.append({
             "model": name,
-            "forget acc": _pct_ci(m.get("forget_acc")),
-            "retain acc": _pct_ci(m.get("retain_acc")),
-            "forgotten": _pct_ci(m.get("forgotten")),
+            "forget acc": _pct_ci(s.forget_acc),
+            "retain acc": _pct_ci(s.retain_acc),
+            "forgotten": _pct_ci(s.forgotten),
             "best attack": best[0] if best else "-",
-            "its recovery": _pct_ci(best[1].get("rate")) if best else "-",
-            "its control": _pct_ci(best[1].get("control")) if best else "-",
-            "any attack": _pct_ci(anyr.get("rate")),
-            "any control": _pct_ci(anyr.get("control")),
-            "destructive rate": _rate((m.get("destructive") or {}).get("rate")) if m.get("destructive") else None,
-            "KFR": quality.get("kfr"),
-            "KRR": quality.get("krr"),
-            "verdict": verdict.get("label", "-") if isinstance(verdict, Mapping) else "-",
+            "its recovery": _pct_ci(best[1].rate) if best else "-",
+            "its control": _pct_ci(best[1].control) if best else "-",
+            "any attack": _pct_ci(s.recovery_any.rate),
+            "any control": _pct_ci(s.recovery_any.control),
+            "destructive rate": m.destructive.rate if m.destructive else None,
+            "KFR": m.quality.kfr if m.quality else None,
+            "KRR": m.quality.krr if m.quality else None,
+            "verdict": m.verdict.label if m.verdict else "-",
         })
     return ("<p class='meta'>Accuracies on plain prompts (greedy), 95% Wilson intervals in brackets. Recovery: share of "
             "forgotten items an attack brings back; control: the same attack on the model that never saw the facts.</p>"
             + '<div class="scroll">' + table_html(rows) + "</div>")
 
 
-def _config_table(summary: Mapping[str, Any]) -> str:
-    cfg = summary.get("config")
+def _config_table(summary: AuditSummary) -> str:
     facts = [{"field": k, "value": v if _scalar(v) or isinstance(v, (list, tuple)) else json.dumps(v)[:200]}
-             for k, v in (cfg.items() if isinstance(cfg, Mapping) else [])]
-    facts += [{"field": k, "value": summary[k]} for k in ("attacks", "config_hash") if k in summary]
-    return table_html(facts, ["field", "value"]) if facts else ""
+             for k, v in summary.config.items()]
+    facts += [{"field": "attacks", "value": summary.attacks}, {"field": "config_hash", "value": summary.config_hash}]
+    return table_html(facts, ["field", "value"])
 
 
-def _dilemma_rows(models: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = summary.get("methods") or summary.get("dilemma")
-    if isinstance(rows, Mapping):
-        rows = [{"method": k, **v} for k, v in rows.items() if isinstance(v, Mapping)]
-    if isinstance(rows, list) and rows:
-        return [dict(r) for r in rows]
+def _dilemma_rows(summary: AuditSummary) -> list[dict[str, Any]]:
     out = []
-    for name, m in models.items():
+    for name, m in summary.models.items():
         row: dict[str, Any] = {"method": name}
-        for key, src in (("retain_accuracy", m.get("retain_acc")), ("forget_accuracy", m.get("forget_acc")),
-                         ("recovery", (m.get("recovery_any") or {}).get("rate")),
-                         ("destructive_rate", (m.get("destructive") or {}).get("rate"))):
-            v = _rate(src) if not isinstance(src, (int, float)) else float(src)
-            if v is not None:
-                row[key] = v
-                if isinstance(src, Mapping) and src.get("lo") is not None and src.get("hi") is not None:
-                    row[f"{key}_ci"] = (src["lo"], src["hi"])
+        for key, r in (("retain_accuracy", m.scores.retain_acc), ("forget_accuracy", m.scores.forget_acc),
+                       ("recovery", m.scores.recovery_any.rate)):
+            if r.n:
+                row[key], row[f"{key}_ci"] = r.rate, (r.lo, r.hi)
+        if m.destructive is not None and m.destructive.rate == m.destructive.rate:
+            row["destructive_rate"] = m.destructive.rate
         out.append(row)
     return out
+
+
+def _recovery_entries(m: ModelSummary) -> tuple[dict[str, Any], list[str]]:
+    """Attack -> chart entry for the attacks with forgotten items to recover; the names of the others."""
+    src = {**m.scores.recovery, "any attack": m.scores.recovery_any}
+    shown = {a: {"rate": e.rate.to_dict(), "control": e.control.to_dict()} for a, e in src.items() if e.rate.n}
+    return shown, [a for a, e in src.items() if not e.rate.n]
 
 
 def _records_html(records: Sequence[Mapping[str, Any]], limit: int) -> str:
@@ -313,27 +194,16 @@ def _records_html(records: Sequence[Mapping[str, Any]], limit: int) -> str:
     return more + '<div class="scroll">' + table_html(rows, cols) + "</div>"
 
 
-def _load(kind: str, path: Path) -> Any:
-    return _result_class(kind).load(path)
-
-
-def _tracer_pairs(audit_dir: Path, models: Sequence[str], sub: str, kind: str, limit: int) -> list[tuple[str, str, Any, Any]]:
-    """[(model, item file stem, base result, model result)] from ``tracers/<model>/<sub>/<item>.npz``."""
-    tracers = audit_dir / "tracers"
-    base_dir = tracers / "base" / sub
-    if not base_dir.is_dir():
-        return []
+def _tracer_pairs(d: AuditDir, models: Sequence[str], kind: str, cls: Any, limit: int) -> list[tuple[str, str, Any, Any]]:
+    """[(model, item file stem, base result, model result)] of the saved tracer results of one kind."""
     out = []
     for name in models:
-        if name == "base":
+        if name == BASE:
             continue
-        folder = tracers / name / sub
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob("*.npz"))[:limit]:
-            base_path = base_dir / path.name
+        for path in d.tracer_files(name, kind)[:limit]:
+            base_path = d.tracer_dir(BASE, kind) / path.name
             if base_path.exists():
-                out.append((name, path.stem, _load(kind, base_path), _load(kind, path)))
+                out.append((name, path.stem, cls.load(base_path), cls.load(path)))
     return out
 
 
@@ -342,60 +212,66 @@ def render_report(audit_dir: str | os.PathLike[str], *, max_examples: int = 4, m
     """The report page as one HTML string (see :func:`write_report`)."""
     import plotly.offline
 
+    from unpact.attribution import Attribution
+    from unpact.circuits.results import CircuitDiff
+    from unpact.lens import LensTrajectory
     from viz.attribution import token_heatmap_plotly
     from viz.circuits import circuit_graph_plotly
     from viz.lens import lens_curves_plotly, lens_grid_plotly
     from viz.recovery import dilemma_plot_plotly, recovery_chart_plotly
 
-    audit_dir = Path(audit_dir)
-    summary = _load_summary(audit_dir)
-    models = _models(summary)
-    records = load_records(audit_dir)
+    try:
+        d = AuditDir.open(audit_dir)
+        summary = d.read_summary()
+    except UnpactError as exc:  # missing, unreadable or another version's summary
+        raise ReportError(str(exc)) from exc
+    records = d.read_records()
     page = _Page()
-    verdicts = "".join(_verdict_html(name, m.get("verdict")) for name, m in models.items())
-
-    page.section("Summary", lambda: _summary_table(models))
+    verdicts = "".join(_verdict_html(name, m.verdict) for name, m in summary.models.items())
+    page.section("Summary", lambda: _summary_table(summary))
 
     def recovery() -> str:
         out = []
-        for name, m in models.items():
-            if name in ("base", "retain_only") or not m.get("recovery"):
+        for name, m in summary.models.items():
+            if m.role != "unlearned":
                 continue
-            src = dict(m["recovery"])
-            if m.get("recovery_any"):
-                src["any attack"] = m["recovery_any"]
-            out.append(f"<h3>{_esc(name)}</h3>" + page.fig(recovery_chart_plotly(src, title=f"Recovery per attack: {name}")))
+            shown, empty = _recovery_entries(m)
+            out.append(f"<h3>{_esc(name)}</h3>")
+            if shown:
+                out.append(page.fig(recovery_chart_plotly(shown, title=f"Recovery per attack: {name}")))
+            if empty:
+                out.append(f"<p class='meta'>No forgotten items to recover for: {_esc(', '.join(empty))}.</p>")
         return "".join(out)
-    if any(m.get("recovery") for m in models.values()):
+    if any(m.scores.recovery for m in summary.models.values()):
         page.section("Recovery per attack", recovery)
 
-    rows = _dilemma_rows(models, summary)
+    rows = _dilemma_rows(summary)
     if len(rows) > 1:
         def dilemma() -> str:
             out = []
             for x, y in (("retain_accuracy", "forget_accuracy"), ("destructive_rate", "recovery")):
                 pts = [r for r in rows if x in r and y in r]
-                if len(pts) > 1 or (pts and len(rows) == 1):
+                if len(pts) > 1:
                     out.append(page.fig(dilemma_plot_plotly(pts, x=x, y=y)))
             return "".join(out)
         page.section("Unlearning dilemma across models", dilemma)
 
-    names = list(models)
+    names = list(summary.models)
 
     def attributions() -> str:
         out = ["<p class='meta'>Prompt attribution of the gold answer on the base model and on the unlearned model "
                "(red: the word raises the answer's log-probability; framed: key words).</p>"]
-        for name, stem, base, unl in _tracer_pairs(audit_dir, names, "forget", "Attribution", max_examples):
-            ex = getattr(base, "example", None)
-            out.append(f"<h3>{_esc(name)} &middot; {_esc(stem)}</h3><p>Prompt: <code>{_esc(getattr(ex, 'prompt', ''))}</code>"
-                       f" &rarr; answer <code>{_esc(getattr(ex, 'answer', ''))}</code></p>")
+        for name, stem, base, unl in _tracer_pairs(d, names, "forget", Attribution, max_examples):
+            ex = base.example
+            out.append(f"<h3>{_esc(name)} &middot; {_esc(stem)}</h3><p>Prompt: <code>{_esc(ex.prompt)}</code>"
+                       f" &rarr; answer <code>{_esc(ex.answer)}</code></p>")
             out.append(page.fig(token_heatmap_plotly(base, unl, labels=("base", name))))
         return "".join(out) if len(out) > 1 else ""
     page.section("Attribution heatmaps (forget items)", attributions)
 
     def lens_section() -> str:
         out = []
-        for name, stem, base, unl in _tracer_pairs(audit_dir, names, "lens", "LensTrajectory", max_examples):
+        for name, stem, base, unl in _tracer_pairs(d, names, "lens", LensTrajectory, max_examples):
             out.append(f"<h3>{_esc(name)} &middot; {_esc(stem)}</h3>")
             out.append(page.fig(lens_curves_plotly(base, unl, labels=("base", name))))
             out.append(page.fig(lens_grid_plotly(unl, value="rank", title=f"Logit lens ({name}): rank of the gold token")))
@@ -403,13 +279,13 @@ def render_report(audit_dir: str | os.PathLike[str], *, max_examples: int = 4, m
     page.section("Logit lens (forget items)", lens_section)
 
     def circuits() -> str:
-        found = _scan_results(audit_dir, ("CircuitDiff", "EdgeScores"))
         out = []
-        for path, obj in found.get("CircuitDiff", [])[:max_examples]:
-            out.append(f"<h3>{_esc(path.relative_to(audit_dir))}</h3>" + page.fig(circuit_graph_plotly(obj)))
-        if not out:
-            for path, obj in found.get("EdgeScores", [])[:max_examples]:
-                out.append(f"<h3>{_esc(path.relative_to(audit_dir))}</h3>" + page.fig(circuit_graph_plotly(obj)))
+        for name in names:
+            if name == BASE:
+                continue
+            for path in d.tracer_files(name, "circuits")[:max_examples]:
+                out.append(f"<h3>{_esc(name)} &middot; {_esc(path.stem)}</h3>"
+                           + page.fig(circuit_graph_plotly(CircuitDiff.load(path))))
         return "".join(out)
     page.section("Circuits", circuits)
     if records:
@@ -425,7 +301,7 @@ def render_report(audit_dir: str | os.PathLike[str], *, max_examples: int = 4, m
         f"<title>{_esc(heading)}</title><style>{_CSS}</style>",
         f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>',
         f"<h1>{_esc(heading)}</h1>",
-        f"<div class='meta'>Audit directory: <code>{_esc(audit_dir)}</code> &middot; written {_esc(created)}</div>",
+        f"<div class='meta'>Audit directory: <code>{_esc(d.root)}</code> &middot; written {_esc(created)}</div>",
         verdicts or '<div class="verdict other">No verdict in summary.json.</div>',
         failures,
         *page.parts,
@@ -452,9 +328,8 @@ def write_report(audit_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
     """
     from unpact._io import atomic_write_text
 
-    audit_dir = Path(audit_dir)
     text = render_report(audit_dir, max_examples=max_examples, max_records=max_records, title=title)
-    path = Path(out) if out is not None else audit_dir / "report.html"
+    path = Path(out) if out is not None else AuditDir(audit_dir).report_path
     atomic_write_text(path, text)
     logger.info("wrote report %s (%.1f MB)", path, len(text) / 1e6)
     return path

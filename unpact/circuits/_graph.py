@@ -33,8 +33,10 @@ output) and the logits input by adding to the last MLP output. With parallel res
 The same edit, with ``d`` a zero tensor that requires grad, gives ``dMetric/d(input_v)`` through
 node ``v`` only: the gradient EAP needs.
 
-Unsupported: Gemma 2 (its attention and MLP outputs pass a norm before the residual, so the
-heads' writes are not additive) and OPT with ``do_layer_norm_before=False`` (post-LN residual).
+Which blocks qualify is read from the :class:`~unpact._arch.ArchSpec`: ``additive_writes``
+(False for Gemma 2, whose attention and MLP outputs pass a norm before the residual, so the
+heads' writes are not additive), ``pre_norm_attr`` (OPT with ``do_layer_norm_before=False`` is
+post-LN), ``parallel_residual`` and ``parallel_norms`` (the norms a parallel block reads).
 """
 
 from __future__ import annotations
@@ -48,14 +50,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from unpact._arch import weight_in_out
 from unpact.hooks import hooked
 from unpact.models import Subject
 
 logger = logging.getLogger(__name__)
-
-# Norms read by attention / MLP in parallel-residual blocks, per model type (relative to a block).
-# An ArchSpec may also give them in ``extra={"attn_norm": ..., "mlp_norm": ...}``.
-_PARALLEL_NORMS: dict[str, tuple[str, str]] = {"gpt_neox": ("input_layernorm", "post_attention_layernorm")}
 
 
 @dataclass(frozen=True)
@@ -121,47 +120,37 @@ class Graph:
 
 def is_parallel(subject: Subject) -> bool:
     """True if the blocks use a parallel residual (attention and MLP read the same stream)."""
-    if not subject.spec.parallel_residual:
-        return False
-    return bool(getattr(subject.config, "use_parallel_residual", True))
+    return subject.spec.is_parallel(subject.config)
 
 
 def check_supported(subject: Subject) -> None:
     """Raise ``NotImplementedError`` for blocks whose residual writes are not additive per node."""
-    mt = subject.spec.model_type
-    if mt == "gemma2":
+    spec = subject.spec
+    mt = spec.model_type
+    if not spec.additive_writes:
+        why = f"; {spec.notes.rstrip('.')}" if spec.notes else ""
         raise NotImplementedError(
-            "edge attribution patching does not support gemma2: its attention and MLP outputs pass a "
-            "post-norm before they join the residual stream, so heads' contributions are not additive. "
-            "Use attribution (integrated gradients) or the logit lens for this model."
+            f"edge attribution patching does not support {mt}: it needs attention and MLP outputs that join the "
+            f"residual stream unchanged (so that heads' contributions add up), and {mt}'s ArchSpec says they do "
+            f"not (additive_writes=False{why}). Use attribution (integrated gradients) or the logit lens for this "
+            f"model. If you registered {mt} and its blocks do add them unchanged, pass "
+            "ArchSpec(..., additive_writes=True)."
         )
-    if mt == "opt" and getattr(subject.config, "do_layer_norm_before", True) is False:
+    if spec.is_post_norm(subject.config):
         raise NotImplementedError(
-            "edge attribution patching does not support post-LN OPT (do_layer_norm_before=False): "
+            f"edge attribution patching does not support post-LN {mt} ({spec.pre_norm_attr}=False): "
             "the residual stream is normalised after each sub-layer."
         )
-    if is_parallel(subject) and _parallel_norm_names(subject) is None:
+    if is_parallel(subject) and spec.parallel_norm_paths() is None:
         raise NotImplementedError(
             f"{mt} uses a parallel residual but unpact does not know its attention/MLP norm modules; "
-            "register them with ArchSpec(extra={'attn_norm': ..., 'mlp_norm': ...})"
+            "register them with ArchSpec(parallel_norms=(attn_norm, mlp_norm)), paths relative to a block"
         )
-
-
-def _parallel_norm_names(subject: Subject) -> tuple[str, str] | None:
-    extra = subject.spec.extra
-    if "attn_norm" in extra and "mlp_norm" in extra:
-        return str(extra["attn_norm"]), str(extra["mlp_norm"])
-    return _PARALLEL_NORMS.get(subject.spec.model_type)
 
 
 def head_weights(subject: Subject, layer: int) -> torch.Tensor:
     """Per-head slices of block ``layer``'s output projection: ``(n_heads, d_head, d_model)``."""
-    proj = subject.attn_out_proj(layer)
-    w = proj.weight
-    if type(proj).__name__ == "Conv1D":  # GPT-2 stores (in, out)
-        w_in_out = w
-    else:  # nn.Linear stores (out, in)
-        w_in_out = w.T
+    w_in_out = weight_in_out(subject.attn_out_proj(layer))
     return w_in_out.reshape(subject.n_heads, subject.d_head, w_in_out.shape[-1])
 
 
@@ -294,7 +283,7 @@ class Patcher:
         handles = []
         try:
             if self.g.parallel:
-                names = _parallel_norm_names(self.s)
+                names = self.s.spec.parallel_norm_paths()
                 assert names is not None  # checked in Graph.of
                 for layer in range(n_l):
                     block = self.s.blocks[layer]

@@ -145,7 +145,8 @@ def edge_attribution_patching(
 
     Raises:
         InputError: Bad corrupt input (see :func:`unpact.circuits._inputs.prepare`) or arguments.
-        NotImplementedError: For architectures whose residual writes are not additive (Gemma 2).
+        NotImplementedError: For architectures whose residual writes are not additive
+            (``ArchSpec.additive_writes`` False, e.g. Gemma 2) or post-LN configurations.
     """
     if method not in ("eap", "eap-ig"):
         raise InputError(f"unknown method {method!r}; choose 'eap' or 'eap-ig'")

@@ -1,16 +1,18 @@
-"""Result objects of the circuit tracer: edge scores, circuits, faithfulness and circuit diffs."""
+"""Result objects of the circuit tracer: edge scores, circuits, faithfulness and circuit diffs.
+
+:class:`EdgeScores` and :class:`CircuitDiff` save and load through :class:`~unpact._result.SavedResult`.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from unpact._io import load_bundle, save_bundle
+from unpact._result import SavedResult
 from unpact.data import Example, InputError
 from unpact.provenance import Provenance
 
@@ -19,18 +21,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["EdgeScores", "Circuit", "Faithfulness", "CircuitDiff", "circuit_diff"]
 
 
-
 def _example_to_dict(ex: Example) -> dict[str, Any]:
     return {"id": ex.id, "prompt": ex.prompt, "answer": ex.answer, "subject": ex.subject,
             "keywords": list(ex.keywords), "meta": dict(ex.meta)}
 
 
-def _example_from_dict(d: dict[str, Any]) -> Example:
-    return Example(d["id"], d["prompt"], d["answer"], d.get("subject"), tuple(d.get("keywords") or ()), d.get("meta") or {})
-
-
 @dataclass
-class EdgeScores:
+class EdgeScores(SavedResult):
     """Edge scores of one example's graph (see :mod:`unpact.circuits`).
 
     ``scores[u, v]`` estimates ``metric(u -> v patched to corrupt) - metric(clean)``: negative
@@ -147,51 +144,6 @@ class EdgeScores:
             "provenance": self.provenance.to_dict(),
         }
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to one ``.npz`` file (lossless; :meth:`load` gives back an equal object)."""
-        meta = {
-            "upstream": self.upstream, "downstream": self.downstream, "metric": self.metric,
-            "metric_clean": self.metric_clean, "metric_corrupt": self.metric_corrupt, "method": self.method,
-            "corruption": self.corruption, "example": _example_to_dict(self.example),
-            "corrupt_prompt": self.corrupt_prompt, "tokens": self.tokens, "answer_span": list(self.answer_span),
-            "corrupt_token": self.corrupt_token, "seconds": self.seconds, "provenance": self.provenance.to_dict(),
-            "has_position_scores": self.position_scores is not None,
-        }
-        arrays = {"scores": self.scores, "valid": self.valid, "input_ids": self.input_ids,
-                  "corrupt_ids": self.corrupt_ids, "key_positions": self.key_positions}
-        if self.position_scores is not None:
-            arrays["position_scores"] = self.position_scores
-        save_bundle(path, meta, arrays, kind="EdgeScores")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> EdgeScores:
-        """Inverse of :meth:`save`."""
-        meta, arr = load_bundle(path, kind="EdgeScores")
-        return cls(
-            upstream=list(meta["upstream"]), downstream=list(meta["downstream"]), scores=arr["scores"],
-            valid=arr["valid"], position_scores=arr.get("position_scores") if meta["has_position_scores"] else None,
-            metric=meta["metric"], metric_clean=meta["metric_clean"], metric_corrupt=meta["metric_corrupt"],
-            method=meta["method"], corruption=meta["corruption"], example=_example_from_dict(meta["example"]),
-            corrupt_prompt=meta["corrupt_prompt"], tokens=list(meta["tokens"]), input_ids=arr["input_ids"],
-            corrupt_ids=arr["corrupt_ids"], answer_span=tuple(meta["answer_span"]),  # type: ignore[arg-type]
-            key_positions=arr["key_positions"], corrupt_token=int(meta["corrupt_token"]),
-            seconds=float(meta["seconds"]), provenance=Provenance.from_dict(meta["provenance"]),
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, EdgeScores):
-            return NotImplemented
-        arrays = ("scores", "valid", "input_ids", "corrupt_ids", "key_positions")
-        if any(not np.array_equal(getattr(self, a), getattr(other, a)) for a in arrays):
-            return False
-        if (self.position_scores is None) != (other.position_scores is None):
-            return False
-        if self.position_scores is not None and not np.array_equal(self.position_scores, other.position_scores):
-            return False
-        rest = ("upstream", "downstream", "metric", "metric_clean", "metric_corrupt", "method", "corruption",
-                "example", "corrupt_prompt", "tokens", "answer_span", "corrupt_token", "seconds", "provenance")
-        return all(getattr(self, a) == getattr(other, a) for a in rest)
-
 
 @dataclass
 class Circuit:
@@ -236,7 +188,7 @@ class Faithfulness:
 
 
 @dataclass
-class CircuitDiff:
+class CircuitDiff(SavedResult):
     """Base vs unlearned circuit of the same example and graph.
 
     Attributes:
@@ -335,31 +287,6 @@ class CircuitDiff:
             "metric_clean_a": self.metric_clean_a, "metric_clean_b": self.metric_clean_b,
             "provenance_a": self.provenance_a.to_dict(), "provenance_b": self.provenance_b.to_dict(),
         }
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to one ``.npz`` file (lossless)."""
-        meta = {"upstream": self.upstream, "downstream": self.downstream,
-                "k": self.k, "metric_clean_a": self.metric_clean_a, "metric_clean_b": self.metric_clean_b,
-                "provenance_a": self.provenance_a.to_dict(), "provenance_b": self.provenance_b.to_dict()}
-        names = ("scores_a", "scores_b", "key_scores_a", "key_scores_b", "top_a", "top_b")
-        save_bundle(path, meta, {n: getattr(self, n) for n in names}, kind="CircuitDiff")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> CircuitDiff:
-        """Inverse of :meth:`save`."""
-        meta, arr = load_bundle(path, kind="CircuitDiff")
-        return cls(upstream=meta["upstream"], downstream=meta["downstream"], k=int(meta["k"]),
-                   metric_clean_a=meta["metric_clean_a"], metric_clean_b=meta["metric_clean_b"],
-                   provenance_a=Provenance.from_dict(meta["provenance_a"]),
-                   provenance_b=Provenance.from_dict(meta["provenance_b"]), **arr)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, CircuitDiff):
-            return NotImplemented
-        names = ("scores_a", "scores_b", "key_scores_a", "key_scores_b", "top_a", "top_b")
-        same_arrays = all(np.array_equal(getattr(self, n), getattr(other, n)) for n in names)
-        rest = ("upstream", "downstream", "k", "metric_clean_a", "metric_clean_b", "provenance_a", "provenance_b")
-        return same_arrays and all(getattr(self, n) == getattr(other, n) for n in rest)
 
 
 def circuit_diff(base: EdgeScores, unlearned: EdgeScores, *, k: int = 20) -> CircuitDiff:

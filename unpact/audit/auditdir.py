@@ -1,0 +1,251 @@
+"""The audit's output directory: the only code that knows its layout.
+
+```
+OUT/
+  .unpact-audit          marker: this directory belongs to an unpact audit
+  audit_config.json      the settings and the resume key (settings, model and data hashes, schema)
+  records.jsonl          one line per (model, item, attack): see unpact.audit.records
+  keywords.json          item id -> key words
+  tracers/MODEL/KIND/ITEM.npz   saved tracer results (KIND: forget, retain, lens, circuits, ...)
+  models/NAME/           toy world: the unlearned models the audit made
+  summary.json           the typed AuditSummary
+  report.html            the HTML report
+```
+
+Writing, resuming (the resume key check, the torn-line recovery of the record store) and the report all
+go through :class:`AuditDir`. Model names and item ids become file names only through it: model names
+must be safe path components (:func:`check_model_name`), item ids are encoded (:func:`item_file_name`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unpact._io import atomic_write_text
+from unpact.errors import AuditConfigMismatch, AuditDirError, DataFileError, InputError
+
+if TYPE_CHECKING:
+    from unpact.audit.records import RecordStore
+    from unpact.audit.summary import AuditSummary
+
+__all__ = ["AuditDir", "check_model_name", "item_file_name", "BASE", "RETAIN_ONLY"]
+
+BASE = "base"
+RETAIN_ONLY = "retain_only"
+MARKER = ".unpact-audit"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]{0,99}$")
+
+
+def check_model_name(name: Any, *, reserved: bool = True) -> str:
+    """Return ``name`` if it can name a model in an audit, else raise :class:`InputError`.
+
+    Model names become directory names under ``tracers/`` and ``models/``: letters, digits and
+    ``. _ + = @ -``, starting with a letter or digit, at most 100 characters (so ``../x`` or ``/abs``
+    can never write outside the output directory). ``base`` and ``retain_only`` are reserved for the
+    audit's own roles unless ``reserved=False``.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InputError(f"model name {name!r} cannot be used", source="unlearned model names",
+                         fix="use letters, digits and . _ + = @ - (starting with a letter or digit, at most 100)")
+    if reserved and name in (BASE, RETAIN_ONLY):
+        raise InputError(f"model name {name!r} is reserved for the audit's own {name} model",
+                         source="unlearned model names", fix="choose another name")
+    return name
+
+
+def item_file_name(item_id: str) -> str:
+    """A file-name-safe, collision-free name for an item id: its safe characters plus a short hash."""
+    clean = "".join(c if c.isalnum() or c in "-_." else "_" for c in item_id)[:80]
+    return f"{clean}-{hashlib.sha1(item_id.encode()).hexdigest()[:8]}"
+
+
+class AuditDir:
+    """One audit's output directory (see the module docstring for the layout).
+
+    Args:
+        root: The directory. Created if missing; refused if it is a file, cannot be written, or
+            holds files but is not an unpact audit directory.
+
+    Raises:
+        AuditDirError: For an unusable directory.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # ----- opening -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike[str]) -> AuditDir:
+        """Open ``root`` for writing an audit: create it, or check that it is one of ours."""
+        d = cls(root)
+        r = d.root
+        if r.exists() and not r.is_dir():
+            raise AuditDirError(f"{str(r)!r} is a file, not a directory", source="--out",
+                                fix="give a directory path for the audit's output")
+        if r.is_dir() and any(r.iterdir()) and not (d.is_audit()):
+            raise AuditDirError(
+                f"{str(r)!r} already holds files that are not an unpact audit's", source="--out",
+                fix="choose a new or empty directory (unpact never mixes its output with other files)")
+        try:
+            r.mkdir(parents=True, exist_ok=True)
+            probe = r / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise AuditDirError(f"cannot write to {str(r)!r} ({exc.strerror or exc})", source="--out",
+                                fix="choose a directory you can write to") from exc
+        if not (r / MARKER).exists():
+            atomic_write_text(r / MARKER, "unpact audit output directory\n")
+        return d
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> AuditDir:
+        """Open an existing audit directory for reading (e.g. the report)."""
+        d = cls(root)
+        if not d.root.is_dir():
+            raise AuditDirError(f"{str(d.root)!r} is not a directory", source="audit directory",
+                                fix="pass the output directory of 'unpact audit'")
+        if not d.summary_path.exists():
+            raise AuditDirError(f"no summary.json in {str(d.root)!r}", source="audit directory",
+                                fix=f"run 'unpact audit --out {d.root}' first (it resumes if interrupted)")
+        return d
+
+    def is_audit(self) -> bool:
+        """True when the directory carries an audit's marker or config."""
+        return (self.root / MARKER).exists() or self.config_path.exists()
+
+    # ----- the layout ----------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        """``audit_config.json``."""
+        return self.root / "audit_config.json"
+
+    @property
+    def records_path(self) -> Path:
+        """``records.jsonl``."""
+        return self.root / "records.jsonl"
+
+    @property
+    def keywords_path(self) -> Path:
+        """``keywords.json``."""
+        return self.root / "keywords.json"
+
+    @property
+    def summary_path(self) -> Path:
+        """``summary.json``."""
+        return self.root / "summary.json"
+
+    @property
+    def report_path(self) -> Path:
+        """``report.html``."""
+        return self.root / "report.html"
+
+    def model_dir(self, name: str) -> Path:
+        """Where the toy world keeps the unlearned model ``name``."""
+        return self.root / "models" / check_model_name(name)
+
+    def tracer_dir(self, model: str, kind: str) -> Path:
+        """``tracers/MODEL/KIND``: one saved result per item."""
+        return self.root / "tracers" / check_model_name(model, reserved=False) / kind
+
+    def tracer_path(self, model: str, kind: str, item_id: str) -> Path:
+        """The saved result of ``item_id`` (see :func:`item_file_name`)."""
+        return self.tracer_dir(model, kind) / f"{item_file_name(item_id)}.npz"
+
+    def tracer_files(self, model: str, kind: str) -> list[Path]:
+        """Saved results of one model and kind, sorted by file name."""
+        folder = self.tracer_dir(model, kind)
+        return sorted(folder.glob("*.npz")) if folder.is_dir() else []
+
+    def tracer_models(self) -> list[str]:
+        """Models with saved tracer results."""
+        folder = self.root / "tracers"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    # ----- contents ------------------------------------------------------------------------------
+    def records(self) -> RecordStore:
+        """The record store (torn last line dropped, corruption reported with file and line)."""
+        from unpact.audit.records import RecordStore
+
+        return RecordStore(self.records_path)
+
+    def read_keywords(self) -> dict[str, list[str]] | None:
+        """Saved key words, or ``None`` if not written yet."""
+        if not self.keywords_path.exists():
+            return None
+        data = self._read_json(self.keywords_path)
+        if not isinstance(data, dict):
+            raise DataFileError("expected an object of item id -> key words", path=self.keywords_path,
+                                fix="delete it to recompute the key words")
+        return {str(k): [str(w) for w in v] for k, v in data.items()}
+
+    def write_keywords(self, keywords: Mapping[str, list[str]]) -> None:
+        """Write the key words atomically."""
+        atomic_write_text(self.keywords_path, json.dumps(dict(keywords), indent=1, sort_keys=True))
+
+    def check_resume(self, key: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+        """Refuse a directory written with another resume key; record the key on first use.
+
+        Args:
+            key: The :func:`unpact.audit.config.resume_key`.
+            config: All settings (saved for the record and the report).
+
+        Returns:
+            The key's hash.
+
+        Raises:
+            AuditConfigMismatch: Settings, models, data or the records' schema differ.
+        """
+        from unpact.audit.config import key_differences, key_hash
+
+        h = key_hash(key)
+        if self.config_path.exists():
+            old = self._read_json(self.config_path)
+            if not isinstance(old, dict) or old.get("hash") != h:
+                diff = key_differences(old.get("key", {}) if isinstance(old, dict) else {}, key)
+                raise AuditConfigMismatch(
+                    f"{self.root} holds an audit run with other settings, models or data (differing: "
+                    f"{', '.join(diff) or 'the resume key'})",
+                    fix="re-run with the same settings, models and data to resume, or choose a new --out directory")
+        else:
+            atomic_write_text(self.config_path, json.dumps({"hash": h, "key": key, "config": dict(config)},
+                                                           indent=1, sort_keys=True))
+        return h
+
+    def read_config(self) -> dict[str, Any]:
+        """The saved settings (``{}`` if the directory has none)."""
+        if not self.config_path.exists():
+            return {}
+        d = self._read_json(self.config_path)
+        return dict(d.get("config", {})) if isinstance(d, dict) else {}
+
+    def write_summary(self, summary: AuditSummary) -> None:
+        """Write ``summary.json`` atomically."""
+        atomic_write_text(self.summary_path, json.dumps(summary.to_dict(), indent=1, sort_keys=True) + "\n")
+
+    def read_summary(self) -> AuditSummary:
+        """The typed summary (raises :class:`DataFileError` naming the file if it is unreadable)."""
+        from unpact.audit.summary import AuditSummary
+
+        if not self.summary_path.exists():
+            raise AuditDirError(f"no summary.json in {str(self.root)!r}", source="audit directory",
+                                fix=f"run 'unpact audit --out {self.root}' first")
+        return AuditSummary.from_dict(self._read_json(self.summary_path), source=self.summary_path)
+
+    def read_records(self) -> list[dict[str, Any]]:
+        """The records as plain dicts (for tables); ``[]`` if none."""
+        return [r.to_dict() for r in self.records().records.values()] if self.records_path.exists() else []
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataFileError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno,
+                                fix="delete it (or the output directory) and re-run the audit") from exc

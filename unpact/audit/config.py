@@ -1,0 +1,306 @@
+"""Every audit setting in one place: :class:`AuditConfig`.
+
+The command line's options (:func:`add_arguments`, :func:`from_namespace`), the Python entry points
+(``audit(config, models, forget, retain)``) and the resume check (:func:`resume_key`) all derive from
+the dataclass fields below: a new setting is one new field, with its default, help text and validation.
+
+Field metadata:
+    help: The help text (the CLI appends the default).
+    resume: True when the setting changes what the audit writes to its records or key words; such
+        settings are part of the resume key, so an output directory never mixes records made with
+        different values. Settings that only change what is derived from the records (the verdict
+        rule, circuits, the lens, progress bars) can change between runs.
+    cli: False for settings with no command-line option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from unpact.errors import InputError
+from unpact.verdict import VerdictRule
+
+__all__ = ["AuditConfig", "add_arguments", "from_namespace", "resume_key", "key_hash", "RECORDS_SCHEMA",
+           "DEFAULT_METHODS", "PRESET_LIMITS"]
+
+#: Version of the records' and key words' format and meaning: bump it when the code that writes them
+#: changes what a record holds, so that resuming never mixes old and new records.
+RECORDS_SCHEMA = 2
+
+#: Unlearning methods the toy-world audit runs by default.
+DEFAULT_METHODS: tuple[str, ...] = ("ga_gd", "npo_gd", "idk", "rmu")
+
+#: Items per split of the toy-world audit, per preset (the user's own data is used in full unless
+#: ``max_forget`` / ``max_retain`` / ``n_retain_attacked`` say otherwise): keeps the default audit
+#: around 15 minutes on 2 CPU cores.
+PRESET_LIMITS: dict[str, dict[str, int | None]] = {
+    "micro": {"max_forget": None, "max_retain": 60, "n_retain_attacked": 16},
+    "default": {"max_forget": None, "max_retain": 150, "n_retain_attacked": 40},
+}
+
+#: Retain items attacked and attributed when neither the user nor a preset says.
+DEFAULT_RETAIN_ATTACKED = 32
+
+
+def _setting(default: Any = None, help: str = "", *, resume: bool = True, cli: bool = True,
+             factory: Any = None) -> Any:
+    meta = {"help": help, "resume": resume, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The settings of one audit (see the module docstring for how they are used).
+
+    Attributes:
+        out: Output directory; re-running with the same settings resumes.
+        attacks: Attack names; ``None``: every built-in attack (:data:`unpact.attacks.DEFAULT_ATTACKS`).
+        keywords: Where key words come from: the base model's attribution (unPact's rule) or the
+            items' own ``keywords``.
+        attribution: Attribution method for key words and tracers: integrated gradients or leave-one-out.
+        ig_steps: Integrated-gradients quadrature nodes.
+        alpha: unPact key-word rule threshold (``None``: :data:`unpact.keytokens.DEFAULT_ALPHA`).
+        beta: unPact key-word rule count (``None``: :data:`unpact.keytokens.DEFAULT_BETA`).
+        max_forget: Use at most this many forget items (the first ones).
+        max_retain: Use at most this many retain items.
+        n_retain_attacked: Retain items (the first ones) also attacked and attributed on every model.
+        max_new_tokens: Tokens decoded per answer (``None``: the longest gold answer plus 4).
+        batch_size: Items per chunk, the unit of resumption.
+        seed: Seed of sampling attacks and of the toy world's unlearning.
+        lens: Save logit-lens trajectories of the forget items.
+        circuits: Forget items that get EAP-IG circuit diffs for the report (0: none).
+        progress: Show progress bars.
+        rule: The verdict's thresholds.
+        preset: Toy world only: its size.
+        methods: Toy world only: unlearning methods to audit.
+    """
+
+    out: str = _setting("runs/audit", "output directory (re-run with the same settings to resume)", resume=False)
+    attacks: tuple[str, ...] | None = _setting(None, "comma-separated attack names (default: all built-in)")
+    keywords: Literal["attribution", "oracle"] = _setting(
+        "attribution", "key words from the base model's attribution, or the items' own keywords (oracle)")
+    attribution: Literal["ig", "loo"] = _setting("ig", "attribution method: integrated gradients or leave-one-out")
+    ig_steps: int = _setting(16, "integrated-gradients steps")
+    alpha: float | None = _setting(None, "unPact key-word rule: share threshold (default 0.1)")
+    beta: int | None = _setting(None, "unPact key-word rule: at most this many words (default 3)")
+    max_forget: int | None = _setting(None, "use at most this many forget items (default: all)")
+    max_retain: int | None = _setting(None, "use at most this many retain items (default: all; toy world: preset)")
+    n_retain_attacked: int | None = _setting(
+        None, f"retain items attacked and attributed (default {DEFAULT_RETAIN_ATTACKED}; toy world: preset)")
+    max_new_tokens: int | None = _setting(None, "tokens decoded per answer (default: longest gold answer + 4)")
+    batch_size: int = _setting(32, "items per chunk (the unit of resumption)")
+    seed: int = _setting(0, "seed of sampling attacks (and of the toy world's unlearning)")
+    lens: bool = _setting(True, "save logit-lens trajectories of forget items", resume=False)
+    circuits: int = _setting(3, "forget items with EAP-IG circuit diffs in the report (0: none)", resume=False)
+    progress: bool = _setting(True, "progress bars", resume=False)
+    rule: VerdictRule = _setting(help="the verdict's thresholds", resume=False, cli=False, factory=VerdictRule)
+    preset: Literal["default", "micro"] = _setting("default", "toy world: its size (micro: fast)", resume=False)
+    methods: tuple[str, ...] = _setting(DEFAULT_METHODS, "toy world: unlearning methods, comma-separated",
+                                        resume=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.out, os.PathLike):
+            object.__setattr__(self, "out", os.fspath(self.out))
+        hints = _hints()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):  # lists from JSON or a caller: store as tuples (hashable, frozen)
+                object.__setattr__(self, f.name, tuple(value))
+                value = tuple(value)
+            _check_type(f.name, value, hints[f.name])
+        for name in ("ig_steps", "batch_size", "max_forget", "max_retain", "max_new_tokens", "beta"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise InputError(f"{name} must be >= 1, got {v}", source=_where(name),
+                                 fix="give a positive number" + (" (or leave it unset)" if name != "batch_size" else ""))
+        for name in ("n_retain_attacked", "circuits", "seed"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise InputError(f"{name} must be >= 0, got {v}", source=_where(name), fix="give 0 or more")
+        if self.alpha is not None and not 0 <= self.alpha <= 1:
+            raise InputError(f"alpha must lie in [0, 1], got {self.alpha}", source=_where("alpha"))
+        if self.attacks is not None:
+            from unpact.attacks import get_attack
+
+            for a in self.attacks:
+                if a != "plain":
+                    get_attack(a)  # raises with the list of valid names
+        if not self.methods:
+            raise InputError("methods is empty", source=_where("methods"), fix="name at least one unlearning method")
+
+    # ----- views ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every setting."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["rule"] = self.rule.to_dict()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AuditConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise InputError(f"unknown audit settings {unknown}", fix=f"valid settings: {sorted(names)}")
+        d = dict(d)
+        if isinstance(d.get("rule"), Mapping):
+            d["rule"] = VerdictRule.from_dict(d["rule"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> AuditConfig:
+        """A copy with some settings changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def resume_settings(self) -> dict[str, Any]:
+        """The settings that are part of the resume key (see the module docstring)."""
+        d = self.to_dict()
+        return {f.name: d[f.name] for f in dataclasses.fields(self) if f.metadata.get("resume", True)}
+
+    def with_preset_limits(self) -> AuditConfig:
+        """For the toy world: item limits the user left unset take the preset's values."""
+        limits = PRESET_LIMITS[self.preset]
+        return self.replace(**{k: v for k, v in limits.items() if getattr(self, k) is None})
+
+    @property
+    def retain_attacked(self) -> int:
+        """``n_retain_attacked`` with its default applied."""
+        return DEFAULT_RETAIN_ATTACKED if self.n_retain_attacked is None else self.n_retain_attacked
+
+
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(AuditConfig)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _where(name: str) -> str:
+    return f"setting {name!r} ({_flag(name)})"
+
+
+def _strip_optional(hint: Any) -> Any:
+    """``X`` of ``X | None`` (any other hint unchanged)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Raise :class:`InputError` when ``value`` does not fit the field's type (a string for a list...)."""
+    if value is None and type(None) in typing.get_args(hint):
+        return
+    hint = _strip_optional(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise InputError(f"{name} must be one of {list(args)}, got {value!r}", source=_where(name))
+        return
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+            raise InputError(f"{name} must be a list of names, got {value!r}", source=_where(name),
+                             fix=f"e.g. {name}=('a', 'b') in Python or {_flag(name)} a,b on the command line")
+        return
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise InputError(f"{name} must be {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}",
+                         source=_where(name))
+
+
+# ----- the command line ------------------------------------------------------------------------
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one option per :class:`AuditConfig` setting (defaults shown in the help)."""
+    hints = _hints()
+    defaults = AuditConfig()
+    for f in dataclasses.fields(AuditConfig):
+        if not f.metadata.get("cli", True):
+            continue
+        core = _strip_optional(hints[f.name])
+        default = getattr(defaults, f.name)
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        help_text = f"{f.metadata['help']} (default: {shown})" if default is not None else f.metadata["help"]
+        kw: dict[str, Any] = {"default": None, "help": help_text, "dest": f.name}
+        if core is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(core) is Literal:
+            kw["choices"] = list(typing.get_args(core))
+        elif typing.get_origin(core) is tuple:
+            kw["type"], kw["metavar"] = _names, "A,B"
+        else:
+            kw["type"] = core
+        parser.add_argument(_flag(f.name), **kw)
+
+
+def from_namespace(ns: argparse.Namespace, **overrides: Any) -> AuditConfig:
+    """The :class:`AuditConfig` of parsed arguments: options not given keep their defaults."""
+    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(AuditConfig)
+             if getattr(ns, f.name, None) is not None}
+    return AuditConfig(**{**given, **overrides})
+
+
+# ----- the resume key --------------------------------------------------------------------------
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resume_key(config: AuditConfig, model_hashes: Mapping[str, str], forget: Sequence[Any],
+               retain: Sequence[Any], *, attacks: Sequence[Any], max_new_tokens: int) -> dict[str, Any]:
+    """What an output directory's records depend on: settings, models, data and the records' schema.
+
+    Args:
+        config: The settings (only :meth:`AuditConfig.resume_settings` count).
+        model_hashes: Model name -> weights hash.
+        forget, retain: The audited items (their full content is hashed, not only their ids).
+        attacks: The resolved attacks' configurations.
+        max_new_tokens: The resolved number of decoded tokens.
+
+    Returns:
+        A JSON-ready dict; :func:`key_hash` gives its hash.
+    """
+    return {
+        "schema": RECORDS_SCHEMA,
+        "settings": {**config.resume_settings(), "attacks": list(attacks), "max_new_tokens": max_new_tokens},
+        "models": dict(model_hashes),
+        "data": {"forget": _sha([e.to_dict() for e in forget]), "retain": _sha([e.to_dict() for e in retain])},
+    }
+
+
+def key_hash(key: Mapping[str, Any]) -> str:
+    """A short stable hash of a :func:`resume_key`."""
+    return _sha(key)
+
+
+def key_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the entries in which two resume keys differ."""
+    out: list[str] = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += key_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out

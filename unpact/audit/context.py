@@ -1,0 +1,154 @@
+"""What the audit's stages share: :class:`AuditRun` (the state of one run) and the :class:`Stage` base.
+
+A stage is one step of the audit (key words, accuracy, attacks, tracers, scores, verdict, ...): it
+declares what it reads and writes, says whether its work is already on disk (``done``), and runs.
+New evidence is a new stage: one file in ``unpact/audit/stages/`` and one line in
+:data:`unpact.audit.stages.DEFAULT_STAGES` (see docs/architecture.md for a worked example).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from unpact.audit.auditdir import BASE, AuditDir
+from unpact.audit.config import AuditConfig
+from unpact.audit.models import Models
+from unpact.audit.records import RecordStore
+from unpact.data import Example
+
+if TYPE_CHECKING:
+    from unpact.attribution import Attribution
+    from unpact.audit.summary import ModelSummary
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AuditRun", "Stage", "Callback"]
+
+#: Called as ``callback(stage, info)`` after every finished unit of work (tests use it to simulate kills).
+Callback = Callable[[str, Mapping[str, Any]], None]
+
+
+def seed_of(*parts: Any) -> int:
+    """A 31-bit seed derived from ``parts`` (stable across runs and processes)."""
+    return int(hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()[:16],
+               16) % (2**31)
+
+
+@dataclass
+class AuditRun:
+    """The state one audit run's stages share.
+
+    Attributes:
+        config: The settings.
+        config_hash: Hash of the resume key.
+        models: The models.
+        forget: Forget items audited (after ``max_forget``).
+        retain: Retain items audited (after ``max_retain``).
+        retain_attacked: The retain items that are also attacked and attributed.
+        dir: The output directory.
+        store: The record store.
+        attacks: Attack names (without ``plain``).
+        max_new_tokens: Tokens decoded per answer.
+        callback: Progress hook (see :data:`Callback`).
+        keywords: Item id -> key words (set by the key-word stage).
+        summaries: Model name -> :class:`~unpact.audit.summary.ModelSummary` (set by the scoring stage,
+            completed by the later ones).
+    """
+
+    config: AuditConfig
+    config_hash: str
+    models: Models
+    forget: list[Example]
+    retain: list[Example]
+    retain_attacked: list[Example]
+    dir: AuditDir
+    store: RecordStore
+    attacks: list[str]
+    max_new_tokens: int
+    callback: Callback
+    keywords: dict[str, list[str]] = field(default_factory=dict)
+    summaries: dict[str, ModelSummary] = field(default_factory=dict)
+    _attributions: dict[tuple[str, str], list[Attribution]] = field(default_factory=dict, repr=False)
+
+    # ----- helpers for stages --------------------------------------------------------------------
+    def chunks(self, items: Sequence[Example]) -> list[tuple[int, list[Example]]]:
+        """``(start, chunk)`` pairs of ``batch_size`` items: the unit of resumption."""
+        size = self.config.batch_size
+        return [(s, list(items[s: s + size])) for s in range(0, len(items), size)]
+
+    def split_items(self, split: str) -> list[Example]:
+        """``forget``, ``retain`` or ``retain_attacked`` items."""
+        return {"forget": self.forget, "retain": self.retain, "retain_attacked": self.retain_attacked}[split]
+
+    def bar(self, total: int, desc: str) -> Any:
+        """A progress bar (silent when ``config.progress`` is off)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.config.progress, leave=False)
+
+    def attributions(self, model: str, split: str) -> list[Attribution]:
+        """Attributions of ``model`` on the ``forget`` or ``retain`` (attacked) items, computed once.
+
+        Saved per item under ``tracers/MODEL/SPLIT`` in chunks; a chunk already on disk is loaded, so a
+        resumed run sees the same numbers as an uninterrupted one.
+        """
+        key = (model, split)
+        if key in self._attributions:
+            return self._attributions[key]
+        from unpact.attribution import Attribution, integrated_gradients, leave_one_out
+
+        items = self.forget if split == "forget" else self.retain_attacked
+        subject = self.models[model]
+        out: list[Attribution] = []
+        for _, ch in self.chunks(items):
+            paths = [self.dir.tracer_path(model, split, e.id) for e in ch]
+            if not all(p.exists() for p in paths):
+                if self.config.attribution == "ig":
+                    res = integrated_gradients(subject, ch, n_steps=self.config.ig_steps)
+                else:
+                    res = leave_one_out(subject, ch)
+                for r, p in zip(res, paths):
+                    r.save(p)
+                self.callback("attribution", {"model": model, "split": split})
+            out.extend(Attribution.load(p) for p in paths)  # loaded, so a resumed run sees the same numbers
+        self._attributions[key] = out
+        return out
+
+    def is_base(self, name: str) -> bool:
+        """True for the base model's name."""
+        return name == BASE
+
+
+class Stage:
+    """One step of the audit.
+
+    Subclasses set ``name``, ``reads`` and ``writes`` (names of artefacts: ``records``, ``keywords``,
+    ``tracers/lens``, ``summary.scores``, ...: documentation for readers and for ``unpact audit
+    --list-stages``) and implement :meth:`run`; a stage whose work is saved on disk implements
+    :meth:`done` so that a resumed audit skips it. Stages that only derive numbers for the summary
+    from saved results are cheap and run every time.
+    """
+
+    name: ClassVar[str]
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+
+    def enabled(self, run: AuditRun) -> bool:
+        """Whether the settings ask for this stage (default: always)."""
+        return True
+
+    def done(self, run: AuditRun) -> bool:
+        """Whether the stage's work is already saved (default: never, i.e. always run)."""
+        return False
+
+    def run(self, run: AuditRun) -> None:
+        """Do the stage's work, saving what it writes."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reads={list(self.reads)}, writes={list(self.writes)})"

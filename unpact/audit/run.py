@@ -1,0 +1,173 @@
+"""The audit entry points: :func:`audit` (any models) and :func:`audit_toyworld` (the built-in world)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from unpact.audit.auditdir import AuditDir
+from unpact.audit.config import AuditConfig, resume_key
+from unpact.audit.context import AuditRun, Callback, Stage
+from unpact.audit.models import Models
+from unpact.audit.summary import AuditSummary
+from unpact.data import Example
+from unpact.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["audit", "audit_toyworld", "prepare"]
+
+
+def _check_items(forget: Sequence[Example], retain: Sequence[Example]) -> None:
+    for split, items in (("forget", forget), ("retain", retain)):
+        bad = [type(e).__name__ for e in items if not isinstance(e, Example)]
+        if bad:
+            raise InputError(f"the {split} items must be Example objects, got {bad[0]}", source=f"{split} items",
+                             fix="load them with unpact.load_examples(path_or_list)")
+    if not forget or not retain:
+        raise InputError("the audit needs at least one forget and one retain item", source="forget/retain items")
+    ids = [e.id for e in forget] + [e.id for e in retain]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise InputError(f"item ids must be unique across the forget and retain items; repeated: {dup}",
+                         source="forget/retain items", fix="give every item its own id (files without ids get "
+                         "ids per split when loaded by the CLI)")
+
+
+def prepare(config: AuditConfig, models: Models, forget: Sequence[Example], retain: Sequence[Example], *,
+            callback: Callback | None = None) -> AuditRun:
+    """Check the inputs, open the output directory and check the resume key: the state stages run on.
+
+    Raises:
+        InputError: Bad items or settings.
+        AuditDirError: An unusable output directory.
+        AuditConfigMismatch: The directory holds an audit with other settings, models or data.
+    """
+    from unpact.attacks import DEFAULT_ATTACKS, get_attack
+
+    forget = list(forget) if config.max_forget is None else list(forget)[: config.max_forget]
+    retain = list(retain) if config.max_retain is None else list(retain)[: config.max_retain]
+    _check_items(forget, retain)
+    attacks = [a for a in (config.attacks if config.attacks is not None else DEFAULT_ATTACKS) if a != "plain"]
+    max_new = config.max_new_tokens
+    if max_new is None:
+        tok = models.base.tokenizer
+        max_new = 4 + max(len(tok(" " + e.answer, add_special_tokens=False)["input_ids"]) for e in forget + retain)
+    key = resume_key(config, models.weights_hashes(), forget, retain,
+                     attacks=[get_attack(a).config() for a in attacks], max_new_tokens=max_new)
+    out = AuditDir.create(config.out)
+    config_hash = out.check_resume(key, config.to_dict())
+    return AuditRun(config=config, config_hash=config_hash, models=models, forget=forget, retain=retain,
+                    retain_attacked=retain[: config.retain_attacked], dir=out, store=out.records(),
+                    attacks=attacks, max_new_tokens=max_new, callback=callback or (lambda stage, info: None))
+
+
+def audit(config: AuditConfig, models: Models, forget: Sequence[Example], retain: Sequence[Example], *,
+          stages: Sequence[Stage] | None = None, callback: Callback | None = None) -> AuditSummary:
+    """Audit unlearned models against the base and the retain-only model; resumable.
+
+    The audit is the list of its stages (:data:`unpact.audit.stages.DEFAULT_STAGES`): key words,
+    accuracy, attacks, attribution, lens, circuits, then the scores, destructive rate, quality and
+    verdict derived from them. A stage whose work is already saved in ``config.out`` is skipped, so a
+    killed audit re-run with the same settings, models and data continues where it stopped and writes
+    the same ``summary.json`` as an uninterrupted run.
+
+    Args:
+        config: The settings (:class:`~unpact.audit.config.AuditConfig`; ``config.out`` is the output
+            directory).
+        models: Base, retain-only control and unlearned models (:class:`~unpact.audit.models.Models`).
+        forget: Forget items (the facts that should be gone).
+        retain: Retain items (facts that should stay).
+        stages: The stages to run (default: :func:`unpact.audit.stages.default_stages`).
+        callback: Called as ``callback(stage, info)`` after every finished unit of work.
+
+    Returns:
+        The :class:`~unpact.audit.summary.AuditSummary`, also written to ``summary.json``.
+    """
+    from unpact.audit.stages import default_stages
+
+    run = prepare(config, models, forget, retain, callback=callback)
+    todo = list(stages) if stages is not None else default_stages()
+    for i, stage in enumerate(todo, start=1):
+        label = f"[{i}/{len(todo)}] {stage.name}"
+        if not stage.enabled(run):
+            logger.info("%s: off in the settings", label)
+            continue
+        if stage.done(run):
+            logger.info("%s: already saved, skipped", label)
+            continue
+        t = time.time()
+        if config.progress:
+            print(f"audit {label}", file=sys.stderr, flush=True)
+        stage.run(run)
+        logger.info("%s: %.1fs", label, time.time() - t)
+    summary = AuditSummary(models=run.summaries, attacks=run.attacks, config_hash=run.config_hash,
+                           config=config.to_dict())
+    run.dir.write_summary(summary)
+    return summary
+
+
+# ----- the toy world -----------------------------------------------------------------------------
+def unlearn_toyworld(world: object, methods: Sequence[str], out: AuditDir, *, seed: int,
+                     progress: bool) -> dict[str, str]:
+    """Unlearn the world's base model with each method, caching each model under ``out/models/NAME``.
+
+    Returns:
+        Method name -> model directory.
+    """
+    from unpact.unlearn import unlearn
+
+    paths: dict[str, str] = {}
+    base = None
+    for m in methods:
+        dest = out.model_dir(m)
+        if not (dest / "config.json").exists():
+            base = base or world.load_base()  # type: ignore[attr-defined]
+            t = time.time()
+            new = unlearn(base, world.forget, world.retain, method=m, seed=seed,  # type: ignore[attr-defined]
+                          progress=progress)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{m}."))
+            new.model.save_pretrained(tmp)
+            new.tokenizer.save_pretrained(tmp)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+            logger.info("unlearned with %s in %.0fs -> %s", m, time.time() - t, dest)
+        paths[m] = str(dest)
+    return paths
+
+
+def audit_toyworld(config: AuditConfig | None = None, *, callback: Callback | None = None) -> AuditSummary:
+    """The whole audit of the built-in toy world: build (or reuse) it, unlearn, audit.
+
+    Builds the ``config.preset`` world (cached), unlearns its base model with each of ``config.methods``
+    (cached under ``config.out/models/``), and audits them with the retain-only model as the control.
+    Item limits left unset take the preset's (:data:`unpact.audit.config.PRESET_LIMITS`).
+
+    Args:
+        config: The settings (default :class:`AuditConfig()`: the default world, four methods).
+        callback: See :func:`audit`.
+
+    Returns:
+        The :class:`~unpact.audit.summary.AuditSummary`.
+    """
+    from unpact.toyworld import build_toyworld
+    from unpact.unlearn import METHODS
+
+    config = (config or AuditConfig()).with_preset_limits()
+    unknown = [m for m in config.methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"unknown unlearning method(s) {unknown}", source="setting 'methods' (--methods)",
+                         fix=f"choose from {sorted(METHODS)}")
+    out = AuditDir.create(config.out)  # refuse a foreign directory before hours of work
+    world = build_toyworld(config.preset, seed=config.seed, progress=config.progress)
+    unlearned = unlearn_toyworld(world, config.methods, out, seed=config.seed, progress=config.progress)
+    models = Models(world.load_base(), unlearned, retain_only=world.load_retain_only())
+    return audit(config, models, world.forget, world.retain, callback=callback)

@@ -1,0 +1,149 @@
+"""Every error a user can cause, in one hierarchy.
+
+An :class:`UnpactError` says what is wrong (naming the bad value), where it came from (an argument, a
+file and line) and how to fix it. The command line prints it as one line and exits with status 2; any
+other exception is a bug in unpact and surfaces with its traceback.
+
+Each class also derives from the built-in exception a Python caller would expect (``ValueError``,
+``KeyError``, ``FileNotFoundError``), so ``except ValueError`` around a call keeps working.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Any
+
+__all__ = [
+    "UnpactError",
+    "InputError",
+    "UnknownNameError",
+    "DataFileError",
+    "MissingFileError",
+    "ArchitectureError",
+    "UnknownArchitectureError",
+    "ModelLoadError",
+    "AuditDirError",
+    "AuditConfigMismatch",
+    "WrongKindError",
+    "UnsupportedFeatureError",
+    "check_positive",
+    "check_count",
+]
+
+
+class UnpactError(Exception):
+    """Base class: an error the user caused and can fix.
+
+    Args:
+        message: What is wrong, naming the bad value.
+        source: Where the value came from (``"--max-forget"``, ``"forget.jsonl line 3"``), if known.
+        fix: What to do about it, if not obvious from the message.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, fix: str | None = None) -> None:
+        self.message = message
+        self.source = source
+        self.fix = fix
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        text = f"{self.source}: {self.message}" if self.source else self.message
+        if self.fix:
+            text = f"{text.rstrip('.')}; {self.fix}"
+        return text
+
+
+class InputError(UnpactError, ValueError):
+    """An argument or data value the computation cannot use (empty prompt, bad count, wrong type...)."""
+
+
+class UnknownNameError(InputError, KeyError):
+    """A name that is not registered (attack, unlearning method, preset, split...); the message lists the valid ones.
+
+    Also a ``KeyError``, like a failed lookup in the registry it names.
+    """
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return UnpactError.__str__(self)
+
+
+class DataFileError(InputError):
+    """A data, records or config file that cannot be read: names the file and, where known, the line."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str], line: int | None = None,
+                 fix: str | None = None) -> None:
+        self.path = str(path)
+        self.line = line
+        source = self.path if line is None else f"{self.path} line {line}"
+        super().__init__(message, source=source, fix=fix)
+
+
+class MissingFileError(UnpactError, FileNotFoundError):
+    """A file or directory the user named does not exist (also a ``FileNotFoundError``)."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str], fix: str | None = None) -> None:
+        self.path = str(path)
+        super().__init__(message, source=self.path, fix=fix)
+
+
+class ArchitectureError(UnpactError, ValueError):
+    """A model whose architecture unpact cannot hook (or a feature it does not support)."""
+
+
+class UnknownArchitectureError(ArchitectureError, KeyError):
+    """No architecture entry for a ``model_type``; the message says how to register one."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return UnpactError.__str__(self)
+
+
+class UnsupportedFeatureError(ArchitectureError, NotImplementedError):
+    """A known architecture that one technique cannot handle (e.g. edge patching on sandwich norms).
+
+    Also a ``NotImplementedError``: the technique could support it, it does not yet.
+    """
+
+
+class ModelLoadError(UnpactError, ValueError):
+    """A model path that does not hold a loadable causal LM (missing, a file, no LM head...)."""
+
+
+class AuditDirError(UnpactError, ValueError):
+    """The audit output directory cannot be used (a file, unwritable, another audit's files, corrupt)."""
+
+
+class AuditConfigMismatch(AuditDirError):
+    """The output directory holds an audit run with other settings, data or models."""
+
+
+class WrongKindError(UnpactError, ValueError):
+    """A saved bundle holds another kind of result than the one asked for."""
+
+
+def _int_value(name: str, value: Any, minimum: int, where: str | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})",
+                         source=where)
+    if value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value}", source=where)
+    return int(value)
+
+
+def check_positive(name: str, value: Any, *, where: str | None = None) -> int:
+    """Return ``value`` as an ``int`` if it is an integer >= 1 (a batch size, a step count...).
+
+    Args:
+        name: The argument's name, shown in the error (``"batch_size"``).
+        value: What the caller passed.
+        where: The function or option it was passed to, shown as the error's source.
+
+    Raises:
+        InputError: Naming the argument and the bad value (``bool`` and ``float`` are refused too).
+    """
+    return _int_value(name, value, 1, where)
+
+
+def check_count(name: str, value: Any, *, where: str | None = None) -> int:
+    """Like :func:`check_positive`, but 0 is allowed (a number of items to keep, ``top_k(0)``)."""
+    return _int_value(name, value, 0, where)
