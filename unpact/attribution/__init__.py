@@ -35,6 +35,7 @@ public names from here.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 from unpact.attribution._batching import Target as Target
@@ -43,6 +44,7 @@ from unpact.attribution.ig import BASELINES, IG_METHODS, ig_nodes, integrated_gr
 from unpact.attribution.loo import leave_one_out
 from unpact.attribution.results import Attribution, AttributionDiff, diff
 from unpact.data import Example
+from unpact.errors import InputError, UnknownNameError
 from unpact.models import Subject
 
 __all__ = [
@@ -63,11 +65,29 @@ def attribute(subject: Subject, example: Example, method: Literal["ig", "loo"] =
 
     Keyword arguments go to :func:`integrated_gradients` or :func:`leave_one_out`; since ``method``
     names the attribution here, IG's quadrature rule is passed as ``ig_method``.
+
+    Raises:
+        UnknownNameError: ``method`` is neither ``"ig"`` nor ``"loo"``.
+        InputError: An argument the chosen method does not take (the message lists its arguments),
+            and everything :func:`integrated_gradients` / :func:`leave_one_out` raise.
     """
+    if isinstance(example, (list, tuple)):
+        raise InputError("attribute() takes one Example", source="example",
+                         fix="use integrated_gradients or leave_one_out for a list of examples")
     if method == "ig":
+        if "method" in kw:
+            raise InputError("pass IG's quadrature rule as ig_method (method= names the attribution here)",
+                             source="attribute", fix=f"attribute(..., method='ig', ig_method={kw['method']!r})")
         if "ig_method" in kw:
             kw["method"] = kw.pop("ig_method")
+        accepted = [p for p in inspect.signature(integrated_gradients).parameters if p not in ("subject", "examples")]
+        unknown = sorted(set(kw) - set(accepted))
+        if unknown:
+            raise InputError(f"integrated gradients takes no argument {', '.join(unknown)}", source="attribute",
+                             fix=f"its arguments are {', '.join(a if a != 'method' else 'ig_method' for a in accepted)}")
         return integrated_gradients(subject, [example], **kw)[0]
     if method == "loo":
         return leave_one_out(subject, [example], **kw)[0]
-    raise ValueError(f"unknown attribution method {method!r}; choose 'ig' or 'loo'")
+    hint = f"; {method!r} is an IG quadrature rule: pass it as ig_method" if method in IG_METHODS else ""
+    raise UnknownNameError(f"unknown attribution method {method!r}{hint}", source="method",
+                           fix="choose 'ig' (integrated gradients) or 'loo' (leave-one-out)")

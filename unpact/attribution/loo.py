@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -22,13 +23,29 @@ from unpact.attribution._batching import (
     progress_bar,
 )
 from unpact.attribution.results import Attribution
-from unpact.data import Example, InputError, fill_id
+from unpact.data import Example, fill_id
+from unpact.errors import InputError, check_positive
 from unpact.models import Subject, frozen
 from unpact.provenance import Provenance
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["leave_one_out"]
+
+
+LOO_ARGUMENTS: tuple[str, ...] = ("target", "batch_size", "per_answer_token", "progress")
+# Integrated-gradients arguments that mean nothing here: LOO deletes tokens, it does not interpolate.
+_IG_ONLY: tuple[str, ...] = ("baseline", "n_steps", "method", "ig_method", "internal_batch_size")
+
+
+def _refuse(unsupported: dict[str, Any]) -> None:
+    names = sorted(unsupported)
+    ig = [n for n in names if n in _IG_ONLY]
+    why = (f"{', '.join(ig)} {'is an' if len(ig) == 1 else 'are'} integrated-gradients argument{'s' if len(ig) > 1 else ''}: "
+           "leave-one-out has no baseline or interpolation steps, it deletes each prompt token in turn"
+           if ig else f"leave_one_out takes no argument {', '.join(names)}")
+    raise InputError(why, source="leave_one_out", fix=f"its arguments are {', '.join(LOO_ARGUMENTS)}; "
+                     "use integrated_gradients (or attribute(..., method='ig')) for a baseline")
 
 
 def leave_one_out(
@@ -39,6 +56,7 @@ def leave_one_out(
     batch_size: int = 64,
     per_answer_token: bool = False,
     progress: bool = False,
+    **unsupported: Any,
 ) -> list[Attribution]:
     """unPact's contribution ``C(x_i, y) = LP(x, y) - LP(x without x_i, y)`` of each prompt token.
 
@@ -52,13 +70,20 @@ def leave_one_out(
         batch_size: Sequences per forward pass.
         per_answer_token: Also keep the ``(n_answer, n_prompt)`` matrix of per-token log-prob drops.
         progress: Show a progress bar.
+        **unsupported: Refused with an :class:`InputError` that says why (leave-one-out has no
+            baseline, steps or quadrature rule: it deletes tokens instead of interpolating).
 
     Returns:
         One :class:`Attribution` per example (``completeness_error`` and ``baseline_value`` are ``None``).
+
+    Raises:
+        InputError: An argument leave-one-out does not take, a bad target or batch size, malformed
+            examples, or NaN/inf logits.
     """
+    if unsupported:
+        _refuse(unsupported)
     check_target(target)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_positive("batch_size", batch_size, where="leave_one_out")
     encoded = encode_all(subject, examples)
     for ex, enc in zip(examples, encoded):
         if enc.answer_span[0] < 2:
