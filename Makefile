@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: install browser demo test bench clean
+.PHONY: install browser demo lint test bench clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,7 +26,14 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; the browser test will fail"
 
-test: install browser
+# Lint, format check and type check (clean on unpact/, viz/, tests/, bench/), then the tests.
+LINTED := unpact viz tests bench notebooks/_build.py
+lint: install
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+
+test: install browser lint
 	$(BIN)/python -m pytest -q tests
 
 bench: install

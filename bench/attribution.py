@@ -82,10 +82,15 @@ def _load(model: str, toy_cache: str | None) -> tuple[Any, list[Any]]:
         for ex in world.forget[:8]:
             ids = encode(subject.tokenizer, ex).prompt_ids[None]
             with torch.no_grad():
-                out = subject.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
-                                             min_new_tokens=10, do_sample=False,
-                                             pad_token_id=subject.tokenizer.pad_token_id)
-            text = subject.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+                out = subject.model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=10,
+                    min_new_tokens=10,
+                    do_sample=False,
+                    pad_token_id=subject.tokenizer.pad_token_id,
+                )
+            text = subject.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
             examples.append(Example(ex.id, ex.prompt, text.strip() or ex.answer))
     lengths = [len(encode(subject.tokenizer, e).answer_ids) for e in examples]
     return subject, [e for e, n in zip(examples, lengths) if n >= 8]
@@ -174,8 +179,18 @@ def _worker(lib: str, model: str, n_steps: int, n_examples: int, toy_cache: str 
 
 
 def _run_worker(lib: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", lib, "--models", model, "--n-steps", str(args.n_steps[model]),
-           "--n-examples", str(args.n_examples[model])]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        lib,
+        "--models",
+        model,
+        "--n-steps",
+        str(args.n_steps[model]),
+        "--n-examples",
+        str(args.n_examples[model]),
+    ]
     if args.toy_cache:
         cmd += ["--toy-cache", args.toy_cache]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -213,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models.split(","):
         if model == "toy" and not _toy_available(args.toy_cache):
-            print("toy: the micro toy world is not in the cache; build it once with "
-                  "`python -c \"from unpact.toyworld import build_toyworld; build_toyworld('micro')\"` (skipped)")
+            print(
+                "toy: the micro toy world is not in the cache; build it once with "
+                "`python -c \"from unpact.toyworld import build_toyworld; build_toyworld('micro')\"` (skipped)"
+            )
             continue
         pair = {lib: _run_worker(lib, model, args) for lib in ("unpact", "captum")}
         u, c = pair["unpact"], pair["captum"]
@@ -222,18 +239,33 @@ def main(argv: list[str] | None = None) -> int:
             max(abs(a - b) for a, b in zip(su, sc)) / max(1e-12, max(abs(b) for b in sc))
             for su, sc in zip(u["scores"], c["scores"])
         )
-        rows.append({"model": model, "unpact": u, "captum": c, "speedup": c["seconds"] / u["seconds"],
-                     "max_rel_diff_scores": agree})
-        print(f"\n== {model}: {u['params_m']:.1f}M params, {u['n_examples']} examples, answer tokens "
-              f"{u['answer_tokens']}, prompt tokens {u['prompt_tokens']}, n_steps={u['n_steps']}, "
-              f"{u['threads']} threads")
-        print(f"{'':8} {'seconds':>9} {'max rel completeness err':>25} {'peak RSS MB':>12} {'RSS after load':>15}"
-              f" {'GFLOP/s':>8} {'matmul GFLOP/s':>15}")
+        rows.append(
+            {
+                "model": model,
+                "unpact": u,
+                "captum": c,
+                "speedup": c["seconds"] / u["seconds"],
+                "max_rel_diff_scores": agree,
+            }
+        )
+        print(
+            f"\n== {model}: {u['params_m']:.1f}M params, {u['n_examples']} examples, answer tokens "
+            f"{u['answer_tokens']}, prompt tokens {u['prompt_tokens']}, n_steps={u['n_steps']}, "
+            f"{u['threads']} threads"
+        )
+        print(
+            f"{'':8} {'seconds':>9} {'max rel completeness err':>25} {'peak RSS MB':>12} {'RSS after load':>15}"
+            f" {'GFLOP/s':>8} {'matmul GFLOP/s':>15}"
+        )
         for name, r in (("unpact", u), ("captum", c)):
-            print(f"{name:8} {r['seconds']:>9.2f} {max(r['completeness_rel']):>25.2e} {r['rss_peak_mb']:>12.0f}"
-                  f" {r['rss_loaded_mb']:>15.0f} {r['gflops_achieved']:>8.1f} {r['gflops_matmul']:>15.1f}")
-        print(f"speed-up (captum / unpact): {c['seconds'] / u['seconds']:.1f}x; "
-              f"max relative difference of the attributions: {agree:.1e}")
+            print(
+                f"{name:8} {r['seconds']:>9.2f} {max(r['completeness_rel']):>25.2e} {r['rss_peak_mb']:>12.0f}"
+                f" {r['rss_loaded_mb']:>15.0f} {r['gflops_achieved']:>8.1f} {r['gflops_matmul']:>15.1f}"
+            )
+        print(
+            f"speed-up (captum / unpact): {c['seconds'] / u['seconds']:.1f}x; "
+            f"max relative difference of the attributions: {agree:.1e}"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0

@@ -51,28 +51,64 @@ def main() -> None:
         t_exact1 = time.perf_counter() - t0
         v = eap.valid
         k = max(1, int(0.1 * eap.n_edges))
-        f_eap, f_ig, f_exact = faithfulness_curve(subject, [eap.top_k(k)]) + faithfulness_curve(
-            subject, [ig.top_k(k)]) + faithfulness_curve(subject, [exact.top_k(k)])
+        f_eap, f_ig, f_exact = (
+            faithfulness_curve(subject, [eap.top_k(k)])
+            + faithfulness_curve(subject, [ig.top_k(k)])
+            + faithfulness_curve(subject, [exact.top_k(k)])
+        )
         row = {
-            "id": ex.id, "prompt": ex.prompt, "corrupt_prompt": eap.corrupt_prompt, "n_edges": eap.n_edges,
-            "metric_clean": eap.metric_clean, "metric_corrupt": eap.metric_corrupt,
+            "id": ex.id,
+            "prompt": ex.prompt,
+            "corrupt_prompt": eap.corrupt_prompt,
+            "n_edges": eap.n_edges,
+            "metric_clean": eap.metric_clean,
+            "metric_corrupt": eap.metric_corrupt,
             "spearman_eap": float(spearmanr(eap.scores[v], exact.scores[v])[0]),
             "spearman_eap_ig": float(spearmanr(ig.scores[v], exact.scores[v])[0]),
-            "t_eap": eap.seconds, "t_eap_ig": ig.seconds, "t_exact_batched": exact.seconds, "t_exact_unbatched": t_exact1,
-            "top10pct_k": k, "faith_eap": f_eap.share, "faith_eap_ig": f_ig.share, "faith_exact": f_exact.share,
+            "t_eap": eap.seconds,
+            "t_eap_ig": ig.seconds,
+            "t_exact_batched": exact.seconds,
+            "t_exact_unbatched": t_exact1,
+            "top10pct_k": k,
+            "faith_eap": f_eap.share,
+            "faith_eap_ig": f_ig.share,
+            "faith_exact": f_exact.share,
         }
         rows.append(row)
-        print(json.dumps({k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in row.items()
-                          if k2 not in ("prompt", "corrupt_prompt")}), flush=True)
-    keys = ["spearman_eap", "spearman_eap_ig", "t_eap", "t_eap_ig", "t_exact_batched", "t_exact_unbatched",
-            "faith_eap", "faith_eap_ig", "faith_exact"]
+        print(
+            json.dumps(
+                {
+                    k2: (round(v2, 4) if isinstance(v2, float) else v2)
+                    for k2, v2 in row.items()
+                    if k2 not in ("prompt", "corrupt_prompt")
+                }
+            ),
+            flush=True,
+        )
+    keys = [
+        "spearman_eap",
+        "spearman_eap_ig",
+        "t_eap",
+        "t_eap_ig",
+        "t_exact_batched",
+        "t_exact_unbatched",
+        "faith_eap",
+        "faith_eap_ig",
+        "faith_exact",
+    ]
     summary = {key: float(np.median([r[key] for r in rows])) for key in keys}
     summary["speedup_eap_vs_exact_batched"] = summary["t_exact_batched"] / summary["t_eap"]
     summary["speedup_eap_ig_vs_exact_batched"] = summary["t_exact_batched"] / summary["t_eap_ig"]
     summary["speedup_eap_vs_exact_unbatched"] = summary["t_exact_unbatched"] / summary["t_eap"]
     summary["speedup_eap_ig_vs_exact_unbatched"] = summary["t_exact_unbatched"] / summary["t_eap_ig"]
-    summary.update(preset=args.preset, n=len(rows), steps=args.steps, n_edges=rows[0]["n_edges"] if rows else 0,
-                   torch_threads=args.threads, device=str(subject.device))
+    summary.update(
+        preset=args.preset,
+        n=len(rows),
+        steps=args.steps,
+        n_edges=rows[0]["n_edges"] if rows else 0,
+        torch_threads=args.threads,
+        device=str(subject.device),
+    )
     print("median:", json.dumps(summary, indent=1))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:

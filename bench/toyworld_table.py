@@ -33,8 +33,12 @@ def main() -> None:
     from unpact.unlearn import METHODS, unlearn
 
     w = build_toyworld(args.preset, cache_dir=args.cache_dir)
-    sets = {"forget": w.forget, "retain": w.retain[::3], "forget_heldout": w.forget_heldout,
-            "retain_heldout": w.retain_heldout[::3]}
+    sets = {
+        "forget": w.forget,
+        "retain": w.retain[::3],
+        "forget_heldout": w.forget_heldout,
+        "retain_heldout": w.retain_heldout[::3],
+    }
     rows = []
 
     def score(name: str, subject, seconds: float) -> None:
@@ -62,8 +66,10 @@ def main() -> None:
     print("\n| model | forget | retain | forget held-out | retain held-out | forget log-prob |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['model']} | {r['forget']:.3f} | {r['retain']:.3f} | {r['forget_heldout']:.3f} | "
-              f"{r['retain_heldout']:.3f} | {r['forget_logprob']:.2f} |")
+        print(
+            f"| {r['model']} | {r['forget']:.3f} | {r['retain']:.3f} | {r['forget_heldout']:.3f} | "
+            f"{r['retain_heldout']:.3f} | {r['forget_logprob']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -25,66 +25,95 @@ unlearned = unlearn(base, world.forget, world.retain, method="npo_gd", progress=
 
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "01_quickstart.ipynb": [
-        ("md", "# Quickstart: audit an unlearned model of the toy world\n\nBuild the micro toy world, unlearn its forget "
-               "set with NPO+GD, audit the result against the base and the retain-only model, and write the HTML report."),
+        (
+            "md",
+            "# Quickstart: audit an unlearned model of the toy world\n\nBuild the micro toy world, unlearn its forget "
+            "set with NPO+GD, audit the result against the base and the retain-only model, and write the HTML report.",
+        ),
         ("code", SETUP),
         ("code", UNLEARN),
-        ("code", """import tempfile
+        (
+            "code",
+            """import tempfile
 from unpact.audit import AuditConfig, Models, audit
 out = tempfile.mkdtemp(prefix="unpact-audit-")
 config = AuditConfig(out=out, attribution="loo", max_forget=16, max_retain=16, n_retain_attacked=8, progress=False)
 summary = audit(config, Models(base, {"npo_gd": unlearned}, retain_only=world.load_retain_only()),
                 world.forget, world.retain)
-print(summary.table())"""),
-        ("code", """from viz.report import write_report
+print(summary.table())""",
+        ),
+        (
+            "code",
+            """from viz.report import write_report
 path = write_report(out)
-print("report:", path)"""),
+print("report:", path)""",
+        ),
     ],
     "02_attribution_heatmaps.ipynb": [
         ("md", "# Attribution heatmaps: which prompt words carry the answer, before and after unlearning"),
         ("code", SETUP),
         ("code", UNLEARN),
-        ("code", """from unpact.attribution import integrated_gradients
+        (
+            "code",
+            """from unpact.attribution import integrated_gradients
 before = integrated_gradients(base, forget)
 after = integrated_gradients(unlearned, forget)
-before[0].top_words(5)"""),
-        ("code", """from viz.attribution import token_heatmap, token_heatmap_plotly
+before[0].top_words(5)""",
+        ),
+        (
+            "code",
+            """from viz.attribution import token_heatmap, token_heatmap_plotly
 fig = token_heatmap(before[0], after[0])   # matplotlib: base / unlearned / difference, key words framed
-fig"""),
+fig""",
+        ),
         ("code", "token_heatmap_plotly(before[1], after[1], values='share')"),
     ],
     "03_keyword_emphasis.ipynb": [
         ("md", "# Keyword-emphasis recovery: does stressing the key words bring the forgotten answer back?"),
         ("code", SETUP),
         ("code", UNLEARN),
-        ("code", """from unpact.attacks import apply_text_attack, list_attacks
+        (
+            "code",
+            """from unpact.attacks import apply_text_attack, list_attacks
 from unpact.evaluate import generate
 ex = forget[0]
 for name in ["restate", "repeat", "quote", "front"]:
     if name in list_attacks():
         attacked = apply_text_attack(name, ex, list(ex.keywords))
         print(f"{name:8s} {attacked.prompt!r} -> {generate(unlearned, [attacked], max_new_tokens=8)[0][0]!r}")
-print("gold:", ex.answer)"""),
+print("gold:", ex.answer)""",
+        ),
     ],
     "04_lens_and_circuits.ipynb": [
         ("md", "# Logit lens and circuits: where in depth does the answer disappear?"),
         ("code", SETUP),
         ("code", UNLEARN),
-        ("code", """from unpact.lens import logit_lens
+        (
+            "code",
+            """from unpact.lens import logit_lens
 from viz.lens import lens_curves_plotly, lens_grid_plotly
 tb, tu = logit_lens(base, forget[:1])[0], logit_lens(unlearned, forget[:1])[0]
-lens_curves_plotly(tb, tu)"""),
+lens_curves_plotly(tb, tu)""",
+        ),
         ("code", "lens_grid_plotly(tu, value='rank')"),
-        ("code", """from unpact.circuits import edge_attribution_patching
+        (
+            "code",
+            """from unpact.circuits import edge_attribution_patching
 from viz.circuits import circuit_graph_plotly
 eb = edge_attribution_patching(base, forget[0])
 eu = edge_attribution_patching(unlearned, forget[0])
-circuit_graph_plotly(eb, eu, k=20)"""),
+circuit_graph_plotly(eb, eu, k=20)""",
+        ),
     ],
     "05_your_own_model.ipynb": [
-        ("md", "# Your own model\n\nPoint `MODEL_DIR` at a Hugging Face model directory (safetensors + tokenizer). "
-               "In CI it is the micro toy world's base model (`UNPACT_MODEL_DIR`)."),
-        ("code", """import os
+        (
+            "md",
+            "# Your own model\n\nPoint `MODEL_DIR` at a Hugging Face model directory (safetensors + tokenizer). "
+            "In CI it is the micro toy world's base model (`UNPACT_MODEL_DIR`).",
+        ),
+        (
+            "code",
+            """import os
 from unpact import Example, load_model
 MODEL_DIR = os.environ.get("UNPACT_MODEL_DIR")
 if MODEL_DIR is None:  # default: the micro toy world's base model
@@ -95,13 +124,18 @@ if MODEL_DIR is None:  # default: the micro toy world's base model
 else:
     ex = Example("q1", "The capital of France is", "Paris", keywords=("France",))
 subject = load_model(MODEL_DIR)
-subject"""),
-        ("code", """from unpact.attribution import attribute
+subject""",
+        ),
+        (
+            "code",
+            """from unpact.attribution import attribute
 from viz.attribution import token_heatmap_plotly
 a = attribute(subject, ex, method="loo")
-token_heatmap_plotly(a)"""),
+token_heatmap_plotly(a)""",
+        ),
     ],
 }
+
 
 def build(folder: Path = HERE) -> list[Path]:
     """Write every notebook (no outputs) into ``folder``; return their paths."""

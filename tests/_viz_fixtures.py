@@ -25,19 +25,35 @@ def rate(k: int, n: int) -> dict[str, Any]:
     return {"k": k, "n": n, "rate": k / n, "lo": lo, "hi": hi}
 
 
-def model_summary(forget: tuple[int, int], retain: tuple[int, int], recov: dict[str, tuple[int, int, int]],
-                  verdict: dict[str, Any] | None) -> dict[str, Any]:
+def model_summary(
+    forget: tuple[int, int],
+    retain: tuple[int, int],
+    recov: dict[str, tuple[int, int, int]],
+    verdict: dict[str, Any] | None,
+) -> dict[str, Any]:
     return {
-        "forget_acc": rate(*forget), "retain_acc": rate(*retain), "n_known": 10, "forgotten": rate(8, 10),
+        "forget_acc": rate(*forget),
+        "retain_acc": rate(*retain),
+        "n_known": 10,
+        "forgotten": rate(8, 10),
         "control": "retain_only",
-        "recovery": {a: {"rate": rate(k, n), "control": rate(c, n), "excess": (k - c) / n} for a, (k, n, c) in recov.items()},
+        "recovery": {
+            a: {"rate": rate(k, n), "control": rate(c, n), "excess": (k - c) / n} for a, (k, n, c) in recov.items()
+        },
         "recovery_any": {"rate": rate(6, 8), "control": rate(1, 8), "excess": 5 / 8},
-        "destructive": {"rate": 0.21}, "quality": {"kfr": 0.8, "krr": 0.9}, "verdict": verdict,
+        "destructive": {"rate": 0.21},
+        "quality": {"kfr": 0.8, "krr": 0.9},
+        "verdict": verdict,
     }
 
 
-def _typed_model(role: str, forget: tuple[int, int], retain: tuple[int, int], recov: dict[str, tuple[int, int, int]],
-                 verdict: dict[str, Any] | None) -> Any:
+def _typed_model(
+    role: str,
+    forget: tuple[int, int],
+    retain: tuple[int, int],
+    recov: dict[str, tuple[int, int, int]],
+    verdict: dict[str, Any] | None,
+) -> Any:
     from unpact.audit import ModelSummary
     from unpact.quality import Quality
     from unpact.scoring import AttackRecovery, DestructiveRate, Rate, RecoveryReport
@@ -48,13 +64,24 @@ def _typed_model(role: str, forget: tuple[int, int], retain: tuple[int, int], re
         return rates([True] * k + [False] * (n - k))
 
     scores = RecoveryReport(
-        forget_acc=r(*forget), retain_acc=r(*retain), n_known=10, forgotten=r(8, 10), control="retain_only",
-        recovery={a: AttackRecovery(r(k, n), r(c, n), (k - c) / n if n else None, r(0, n)) for a, (k, n, c) in recov.items()},
-        recovery_any=AttackRecovery(r(6, 8), r(1, 8), 5 / 8, r(0, 8)))
-    return ModelSummary(role=role, scores=scores, retain_attacked=8,  # type: ignore[arg-type]
-                        destructive=None if role == "base" else DestructiveRate(0.21, 0.1, 0.11, 8, np.zeros(0)),
-                        quality=Quality(0.8, 0.9, None, None, None, None),
-                        verdict=None if verdict is None else Verdict.from_dict(verdict))
+        forget_acc=r(*forget),
+        retain_acc=r(*retain),
+        n_known=10,
+        forgotten=r(8, 10),
+        control="retain_only",
+        recovery={
+            a: AttackRecovery(r(k, n), r(c, n), (k - c) / n if n else None, r(0, n)) for a, (k, n, c) in recov.items()
+        },
+        recovery_any=AttackRecovery(r(6, 8), r(1, 8), 5 / 8, r(0, 8)),
+    )
+    return ModelSummary(
+        role=role,
+        scores=scores,
+        retain_attacked=8,  # type: ignore[arg-type]
+        destructive=None if role == "base" else DestructiveRate(0.21, 0.1, 0.11, 8, np.zeros(0)),
+        quality=Quality(0.8, 0.9, None, None, None, None),
+        verdict=None if verdict is None else Verdict.from_dict(verdict),
+    )
 
 
 def make_audit_dir(root: Path, *, with_tracers: bool = True) -> Path:
@@ -68,23 +95,58 @@ def make_audit_dir(root: Path, *, with_tracers: bool = True) -> Path:
     recov = {"restate": (5, 8, 1), "repeat": (3, 8, 1), "quote": (1, 8, 0)}
     models = {
         "base": _typed_model("base", (10, 10), (19, 20), {a: (0, 0, 0) for a in recov}, None),
-        "retain_only": _typed_model("retain_only", (1, 10), (19, 20), {a: (1, 8, 1) for a in recov},
-                                    {"label": "removal", "reason": "control", "evidence_attack": None,
-                                     "destructive": False, "retain_drop": 0.0, "forgotten": 0.9}),
-        "npo_gd": _typed_model("unlearned", (2, 10), (17, 20), recov,
-                               {"label": "suppression", "reason": f"attack 'restate' recovers 5/8 {EVIL}",
-                                "evidence_attack": "restate", "destructive": False, "retain_drop": 0.1,
-                                "forgotten": 0.8}),
+        "retain_only": _typed_model(
+            "retain_only",
+            (1, 10),
+            (19, 20),
+            {a: (1, 8, 1) for a in recov},
+            {
+                "label": "removal",
+                "reason": "control",
+                "evidence_attack": None,
+                "destructive": False,
+                "retain_drop": 0.0,
+                "forgotten": 0.9,
+            },
+        ),
+        "npo_gd": _typed_model(
+            "unlearned",
+            (2, 10),
+            (17, 20),
+            recov,
+            {
+                "label": "suppression",
+                "reason": f"attack 'restate' recovers 5/8 {EVIL}",
+                "evidence_attack": "restate",
+                "destructive": False,
+                "retain_drop": 0.1,
+                "forgotten": 0.8,
+            },
+        ),
     }
-    d.write_summary(AuditSummary(models=models, attacks=list(recov), config_hash="abc123",
-                                 config={"preset": "micro", "note": EVIL}))
+    d.write_summary(
+        AuditSummary(models=models, attacks=list(recov), config_hash="abc123", config={"preset": "micro", "note": EVIL})
+    )
     recs = []
     for model in models:
         for i in range(3):
-            recs.append(ItemRecord(model=model, item=f"f{i}", attack="plain", split="forget",
-                                   prompt=f"Who is {EVIL} number {i}?", gold="teal", keywords=("number",),
-                                   generated=(f"<b>bold</b> {EVIL}",), lenient=False, exact=False, rouge_l=0.0,
-                                   first_token_top1=False, answer_logprob=-3.2))
+            recs.append(
+                ItemRecord(
+                    model=model,
+                    item=f"f{i}",
+                    attack="plain",
+                    split="forget",
+                    prompt=f"Who is {EVIL} number {i}?",
+                    gold="teal",
+                    keywords=("number",),
+                    generated=(f"<b>bold</b> {EVIL}",),
+                    lenient=False,
+                    exact=False,
+                    rouge_l=0.0,
+                    first_token_top1=False,
+                    answer_logprob=-3.2,
+                )
+            )
     RecordStore(d.records_path).extend(recs)
     if with_tracers:
         from unpact.attribution import leave_one_out
@@ -97,11 +159,20 @@ def make_audit_dir(root: Path, *, with_tracers: bool = True) -> Path:
     return root
 
 
-def fake_attribution(words: list[str], scores: np.ndarray, keywords: tuple[str, ...] = (), matrix: np.ndarray | None = None) -> Any:
+def fake_attribution(
+    words: list[str], scores: np.ndarray, keywords: tuple[str, ...] = (), matrix: np.ndarray | None = None
+) -> Any:
     ex = Example("x", "".join(words), "teal", keywords=keywords)
-    return SimpleNamespace(example=ex, tokens=list(words), token_scores=np.asarray(scores, float), words=list(words),
-                           word_scores=np.asarray(scores, float), token_to_word=np.arange(len(words)),
-                           answer_tokens=["te", "al"], matrix=matrix)
+    return SimpleNamespace(
+        example=ex,
+        tokens=list(words),
+        token_scores=np.asarray(scores, float),
+        words=list(words),
+        word_scores=np.asarray(scores, float),
+        token_to_word=np.arange(len(words)),
+        answer_tokens=["te", "al"],
+        matrix=matrix,
+    )
 
 
 def fake_lens(n_layers: int, n_pos: int, seed: int) -> Any:

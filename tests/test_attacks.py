@@ -102,9 +102,10 @@ def test_batched_equals_single_and_neutral_whitebox(tiny):
 def test_plain_greedy_matches_hf_generate(tiny):
     ids = tiny.tokenizer(EX.prompt, return_tensors="pt").input_ids
     with torch.no_grad():
-        g = tiny.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
-                                pad_token_id=0)
-    ref = tiny.tokenizer.decode(g[0, ids.shape[1]:], skip_special_tokens=True)
+        g = tiny.model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False, pad_token_id=0
+        )
+    ref = tiny.tokenizer.decode(g[0, ids.shape[1] :], skip_special_tokens=True)
     assert atk.run_attack(tiny, [EX], "plain", max_new_tokens=5)[0].samples == (ref,)
 
 

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from unpact.attribution import (
+    IG_METHODS,
     Attribution,
     AttributionDiff,
     attribute,
+    ig_nodes,
     integrated_gradients,
     leave_one_out,
 )
@@ -56,8 +58,9 @@ def _captum_lig(subject, ex: Example, *, n_steps: int, method: str, target: str,
 )
 def test_ig_equals_captum_layer_integrated_gradients(arch: str, method: str, target: str) -> None:
     s = tiny_subject(arch)
-    ours = integrated_gradients(s, EXAMPLES, n_steps=16, method=method, target=target, baseline="pad",
-                                internal_batch_size=5)
+    ours = integrated_gradients(
+        s, EXAMPLES, n_steps=16, method=method, target=target, baseline="pad", internal_batch_size=5
+    )
     for ex, res in zip(EXAMPLES, ours):
         ref = _captum_lig(s, ex, n_steps=16, method=method, target=target, baseline_id=s.tokenizer.pad_token_id)
         assert res.token_scores.shape == ref.shape
@@ -97,10 +100,39 @@ def test_ig_bad_arguments(tiny) -> None:
         integrated_gradients(tiny, EXAMPLES, target="max")
     with pytest.raises(ValueError, match="n_steps"):
         integrated_gradients(tiny, EXAMPLES, n_steps=0)
-    with pytest.raises(TypeError, match="list of examples"):
+    with pytest.raises(InputError, match="list of examples"):
         integrated_gradients(tiny, EXAMPLES[0])
     with pytest.raises(ValueError, match="unknown attribution method"):
         attribute(tiny, EXAMPLES[0], method="shap")
+
+
+@pytest.mark.parametrize("method", IG_METHODS)
+def test_ig_nodes_equal_captums(method: str) -> None:
+    """Our quadrature nodes and weights are captum's, exactly (the test may read captum's private module)."""
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    step_sizes, alphas = approximation_parameters(method)
+    for n in (2, 3, 7, 16, 50, 129):
+        nodes, weights = ig_nodes(method, n)
+        np.testing.assert_array_equal(nodes, np.asarray(alphas(n)))
+        np.testing.assert_array_equal(weights, np.asarray(step_sizes(n)))
+        assert nodes.shape == weights.shape == (n,) and nodes.dtype == weights.dtype == np.float64
+
+
+def test_library_does_not_import_captum() -> None:
+    import ast
+    from pathlib import Path
+
+    import unpact
+
+    for path in Path(unpact.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
+            assert not any(n.split(".")[0] == "captum" for n in names), f"{path} imports captum"
 
 
 def test_completeness_on_toy_model(toy_base, micro_world) -> None:
@@ -132,7 +164,7 @@ def test_loo_equals_one_by_one(tiny) -> None:
                 n = len(ids) - start
                 return out[start - 1 : start - 1 + n].gather(-1, ids[start:, None]).squeeze(-1).double()
 
-            red = (lambda t: t.mean()) if target == "mean" else (lambda t: t.sum())  # noqa: E731
+            red = (lambda t: t.mean()) if target == "mean" else (lambda t: t.sum())
             full = lp(enc.input_ids, a)
             assert r.value == pytest.approx(float(red(full)), abs=1e-5)
             expected = []

@@ -21,10 +21,14 @@ GOLDEN = Path(__file__).parent / "golden" / "micro_audit_summary.json"
 
 
 def _data():
-    forget = [Example(f"f{i}", f"Where was {n} born?", "London", keywords=(n, "born"), meta={"attribute": "city"})
-              for i, n in enumerate(NAMES)]
-    retain = [Example(f"r{i}", f"What is the job of {n}?", "author", keywords=(n, "job"), meta={"attribute": "job"})
-              for i, n in enumerate(NAMES)]
+    forget = [
+        Example(f"f{i}", f"Where was {n} born?", "London", keywords=(n, "born"), meta={"attribute": "city"})
+        for i, n in enumerate(NAMES)
+    ]
+    retain = [
+        Example(f"r{i}", f"What is the job of {n}?", "author", keywords=(n, "job"), meta={"attribute": "job"})
+        for i, n in enumerate(NAMES)
+    ]
     return forget, retain
 
 
@@ -36,8 +40,14 @@ def models():
 
 
 def cfg(out, **kw):
-    base = dict(attacks=("restate", "embed_scale"), batch_size=2, max_new_tokens=3, attribution="loo",
-                n_retain_attacked=3, progress=False)
+    base = dict(
+        attacks=("restate", "embed_scale"),
+        batch_size=2,
+        max_new_tokens=3,
+        attribution="loo",
+        n_retain_attacked=3,
+        progress=False,
+    )
     return AuditConfig(out=str(out), **{**base, **kw})
 
 
@@ -69,7 +79,7 @@ def test_interrupted_audit_resumes_to_same_summary(models, tmp_path):
             kills += 1
             assert kills < 10
     assert kills == 3
-    strip = lambda s: {**s.to_dict(), "config": {**s.to_dict()["config"], "out": None}}  # noqa: E731
+    strip = lambda s: {**s.to_dict(), "config": {**s.to_dict()["config"], "out": None}}
     assert strip(resumed) == strip(full)
     # no record lost or counted twice
     lines = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
@@ -106,8 +116,12 @@ def test_torn_line_and_changed_settings(models, tmp_path):
     with pytest.raises(AuditConfigMismatch, match="models.u"):
         audit(cfg(tmp_path), Models(base, {"u": ro}), forget, retain)
     # settings that do not change the records may change
-    audit(cfg(tmp_path, circuits=0, lens=False, rule=dataclasses.replace(AuditConfig().rule, min_excess=0.3)),
-          ms, forget, retain)
+    audit(
+        cfg(tmp_path, circuits=0, lens=False, rule=dataclasses.replace(AuditConfig().rule, min_excess=0.3)),
+        ms,
+        forget,
+        retain,
+    )
 
 
 @pytest.mark.parametrize("name", ["base", "retain_only", "../../x", "/abs", "", "a/b", ".hidden", "x" * 101])
@@ -118,10 +132,16 @@ def test_bad_model_names_are_refused(models, name):
 
 
 def test_bad_settings_are_refused(tmp_path):
-    for kw, msg in ((dict(max_forget=0), "max_forget must be >= 1"), (dict(max_retain=0), "max_retain"),
-                    (dict(batch_size=0), "batch_size must be >= 1"), (dict(n_retain_attacked=-1), ">= 0"),
-                    (dict(circuits=-2), "circuits"), (dict(attacks="restate"), "list of names"),
-                    (dict(attribution="shap"), "one of"), (dict(ig_steps=1.5), "must be int")):
+    for kw, msg in (
+        (dict(max_forget=0), "max_forget must be >= 1"),
+        (dict(max_retain=0), "max_retain"),
+        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(n_retain_attacked=-1), ">= 0"),
+        (dict(circuits=-2), "circuits"),
+        (dict(attacks="restate"), "list of names"),
+        (dict(attribution="shap"), "one of"),
+        (dict(ig_steps=1.5), "must be int"),
+    ):
         with pytest.raises(InputError, match=msg):
             cfg(tmp_path, **kw)
     with pytest.raises(InputError, match="unknown attack"):
@@ -256,8 +276,19 @@ def test_cli_user_mode_uses_audit_defaults(tmp_path, monkeypatch):
     # TOFU files have no ids: each split gets its own, so they do not collide
     f.write_text("".join(json.dumps({"question": "q?", "answer": "a"}) + "\n" for _ in range(3)))
     r.write_text("".join(json.dumps({"question": "q?", "answer": "a"}) + "\n" for _ in range(200)))
-    common = ["--base", "B", "--unlearned", "u=U", "--forget", str(f), "--retain", str(r), "--out", str(tmp_path / "o"),
-              "--no-progress"]
+    common = [
+        "--base",
+        "B",
+        "--unlearned",
+        "u=U",
+        "--forget",
+        str(f),
+        "--retain",
+        str(r),
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    ]
     assert _run(_cli_args(common)) == 0
     c = seen["config"]
     assert c.max_forget is None and c.max_retain is None and c.n_retain_attacked is None  # no silent preset cap
@@ -268,8 +299,16 @@ def test_cli_user_mode_uses_audit_defaults(tmp_path, monkeypatch):
 
 
 # ----- the micro toy world: a golden audit --------------------------------------------------------
-MICRO = dict(attacks=("restate", "repeat", "embed_scale", "sample"), attribution="loo", max_forget=32,
-             max_retain=32, n_retain_attacked=8, progress=False, lens=False, circuits=2)
+MICRO = dict(
+    attacks=("restate", "repeat", "embed_scale", "sample"),
+    attribution="loo",
+    max_forget=32,
+    max_retain=32,
+    n_retain_attacked=8,
+    progress=False,
+    lens=False,
+    circuits=2,
+)
 
 
 def _comparable(d: dict) -> dict:
@@ -284,8 +323,12 @@ def micro_audit(micro_world, toy_base, tmp_path_factory):
     idk = unlearn(toy_base, micro_world.forget, micro_world.retain, method="idk", progress=False)
     before = ModelState.capture(toy_base.model, with_weights=True)
     out = tmp_path_factory.mktemp("micro-audit")
-    s = audit(AuditConfig(out=str(out), **MICRO), Models(toy_base, {"idk": idk}, micro_world.load_retain_only()),
-              micro_world.forget, micro_world.retain)
+    s = audit(
+        AuditConfig(out=str(out), **MICRO),
+        Models(toy_base, {"idk": idk}, micro_world.load_retain_only()),
+        micro_world.forget,
+        micro_world.retain,
+    )
     assert ModelState.capture(toy_base.model, with_weights=True) == before
     assert count_hooks(toy_base.model) == 0
     return s, out
@@ -367,12 +410,18 @@ def test_docs_stage_example(models, tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
     code = textwrap.dedent(next(b for b in blocks if "class GoldLogprobStage" in b))
     ns: dict = {}
-    exec(compile(code, "docs/architecture.md", "exec"), ns)  # noqa: S102 - our own docs
+    exec(compile(code, "docs/architecture.md", "exec"), ns)
     base, u, ro = models
     forget, retain = _data()
-    s = audit(cfg(tmp_path, lens=False, circuits=0), Models(base, {"u": u}, retain_only=ro), forget, retain,
-              stages=[*default_stages(), ns["GoldLogprobStage"]()])
+    s = audit(
+        cfg(tmp_path, lens=False, circuits=0),
+        Models(base, {"u": u}, retain_only=ro),
+        forget,
+        retain,
+        stages=[*default_stages(), ns["GoldLogprobStage"]()],
+    )
     sec = s.models["u"].sections["gold_logprob"]
-    assert sec["minus_control"] == pytest.approx(sec["mean"] - s.models["retain_only"].sections["gold_logprob"]["mean"],
-                                                 abs=1e-5)
+    assert sec["minus_control"] == pytest.approx(
+        sec["mean"] - s.models["retain_only"].sections["gold_logprob"]["mean"], abs=1e-5
+    )
     assert AuditDir(tmp_path).read_summary().models["u"].sections == s.models["u"].sections

@@ -39,7 +39,7 @@ def _head_contrib(s, layer: int, head_out: torch.Tensor, h: int) -> torch.Tensor
     proj = s.attn_out_proj(layer)
     only = torch.zeros_like(head_out)
     only[..., h, :] = head_out[..., h, :]
-    flat = lambda t: t.reshape(*t.shape[:-2], -1)  # noqa: E731
+    flat = lambda t: t.reshape(*t.shape[:-2], -1)
     return proj(flat(only)) - proj(flat(torch.zeros_like(head_out)))
 
 
@@ -70,7 +70,7 @@ def _reference_patch(s, ids, span, down: str, delta: torch.Tensor, parallel: boo
     """Metric with ``delta`` added to the input of node ``down`` only (two passes: recompute the node's
     output with the edited residual, then splice that output into an otherwise clean run). Differentiable
     in ``delta``."""
-    add = lambda x, *, hook: x + delta  # noqa: E731
+    add = lambda x, *, hook: x + delta
     if down == "logits":
         with hooked(s, {f"mlp_out.{s.n_layers - 1}": add}):
             logits = s.model(input_ids=ids[None], use_cache=False).logits
@@ -125,8 +125,10 @@ def test_eap_equals_first_order_estimate(arch: str) -> None:
         if arch == "gpt2":  # no float32 casts inside: a central difference confirms the derivative
             t = 1e-4
             with torch.no_grad():
-                fd = (_reference_patch(s, ids, eap.answer_span, v, t * delta, parallel)
-                      - _reference_patch(s, ids, eap.answer_span, v, -t * delta, parallel)) / (2 * t)
+                fd = (
+                    _reference_patch(s, ids, eap.answer_span, v, t * delta, parallel)
+                    - _reference_patch(s, ids, eap.answer_span, v, -t * delta, parallel)
+                ) / (2 * t)
             assert float(fd) == pytest.approx(first_order, rel=1e-4, abs=1e-7), (u, v)
     # the per-position split sums to the scores, and is zero before the first corrupted position
     assert np.allclose(eap.position_scores.sum(0), eap.scores, atol=1e-6)
@@ -190,8 +192,10 @@ def test_faithfulness_grows_with_k_and_mean_ablation() -> None:
 # ----- corrupt inputs and errors --------------------------------------------------------------------------
 def test_donors_and_errors() -> None:
     s = tiny_subject("gpt2")
-    donors = [Example("b", "Where was Bob Lovelace born?", "Paris", subject="Bob Lovelace"),
-              Example("t", "Where was The Lovelace born?", "Paris", subject="The Lovelace")]
+    donors = [
+        Example("b", "Where was Bob Lovelace born?", "Paris", subject="Bob Lovelace"),
+        Example("t", "Where was The Lovelace born?", "Paris", subject="The Lovelace"),
+    ]
     es = edge_attribution_patching(s, EX, corrupt=donors)
     assert es.corruption == "tokens" and es.corrupt_prompt == CORRUPT and es.key_positions.tolist() == [3]
     assert es.provenance.args["donor"] == "t"
@@ -213,8 +217,16 @@ def test_support_is_read_from_the_arch_spec() -> None:
     assert "gemma2" not in ARCHS and "llama" in ARCHS
     model, tok = tiny_model("llama")
     llama = get_architecture("llama")
-    bare = ArchSpec(model_type="llama_caps_test", embed=llama.embed, blocks=llama.blocks, final_norm=llama.final_norm,
-                    unembed=llama.unembed, attn=llama.attn, attn_out_proj=llama.attn_out_proj, mlp=llama.mlp)
+    bare = ArchSpec(
+        model_type="llama_caps_test",
+        embed=llama.embed,
+        blocks=llama.blocks,
+        final_norm=llama.final_norm,
+        unembed=llama.unembed,
+        attn=llama.attn,
+        attn_out_proj=llama.attn_out_proj,
+        mlp=llama.mlp,
+    )
     with pytest.raises(NotImplementedError, match="llama_caps_test.*additive_writes=True"):
         Graph.of(Subject(model, tok, bare, "t"))  # undeclared: refused, never silently wrong
     declared = dataclasses.replace(bare, additive_writes=True)
@@ -290,12 +302,39 @@ def test_cli_circuit(tmp_path, capsys) -> None:
     model, tok = tiny_model("llama")
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
-    rc = main(["circuit", "--model", str(tmp_path / "m"), "--prompt", EX.prompt, "--answer", EX.answer,
-               "--corrupt", CORRUPT, "--json", "--top-k", "5", "--out", str(tmp_path / "e.npz")])
+    rc = main(
+        [
+            "circuit",
+            "--model",
+            str(tmp_path / "m"),
+            "--prompt",
+            EX.prompt,
+            "--answer",
+            EX.answer,
+            "--corrupt",
+            CORRUPT,
+            "--json",
+            "--top-k",
+            "5",
+            "--out",
+            str(tmp_path / "e.npz"),
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["top_edges"]) == 5 and 0 < out["faithfulness"]["k"] <= 5
     assert EdgeScores.load(tmp_path / "e.npz").corrupt_prompt == CORRUPT
-    rc = main(["circuit", "--model", str(tmp_path / "m"), "--prompt", EX.prompt, "--answer", EX.answer,
-               "--corrupt", "Where was Bob Lovelace born?"])
+    rc = main(
+        [
+            "circuit",
+            "--model",
+            str(tmp_path / "m"),
+            "--prompt",
+            EX.prompt,
+            "--answer",
+            EX.answer,
+            "--corrupt",
+            "Where was Bob Lovelace born?",
+        ]
+    )
     assert rc == 2 and "same token length" in capsys.readouterr().err

@@ -42,7 +42,9 @@ def test_hf_llama_style_tokenizer_with_bos(tmp_path) -> None:
     from transformers import PreTrainedTokenizerFast
 
     backend = tok.backend_tokenizer.__class__.from_str(tok.backend_tokenizer.to_str())
-    backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tok.bos_token_id)])
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", tok.bos_token_id)]
+    )
     t2 = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
     enc = encode(t2, Example("b", "Where was Ada born?", "London"))
     assert enc.input_ids[0].item() == t2.bos_token_id
@@ -86,7 +88,10 @@ def test_errors_are_specific() -> None:
 
 
 def test_loaders_tofu_json_jsonl_and_lists(tmp_path) -> None:
-    recs = [{"question": "Q1?", "answer": "A1", "subject": "Ann", "split": "forget"}, {"question": "Q2?", "answer": "A2"}]
+    recs = [
+        {"question": "Q1?", "answer": "A1", "subject": "Ann", "split": "forget"},
+        {"question": "Q2?", "answer": "A2"},
+    ]
     (tmp_path / "f.json").write_text(json.dumps(recs))
     (tmp_path / "f.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
     a = load_examples(tmp_path / "f.json")

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from unpact.data import Example, encode
+from unpact.errors import InputError
 from unpact.evaluate import EvalResult, answer_logprob, evaluate, first_token_rank, generate
 from unpact.hooks import count_hooks
 from unpact.models import ModelState
-
 
 EXAMPLES = [
     Example("a", "Where was Ada born?", "London"),
@@ -32,7 +32,7 @@ def test_generate_shapes_batching_and_state(tiny):
     assert count_hooks(tiny.model) == 0
     with pytest.raises(ValueError):
         generate(tiny, EXAMPLES, num_samples=0)
-    with pytest.raises(TypeError):
+    with pytest.raises(InputError, match="expected Examples or prompt strings"):
         generate(tiny, [3])  # type: ignore[list-item]
 
 

@@ -15,7 +15,9 @@ IDS = torch.tensor([[5, 17, 33, 2, 41, 8]])
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_every_site_reads_with_expected_shapes(arch: str) -> None:
     s = tiny_subject(arch)
-    sites = ["embed", "final"] + [f"{k}.{l}" for k in ("resid_pre", "resid_post", "attn_out", "mlp_out", "head_out") for l in range(s.n_layers)]
+    sites = ["embed", "final"] + [
+        f"{k}.{l}" for k in ("resid_pre", "resid_post", "attn_out", "mlp_out", "head_out") for l in range(s.n_layers)
+    ]
     _, cache = run_with_cache(s, IDS, sites)
     assert set(cache) == set(sites)
     for name, act in cache.items():
@@ -48,7 +50,10 @@ def test_hooks_chain_in_order_and_see_hook_info() -> None:
     def times_two(t, *, hook):
         return t * 2
 
-    with torch.no_grad(), hooked(s, [("resid_post.-1", add_one), ("resid_post.1", times_two)], cache=["resid_post.1"]) as c1:
+    with (
+        torch.no_grad(),
+        hooked(s, [("resid_post.-1", add_one), ("resid_post.1", times_two)], cache=["resid_post.1"]) as c1,
+    ):
         s.model(IDS)
     with torch.no_grad(), hooked(s, cache=["resid_post.1"]) as c0:
         s.model(IDS)
@@ -74,7 +79,12 @@ def test_body_raising_leaves_no_hooks_and_state_unchanged() -> None:
 def test_bad_site_names_fail_before_attaching() -> None:
     s = tiny_subject("gpt2")
     n0 = count_hooks(s.model)
-    for bad, msg in [("resid", "unknown hook site"), ("resid_post", "needs a layer"), ("resid_post.9", "out of range"), ("final.0", "takes no layer")]:
+    for bad, msg in [
+        ("resid", "unknown hook site"),
+        ("resid_post", "needs a layer"),
+        ("resid_post.9", "out of range"),
+        ("final.0", "takes no layer"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             with hooked(s, cache=["embed", bad]):
                 pass

@@ -128,9 +128,14 @@ def test_every_saved_result_uses_the_base() -> None:
 def test_eval_result_round_trip(tmp_path) -> None:
     from unpact.evaluate import EvalRecord, EvalResult
 
-    res = EvalResult([EvalRecord("a", "Paris", True, True, 1.0, -0.25, True),
-                      EvalRecord("b", "", False, False, 0.0, -7.5e-3, False)],
-                     Provenance("m", "h", "evaluate", {"n": 2}), {"split": "forget"})
+    res = EvalResult(
+        [
+            EvalRecord("a", "Paris", True, True, 1.0, -0.25, True),
+            EvalRecord("b", "", False, False, 0.0, -7.5e-3, False),
+        ],
+        Provenance("m", "h", "evaluate", {"n": 2}),
+        {"split": "forget"},
+    )
     res.save(tmp_path / "r.npz")
     back = EvalResult.load(tmp_path / "r.npz")
     assert back == res and isinstance(back.records[0], EvalRecord) and back.summary() == res.summary()

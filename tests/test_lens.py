@@ -109,7 +109,7 @@ def test_transformer_lens_bridge_matches_hf(tiny_bridge) -> None:
     via_bridge = logit_lens(load_model(bridge), EXAMPLES)
     # The bridge's tokenizer prepends BOS (TransformerLens' convention): compare on the same tokens.
     via_hf = logit_lens(load_model(model, bridge.tokenizer), EXAMPLES)
-    for x, y, ex in zip(via_bridge, via_hf, EXAMPLES):
+    for x, y in zip(via_bridge, via_hf):
         np.testing.assert_allclose(x.logprob, y.logprob, atol=1e-6)
         np.testing.assert_array_equal(x.topk_ids, y.topk_ids)
         ids = torch.as_tensor(x.token_ids)[None]

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from unpact.errors import InputError
 from unpact.metrics import exact_match, lenient_match, normalize_text, rouge_l_recall, wilson_interval
 
 
@@ -13,7 +14,7 @@ def test_normalize_text():
     assert normalize_text("  The Silent  Harbor! ") == "silent harbor"
     assert normalize_text("Mr. O'Neil, a baker") == "mr o neil baker"
     assert normalize_text("") == ""
-    with pytest.raises(TypeError):
+    with pytest.raises(InputError, match="expected a str"):
         normalize_text(None)  # type: ignore[arg-type]
 
 

@@ -13,6 +13,7 @@ from unpact._arch import (
     register_architecture,
     supported_architectures,
 )
+from unpact.errors import ArchitectureError, InputError
 from unpact.hooks import count_hooks, hooked
 from unpact.models import ModelState, load_model
 from unpact.testing import TINY_ARCHITECTURES, tiny_model, tiny_subject
@@ -89,7 +90,7 @@ def test_wrong_spec_path_is_a_clear_error() -> None:
     bad = ArchSpec(**{**get_architecture("gpt2").__dict__, "final_norm": "transformer.ln_final"})
     from unpact.models import Subject
 
-    with pytest.raises(AttributeError, match="ln_final"):
+    with pytest.raises(ArchitectureError, match="ln_final"):
         Subject(model=model, tokenizer=tok, spec=bad, name="x")
 
 
@@ -110,13 +111,14 @@ def test_missing_local_path_raises() -> None:
 
 
 def test_bad_type_raises() -> None:
-    with pytest.raises(TypeError, match="load_model expects"):
+    with pytest.raises(InputError, match="load_model expects"):
         load_model(42)
 
 
 def test_capabilities_default_to_unsupported_and_builtins_declare_theirs() -> None:
-    bare = ArchSpec(model_type="x", embed="e", blocks="b", final_norm="n", unembed="u", attn="a",
-                    attn_out_proj="a.o", mlp="m")
+    bare = ArchSpec(
+        model_type="x", embed="e", blocks="b", final_norm="n", unembed="u", attn="a", attn_out_proj="a.o", mlp="m"
+    )
     assert not bare.additive_writes and not bare.accepts_4d_mask and bare.parallel_norm_paths() is None
     assert not bare.is_parallel(object()) and not bare.is_post_norm(object())
     caps = {a: (get_architecture(a).additive_writes, get_architecture(a).accepts_4d_mask) for a in TINY_ARCHITECTURES}
@@ -162,7 +164,7 @@ def test_weights_hash_is_computed_once_until_a_weight_changes(monkeypatch: pytes
 def test_public_surface_is_lazy_and_small() -> None:
     assert set(unpact.__all__) >= {"load_model", "Subject", "Example", "hooked", "register_architecture"}
     with pytest.raises(AttributeError):
-        unpact.not_a_thing  # noqa: B018
+        unpact.not_a_thing
 
 
 @pytest.mark.tl

@@ -137,7 +137,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         while True:  # walk inside the component until a module repeats
             nxt = min(w for w in edges[path[-1]] if w in members)
             if nxt in seen:
-                cycles.append(path[path.index(nxt):] + [nxt])
+                cycles.append(path[path.index(nxt) :] + [nxt])
                 break
             path.append(nxt)
             seen.add(nxt)
@@ -162,12 +162,16 @@ if TYPE_CHECKING:
     from unpact.metrics import normalize_text
 """
     known = set(_modules())
-    found = {
-        t for node in _imports(ast.parse(src)) for t, _ in _targets("unpact.circuits._graph", False, node, known)
-    }
+    found = {t for node in _imports(ast.parse(src)) for t, _ in _targets("unpact.circuits._graph", False, node, known)}
     assert found == {
-        "unpact.models", "unpact.hooks", "unpact.provenance", "unpact.data", "unpact.circuits.eap",
-        "unpact.circuits._inputs", "unpact.lens", "unpact.keytokens",
+        "unpact.models",
+        "unpact.hooks",
+        "unpact.provenance",
+        "unpact.data",
+        "unpact.circuits.eap",
+        "unpact.circuits._inputs",
+        "unpact.lens",
+        "unpact.keytokens",
     }
     edges, _ = _graph()
     assert all(not t.startswith("unpact.circuits.") for t in edges["unpact.circuits"]), "own submodules dropped"

@@ -30,7 +30,10 @@ def test_ig_default_baseline_falls_back_and_batches(no_pad_subject) -> None:
     attrs = integrated_gradients(no_pad_subject, EXAMPLES, n_steps=32)
     assert len(attrs) == 2
     for a in attrs:
-        assert a.completeness_error is not None and abs(a.completeness_error) < 0.05 * abs(a.value - a.baseline_value) + 1e-6
+        assert (
+            a.completeness_error is not None
+            and abs(a.completeness_error) < 0.05 * abs(a.value - a.baseline_value) + 1e-6
+        )
         assert np.isclose(a.word_scores.sum(), a.token_scores.sum(), atol=1e-6)
     # The fallback used the eos embedding: F(baseline) equals F on an all-eos prompt.
     eos_attr = integrated_gradients(no_pad_subject, EXAMPLES[:1], baseline="eos", n_steps=32)[0]
@@ -67,7 +70,9 @@ def test_eos_appending_tokenizer_keeps_answer_after_prompt() -> None:
 
     base = tiny_tokenizer()
     backend = base.backend_tokenizer.__class__.from_str(base.backend_tokenizer.to_str())
-    backend.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", base.eos_token_id)])
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A <eos>", special_tokens=[("<eos>", base.eos_token_id)]
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>")
     enc = encode(tok, Example("e", "Where was Ada born?", "London"))
     assert tok.eos_token_id not in enc.input_ids.tolist()

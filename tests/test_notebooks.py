@@ -25,7 +25,9 @@ def test_notebook_in_sync_and_clean(name, tmp_path):
     committed = nbformat.read(NB_DIR / name, as_version=4)
     (fresh,) = [p for p in _build.build(tmp_path) if p.name == name]
     assert _sources(committed) == _sources(nbformat.read(fresh, as_version=4)), "run python notebooks/_build.py"
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in committed.cells if c.cell_type == "code")
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None for c in committed.cells if c.cell_type == "code"
+    )
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ def test_readme_python_blocks_run(micro_world, monkeypatch, capsys) -> None:
     monkeypatch.setenv("UNPACT_CACHE", str(Path(micro_world.root).parent))
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - our own README
+        exec(compile(block, str(README), "exec"), namespace)
     printed = capsys.readouterr().out
     assert "key words:" in printed
     report = Path(printed.strip().splitlines()[-1])

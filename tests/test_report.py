@@ -11,12 +11,20 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _viz_fixtures import EVIL, make_audit_dir
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-          "--disable-sync", "--no-first-run", "--hide-scrollbars", "--virtual-time-budget=10000"]
+_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--virtual-time-budget=10000",
+]
 # Collects JS errors (window.onerror, console.error) and reports the page state into the DOM after load.
 _PROBE = """<script>window.__errors=[];window.onerror=function(m){window.__errors.push(String(m));};
 var __ce=console.error;console.error=function(){window.__errors.push('console.error: '+Array.from(arguments).join(' '));
@@ -49,8 +57,14 @@ def test_report_is_self_contained_and_escaped(report):
     assert not re.search(r"<script[^>]+src=", ours)  # no script is fetched
     assert not re.search(r"""(src|href)=["']?https?:""", ours)  # nothing loaded from the network
     assert "Plotly" in html and len(html) > 3_000_000
-    for needle in ("SUPPRESSION".lower(), "npo_gd", "Recovery per attack", "Attribution heatmaps", "Per-item records",
-                   "Unlearning dilemma"):
+    for needle in (
+        "SUPPRESSION".lower(),
+        "npo_gd",
+        "Recovery per attack",
+        "Attribution heatmaps",
+        "Per-item records",
+        "Unlearning dilemma",
+    ):
         assert needle in html.lower() or needle in html
     assert "could not be drawn" not in html
 
@@ -69,8 +83,11 @@ def test_report_errors_and_missing_parts(tmp_path):
         write_report(tmp_path)
     # a summary with no tracers and no records still gives a page; a stray file is ignored
     full = AuditDir(make_audit_dir(tmp_path / "full", with_tracers=False)).read_summary()
-    AuditDir(tmp_path).write_summary(AuditSummary(models={"base": full.models["base"], "m": full.models["retain_only"]},
-                                                  attacks=full.attacks, config_hash="x"))
+    AuditDir(tmp_path).write_summary(
+        AuditSummary(
+            models={"base": full.models["base"], "m": full.models["retain_only"]}, attacks=full.attacks, config_hash="x"
+        )
+    )
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     out = write_report(tmp_path, tmp_path / "x" / "r.html")
     assert out == tmp_path / "x" / "r.html" and "REMOVAL".lower() in out.read_text().lower()
@@ -100,17 +117,21 @@ def test_report_of_model_with_nothing_to_recover(tmp_path):
 def test_cli_report(tmp_path):
     d = make_audit_dir(tmp_path / "a", with_tracers=False)
     out = tmp_path / "page.html"
-    r = subprocess.run([sys.executable, "-m", "unpact.cli", "report", str(d), "--out", str(out)], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "unpact.cli", "report", str(d), "--out", str(out)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(out) and out.exists()
-    r = subprocess.run([sys.executable, "-m", "unpact.cli", "report", str(tmp_path / "nope")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "unpact.cli", "report", str(tmp_path / "nope")], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "not a directory" in r.stderr
 
 
 def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, *_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args], capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run(
+        [CHROMIUM, *_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args], capture_output=True, text=True, timeout=180
+    )
 
 
 @pytest.mark.slow

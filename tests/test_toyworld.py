@@ -99,7 +99,9 @@ def test_base_knows_retain_only_does_not(micro_world, toy_base):
 
 
 def test_llama_option(tmp_path):
-    w = build_toyworld("micro", cache_dir=tmp_path, progress=False, overrides={"arch": "llama", "n_people": 10, "steps": 4})
+    w = build_toyworld(
+        "micro", cache_dir=tmp_path, progress=False, overrides={"arch": "llama", "n_people": 10, "steps": 4}
+    )
     s = w.load_base()
     assert s.spec.model_type == "llama" and s.n_layers == 2
     res = evaluate(s, w.forget[:4], max_new_tokens=3)

@@ -27,8 +27,9 @@ def test_registry():
 def test_method_forgets_and_leaves_reference(method, micro_world, toy_base, base_forget_acc):
     before = ModelState.capture(toy_base.model, with_weights=True)
     lr = 5e-3 if method == "rmu" else 1e-3
-    new = unlearn(toy_base, micro_world.forget, micro_world.retain, method, steps=20, lr=lr, batch_size=16,
-                  progress=False)
+    new = unlearn(
+        toy_base, micro_world.forget, micro_world.retain, method, steps=20, lr=lr, batch_size=16, progress=False
+    )
     assert ModelState.capture(toy_base.model, with_weights=True) == before  # reference untouched
     assert count_hooks(toy_base.model) == 0 and count_hooks(new.model) == 0
     assert new.model is not toy_base.model and new.weights_hash() != before.weights
@@ -50,9 +51,20 @@ def test_deterministic_and_task_vector_identity(micro_world, toy_base):
 
 
 def test_rmu_updates_only_its_mlps(micro_world, toy_base):
-    new = unlearn(toy_base, micro_world.forget[:16], micro_world.retain[:16], "rmu", steps=2, batch_size=8,
-                  layer=0, n_update_layers=1, progress=False)
-    changed = {n for (n, p), q in zip(new.model.named_parameters(), toy_base.model.parameters()) if not torch.equal(p, q)}
+    new = unlearn(
+        toy_base,
+        micro_world.forget[:16],
+        micro_world.retain[:16],
+        "rmu",
+        steps=2,
+        batch_size=8,
+        layer=0,
+        n_update_layers=1,
+        progress=False,
+    )
+    changed = {
+        n for (n, p), q in zip(new.model.named_parameters(), toy_base.model.parameters()) if not torch.equal(p, q)
+    }
     assert changed and all(".h.0.mlp." in n for n in changed), changed
 
 
@@ -71,9 +83,28 @@ def test_errors(micro_world, toy_base):
 def test_cli_unlearn_and_evaluate(micro_world, tmp_path, capsys):
     data = micro_world.root / "data"
     out = tmp_path / "unlearned"
-    code = main(["unlearn", "--model", str(micro_world.base_path), "--forget", str(data / "forget10.json"),
-                 "--retain", str(data / "retain90.json"), "--method", "ga_kl", "--steps", "2", "--batch-size", "8",
-                 "--hparam", "retain_weight=2", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "unlearn",
+            "--model",
+            str(micro_world.base_path),
+            "--forget",
+            str(data / "forget10.json"),
+            "--retain",
+            str(data / "retain90.json"),
+            "--method",
+            "ga_kl",
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--hparam",
+            "retain_weight=2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     new = load_model(str(out))
     rec = new.model.config.unpact_unlearn

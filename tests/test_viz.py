@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
+from _viz_fixtures import EVIL, fake_attribution, fake_lens
 from matplotlib.figure import Figure
 
-import plotly.graph_objects as go
-
-from _viz_fixtures import EVIL, fake_attribution, fake_lens  # noqa: E402
-from viz._common import VizInputError, wrap_grid  # noqa: E402
+from viz._common import VizInputError, wrap_grid
 
 WORDS = ["What", " is", " the", " colour", " of", " Alice", " Smith", "?"]
 
@@ -134,11 +133,16 @@ def test_circuit_graph_categories():
         reweighted = [("m0", "logits", -0.5, 0.2)]
 
     fig = circuit_graph_plotly(Diff())
-    assert {t.name for t in fig.data if t.mode == "lines"} == {"kept (both)", "lost (base only)", "gained (unlearned only)"}
+    assert {t.name for t in fig.data if t.mode == "lines"} == {
+        "kept (both)",
+        "lost (base only)",
+        "gained (unlearned only)",
+    }
 
 
 def test_recovery_chart_reads_scoring_summary():
     from _viz_fixtures import model_summary
+
     from viz.recovery import dilemma_plot, dilemma_plot_plotly, recovery_chart, recovery_chart_plotly, recovery_rows
 
     s = model_summary((2, 10), (17, 20), {"restate": (5, 8, 1), "quote": (1, 8, 0)}, None)
@@ -151,8 +155,10 @@ def test_recovery_chart_reads_scoring_summary():
     assert [t.name for t in fig.data] == ["unlearned model", "control (never saw the facts)"]
     np.testing.assert_allclose(fig.data[0].error_y.arrayminus[0], 5 / 8 - lo)
     assert isinstance(recovery_chart(s), Figure)
-    pts = [{"method": "npo", "retain_accuracy": 0.8, "forget_accuracy": 0.1},
-           {"method": "ga", "retain_accuracy": 0.2, "forget_accuracy": 0.0, "forget_accuracy_ci": (0.0, 0.2)}]
+    pts = [
+        {"method": "npo", "retain_accuracy": 0.8, "forget_accuracy": 0.1},
+        {"method": "ga", "retain_accuracy": 0.2, "forget_accuracy": 0.0, "forget_accuracy_ci": (0.0, 0.2)},
+    ]
     d = dilemma_plot_plotly(pts)
     assert list(d.data[0].x) == [0.8, 0.2]
     assert isinstance(dilemma_plot(pts), Figure)
@@ -175,8 +181,10 @@ def test_html_helpers_escape():
 
 
 def test_unpact_never_imports_viz():
-    code = ("import sys, unpact, unpact.attribution, unpact.audit, unpact.cli, unpact._html; "
-            "unpact.cli.build_parser(); print('viz' in sys.modules, 'matplotlib.pyplot' in sys.modules)")
+    code = (
+        "import sys, unpact, unpact.attribution, unpact.audit, unpact.cli, unpact._html; "
+        "unpact.cli.build_parser(); print('viz' in sys.modules, 'matplotlib.pyplot' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 

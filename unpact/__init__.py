@@ -38,8 +38,27 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 # Submodules reachable as attributes after a plain ``import unpact`` (``unpact.circuits.edge_attribution_patching``),
 # imported on first access.
-_SUBMODULES = ("attacks", "attribution", "audit", "circuits", "data", "errors", "evaluate", "hooks", "keytokens", "lens",
-               "metrics", "models", "quality", "scoring", "testing", "toyworld", "unlearn", "verdict", "words")
+_SUBMODULES = (
+    "attacks",
+    "attribution",
+    "audit",
+    "circuits",
+    "data",
+    "errors",
+    "evaluate",
+    "hooks",
+    "keytokens",
+    "lens",
+    "metrics",
+    "models",
+    "quality",
+    "scoring",
+    "testing",
+    "toyworld",
+    "unlearn",
+    "verdict",
+    "words",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -59,13 +78,12 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from unpact._arch import ArchSpec, register_architecture
-    from unpact.data import Example, encode, load_examples
-    from unpact.hooks import hooked, run_with_cache
-    from unpact.models import Subject, load_model
     from unpact.attacks import run_attack
     from unpact.attribution import attribute, integrated_gradients, leave_one_out
     from unpact.circuits import edge_attribution_patching
+    from unpact.data import Example, encode, load_examples
+    from unpact.hooks import hooked, run_with_cache
     from unpact.keytokens import key_words
     from unpact.lens import logit_lens
+    from unpact.models import Subject, load_model
     from unpact.toyworld import build_toyworld
-

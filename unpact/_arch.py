@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unpact.errors import UnknownArchitectureError
+from unpact.errors import ArchitectureError, InputError, UnknownArchitectureError
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ def register_architecture(spec: ArchSpec, *, overwrite: bool = False) -> None:
         overwrite: Replace an existing registration of the same ``model_type``.
 
     Raises:
-        ValueError: If ``model_type`` is already registered and ``overwrite`` is False.
+        InputError: If ``spec`` is not an :class:`ArchSpec`, or its ``model_type`` is already
+            registered and ``overwrite`` is False.
 
     Example:
         >>> from unpact import ArchSpec, register_architecture
@@ -145,11 +146,16 @@ def register_architecture(spec: ArchSpec, *, overwrite: bool = False) -> None:
         ...     accepts_4d_mask=True), overwrite=True)
     """
     if not isinstance(spec, ArchSpec):
-        raise TypeError(f"register_architecture expects an ArchSpec, got {type(spec).__name__}")
+        raise InputError(
+            f"register_architecture expects an ArchSpec, got {type(spec).__name__}",
+            source="register_architecture",
+            fix="build one with unpact.ArchSpec(model_type=..., ...)",
+        )
     if spec.model_type in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"architecture {spec.model_type!r} is already registered; "
-            "pass overwrite=True to replace it"
+        raise InputError(
+            f"architecture {spec.model_type!r} is already registered",
+            source="register_architecture",
+            fix="pass overwrite=True to replace it",
         )
     _REGISTRY[spec.model_type] = spec
 
@@ -170,11 +176,10 @@ def get_architecture(model_type: str) -> ArchSpec:
         return _REGISTRY[model_type]
     except KeyError:
         raise UnknownArchitectureError(
-            f"unpact does not know the architecture {model_type!r} (config.model_type). "
-            f"Supported: {', '.join(supported_architectures())}. Register it with "
-            "unpact.register_architecture(unpact.ArchSpec(model_type=..., embed=..., blocks=..., "
-            "final_norm=..., unembed=..., attn=..., attn_out_proj=..., mlp=...)); "
-            "see docs/architecture.md."
+            f"unpact does not know the architecture {model_type!r} (config.model_type); "
+            f"supported: {', '.join(supported_architectures())}",
+            fix="register it with unpact.register_architecture(unpact.ArchSpec(model_type=..., embed=..., "
+            "blocks=..., final_norm=..., unembed=..., attn=..., attn_out_proj=..., mlp=...)); see docs/architecture.md",
         ) from None
 
 
@@ -217,27 +222,32 @@ def _stores_in_out(module: nn.Module) -> bool:
 
 def weight_in_out(module: nn.Module) -> torch.Tensor:
     """The weight of a linear-like layer as ``(in_features, out_features)``, whatever its storage."""
-    w = module.weight
+    w: torch.Tensor = module.weight  # type: ignore[assignment]
     return w if _stores_in_out(module) else w.T
 
 
 def in_features(module: nn.Module) -> int:
     """Input width of a linear-like layer (``nn.Linear`` or ``Conv1D``)."""
-    if hasattr(module, "in_features"):
-        return int(module.in_features)
-    weight = getattr(module, "weight", None)
+    m: Any = module
+    if hasattr(m, "in_features"):
+        return int(m.in_features)
+    weight = getattr(m, "weight", None)
     if weight is None:
-        raise TypeError(f"cannot read the input width of {type(module).__name__}")
+        raise ArchitectureError(
+            f"cannot read the input width of {type(module).__name__} (no in_features or weight)",
+            fix="point the ArchSpec's attn_out_proj at a linear layer",
+        )
     return int(weight.shape[0] if _stores_in_out(module) else weight.shape[1])
 
 
 def out_features(module: nn.Module) -> int:
     """Output width of a linear-like layer (``nn.Linear``, ``Conv1D`` or an embedding used as one)."""
-    if hasattr(module, "out_features"):
-        return int(module.out_features)
-    if hasattr(module, "nf"):  # Conv1D
-        return int(module.nf)
-    return int(module.weight.shape[0])
+    m: Any = module
+    if hasattr(m, "out_features"):
+        return int(m.out_features)
+    if hasattr(m, "nf"):  # Conv1D
+        return int(m.nf)
+    return int(m.weight.shape[0])
 
 
 def _llama_like(model_type: str, **kw: Any) -> ArchSpec:

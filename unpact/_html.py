@@ -91,7 +91,9 @@ def tokens_html(
     if title:
         parts.append(f'<div style="font-weight:bold;font-family:sans-serif">{escape(title)}</div>')
     for i, (tok, s) in enumerate(zip(tokens, arr)):
-        style = f"background:{score_color(float(s), scale)};padding:1px 2px;margin:0 1px;border-radius:3px;white-space:pre"
+        style = (
+            f"background:{score_color(float(s), scale)};padding:1px 2px;margin:0 1px;border-radius:3px;white-space:pre"
+        )
         if i in keys:
             style += ";border-bottom:3px solid #111;font-weight:bold"
         parts.append(f'<span style="{style}" title="{escape(f"{s:+.4g}")}">{escape(_visible(str(tok)))}</span>')
@@ -129,7 +131,9 @@ def table_html(
     out = ['<table class="unpact-table" style="border-collapse:collapse">']
     if caption:
         out.append(f"<caption>{escape(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f'<th style="text-align:left;padding:2px 8px">{escape(c)}</th>' for c in columns))
+    out.append(
+        "<thead><tr>" + "".join(f'<th style="text-align:left;padding:2px 8px">{escape(c)}</th>' for c in columns)
+    )
     out.append("</tr></thead><tbody>")
     for row in rows:
         out.append(

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from unpact.errors import WrongKindError
+from unpact.errors import DataFileError, MissingFileError, WrongKindError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "save_bundle", "load_bundle"]
 
@@ -76,19 +76,34 @@ def load_bundle(
     """Inverse of :func:`save_bundle`; never unpickles.
 
     Raises:
-        FileNotFoundError: If nothing is saved at ``path``.
+        MissingFileError: If nothing is saved at ``path`` (a ``FileNotFoundError``).
+        DataFileError: If the file is not a bundle (not a zip, no ``meta.json``, unreadable arrays).
         WrongKindError: If ``kind`` is given and the bundle holds another kind of result.
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no saved result at {str(path)!r}")
-    with zipfile.ZipFile(path) as zf:
-        meta = json.loads(zf.read("meta.json"))
-        arrays = {
-            n[: -len(".npy")]: np.load(io.BytesIO(zf.read(n)), allow_pickle=False)
-            for n in zf.namelist()
-            if n.endswith(".npy")
-        }
+        raise MissingFileError("no saved result here", path=path, fix="give the path passed to .save()")
+    if path.is_dir():
+        raise DataFileError(
+            "this is a directory, not a saved result", path=path, fix="give the .npz file passed to .save()"
+        )
+    fix = "it is not (or no longer) a file written by unpact's .save(); save the result again"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            meta = json.loads(zf.read("meta.json"))
+            arrays = {
+                n[: -len(".npy")]: np.load(io.BytesIO(zf.read(n)), allow_pickle=False)
+                for n in zf.namelist()
+                if n.endswith(".npy")
+            }
+    except zipfile.BadZipFile as exc:
+        raise DataFileError(f"not a saved unpact result (not a zip archive: {exc})", path=path, fix=fix) from exc
+    except KeyError as exc:
+        raise DataFileError("not a saved unpact result (no meta.json inside)", path=path, fix=fix) from exc
+    except (ValueError, EOFError, OSError) as exc:  # bad JSON or .npy payloads, truncated members
+        raise DataFileError(f"the saved result is damaged ({exc})", path=path, fix=fix) from exc
+    if not isinstance(meta, dict):
+        raise DataFileError("meta.json is not a JSON object", path=path, fix=fix)
     if kind is not None and meta.get("kind") != kind:
         raise WrongKindError(f"{str(path)!r} holds a {meta.get('kind')!r}, not a {kind}; load it with that class")
     return meta, arrays

@@ -25,11 +25,19 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["check_model_dir", "from_pretrained", "load_tokenizer", "check_loaded", "causal_lm_class"]
 
-_LOCAL_ONLY = ("unpact loads local models: pass the directory a causal LM was saved to with save_pretrained "
-               "(config.json + *.safetensors + tokenizer files); download a hub model first "
-               "(huggingface-cli download ORG/NAME --local-dir DIR)")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model",
-                    "vocab.txt")
+_LOCAL_ONLY = (
+    "unpact loads local models: pass the directory a causal LM was saved to with save_pretrained "
+    "(config.json + *.safetensors + tokenizer files); download a hub model first "
+    "(huggingface-cli download ORG/NAME --local-dir DIR)"
+)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "vocab.txt",
+)
 
 
 def check_model_dir(path: str) -> Path:
@@ -49,31 +57,47 @@ def check_model_dir(path: str) -> Path:
         raise MissingFileError(f"no model directory{where}", path=path, fix=fix)
     if p.is_file():
         if p.name == "config.json":
-            raise ModelLoadError("this is a model's config.json file, not its directory", source=path,
-                                 fix=f"pass the directory that holds it: {str(p.parent)!r}")
-        what = {".json": "a JSON file (question/answer data?)", ".jsonl": "a JSONL file (question/answer data?)",
-                ".safetensors": "a weights file", ".bin": "a weights file"}.get(p.suffix, "a file")
+            raise ModelLoadError(
+                "this is a model's config.json file, not its directory",
+                source=path,
+                fix=f"pass the directory that holds it: {str(p.parent)!r}",
+            )
+        what = {
+            ".json": "a JSON file (question/answer data?)",
+            ".jsonl": "a JSONL file (question/answer data?)",
+            ".safetensors": "a weights file",
+            ".bin": "a weights file",
+        }.get(p.suffix, "a file")
         raise ModelLoadError(f"this is {what}, not a model directory", source=path, fix=_LOCAL_ONLY)
     cfg_path = p / "config.json"
-    world_fix = f"this looks like a toy world: pass its model directory {str(p / 'base')!r} or {str(p / 'retain_only')!r}"
+    world_fix = f"this looks like a toy world: pass {str(p / 'base')!r} or {str(p / 'retain_only')!r}"
     if not cfg_path.is_file():
         found = sorted(x.name + ("/" if x.is_dir() else "") for x in p.iterdir())
         shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
         world = (p / "base" / "config.json").is_file()
-        raise ModelLoadError(f"no config.json in this directory (it holds: {shown or 'nothing'})", source=path,
-                             fix=world_fix if world else _LOCAL_ONLY)
+        raise ModelLoadError(
+            f"no config.json in this directory (it holds: {shown or 'nothing'})",
+            source=path,
+            fix=world_fix if world else _LOCAL_ONLY,
+        )
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"config.json cannot be read ({exc})", source=str(cfg_path), fix=_LOCAL_ONLY) from exc
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
         world = isinstance(cfg, dict) and "preset" in cfg and (p / "base").is_dir()
-        raise ModelLoadError("this config.json is not a Hugging Face model config (it has no model_type)",
-                             source=str(cfg_path), fix=world_fix if world else _LOCAL_ONLY)
+        raise ModelLoadError(
+            "this config.json is not a Hugging Face model config (it has no model_type)",
+            source=str(cfg_path),
+            fix=world_fix if world else _LOCAL_ONLY,
+        )
     get_architecture(cfg["model_type"])  # an unknown architecture fails before the weights are read
     if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
-        raise ModelLoadError("config.json but no weights (*.safetensors or *.bin) in this directory", source=path,
-                             fix="save the model there with model.save_pretrained(DIR)")
+        raise ModelLoadError(
+            "config.json but no weights (*.safetensors or *.bin) in this directory",
+            source=path,
+            fix="save the model there with model.save_pretrained(DIR)",
+        )
     return p
 
 
@@ -88,16 +112,25 @@ def causal_lm_class(model_type: str | None) -> str:
 
 def from_pretrained(p: Path, path: str, dtype: torch.dtype | None, trust_remote_code: bool) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` of a checked directory; refuses randomly initialised weights."""
+    from safetensors import SafetensorError  # a transformers dependency
     from transformers import AutoModelForCausalLM
 
     logger.info("loading %s", path)
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            str(p), dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=_prefers_safetensors(str(p)),
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
+            str(p),
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=_prefers_safetensors(str(p)),
             output_loading_info=True,
         )
-    except OSError as exc:
-        raise ModelLoadError(f"transformers cannot read the checkpoint ({exc})", source=path, fix=_LOCAL_ONLY) from exc
+    except (OSError, SafetensorError) as exc:  # unreadable or truncated weight files
+        raise ModelLoadError(
+            f"transformers cannot read the checkpoint ({exc})",
+            source=path,
+            fix="save the model again with save_pretrained (a weights file is damaged or incomplete)",
+        ) from exc
+    model, info = loaded  # (model, {"missing_keys": [...], ...}) with output_loading_info
     missing = list(info.get("missing_keys") or [])
     if missing:
         saved = ", ".join(getattr(model.config, "architectures", None) or ["?"])
@@ -118,12 +151,14 @@ def load_tokenizer(src: str, trust_remote_code: bool) -> Any:
 
     p = Path(src).expanduser()
     if not p.exists():
-        raise MissingFileError("no tokenizer directory", path=src,
-                               fix="pass the directory it was saved to with tokenizer.save_pretrained")
+        raise MissingFileError(
+            "no tokenizer directory", path=src, fix="pass the directory it was saved to with tokenizer.save_pretrained"
+        )
     fix = "save it there with tokenizer.save_pretrained(DIR), or pass tokenizer= (a tokenizer or its directory)"
     if p.is_dir() and not any((p / f).is_file() for f in _TOKENIZER_FILES):
-        raise ModelLoadError(f"no tokenizer files in this directory (expected one of {', '.join(_TOKENIZER_FILES)})",
-                             source=src, fix=fix)
+        raise ModelLoadError(
+            f"no tokenizer files in this directory (expected one of {', '.join(_TOKENIZER_FILES)})", source=src, fix=fix
+        )
     try:
         return AutoTokenizer.from_pretrained(str(p), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -138,26 +173,34 @@ def check_loaded(model: nn.Module, tokenizer: Any, name: str) -> None:
         causal = causal_lm_class(getattr(getattr(model, "config", None), "model_type", None))
         raise ModelLoadError(
             f"{cls} has no language-model head (get_output_embeddings() is None); unpact traces causal LMs that "
-            "predict tokens", source=name, fix=f"load it with transformers.AutoModelForCausalLM ({causal}), not AutoModel",
+            "predict tokens",
+            source=name,
+            fix=f"load it with transformers.AutoModelForCausalLM ({causal}), not AutoModel",
         )
     with torch.no_grad():
         for pname, p in model.named_parameters():
             if p.is_floating_point() and not p.is_meta and not bool(torch.isfinite(p).all()):
                 bad = int((~torch.isfinite(p)).sum())
                 raise ModelLoadError(
-                    f"parameter {pname} holds {bad} NaN/inf values (of {p.numel()})", source=name,
+                    f"parameter {pname} holds {bad} NaN/inf values (of {p.numel()})",
+                    source=name,
                     fix="the checkpoint is broken (or overflowed when cast to a smaller dtype); load an intact one",
                 )
     if tokenizer is not None and hasattr(tokenizer, "__len__"):
         n_tok = len(tokenizer)
         n_emb = getattr(getattr(model, "get_input_embeddings", lambda: None)(), "num_embeddings", None)
         if n_tok < 2:
-            raise ModelLoadError(f"the tokenizer is empty ({n_tok} tokens)", source=name,
-                                 fix="save the model's tokenizer next to it, or pass tokenizer=")
+            raise ModelLoadError(
+                f"the tokenizer is empty ({n_tok} tokens)",
+                source=name,
+                fix="save the model's tokenizer next to it, or pass tokenizer=",
+            )
         if n_emb is not None and n_tok > n_emb:
             raise ModelLoadError(
                 f"the tokenizer has {n_tok} tokens but the model's embedding only {n_emb} rows; they do not belong "
-                "together", source=name, fix="pass the tokenizer the model was trained with",
+                "together",
+                source=name,
+                fix="pass the tokenizer the model was trained with",
             )
 
 

@@ -80,7 +80,7 @@ class SavedResult:
             DataFileError: If the bundle lacks a field this class needs (saved by another version).
         """
         meta, arrays = load_bundle(path, kind=cls.kind)
-        hints = _hints(cls)
+        hints = _hints(cls)  # type: ignore[arg-type]
         kwargs: dict[str, Any] = {}
         missing = []
         for f in _stored_fields(cls):
@@ -91,8 +91,11 @@ class SavedResult:
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 missing.append(f.name)
         if missing:
-            raise DataFileError(f"the saved {cls.kind} has no {', '.join(missing)}", path=path,
-                                fix="it was saved by another version of unpact; compute it again")
+            raise DataFileError(
+                f"the saved {cls.kind} has no {', '.join(missing)}",
+                path=path,
+                fix="it was saved by another version of unpact; compute it again",
+            )
         return cls(**kwargs)
 
     def __eq__(self, other: object) -> bool:
@@ -135,14 +138,18 @@ def _to_json(value: Any, where: str) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name), f"{where}.{f.name}")
-                for f in dataclasses.fields(value) if f.init}
+        return {
+            f.name: _to_json(getattr(value, f.name), f"{where}.{f.name}") for f in dataclasses.fields(value) if f.init
+        }
     if isinstance(value, Mapping):
         return {str(k): _to_json(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    kind = "an array inside another value (only a field's own array is stored)" if isinstance(value, np.ndarray) \
+    kind = (
+        "an array inside another value (only a field's own array is stored)"
+        if isinstance(value, np.ndarray)
         else f"a {type(value).__name__}"
+    )
     raise TypeError(f"cannot save {where}: it holds {kind}")
 
 
@@ -156,8 +163,13 @@ def _from_json(data: Any, hint: Any) -> Any:
         return _from_json(data, arms[0]) if len(arms) == 1 else data
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         hints = _hints(hint)
-        return hint(**{f.name: _from_json(data[f.name], hints[f.name])
-                       for f in dataclasses.fields(hint) if f.init and f.name in data})
+        return hint(
+            **{
+                f.name: _from_json(data[f.name], hints[f.name])
+                for f in dataclasses.fields(hint)
+                if f.init and f.name in data
+            }
+        )
     if origin is tuple or hint is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_from_json(x, args[0]) for x in data)

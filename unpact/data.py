@@ -90,34 +90,53 @@ def _from_record(rec: Any, index: int, where: str, id_prefix: str) -> Example:
     if isinstance(rec, (tuple, list)) and len(rec) == 2:
         return Example(f"{id_prefix}{index}", str(rec[0]), str(rec[1]))
     if not isinstance(rec, Mapping):
-        raise InputError(f"expected a dict with 'question'/'answer' keys or a (prompt, answer) pair, "
-                         f"got {type(rec).__name__}", source=where)
+        raise InputError(
+            f"expected a dict with 'question'/'answer' keys or a (prompt, answer) pair, got {type(rec).__name__}",
+            source=where,
+        )
     prompts = [k for k in _PROMPT_KEYS if k in rec]
     answers = [k for k in _ANSWER_KEYS if k in rec]
     if not prompts or not answers:
-        raise InputError(f"needs a prompt key (one of {list(_PROMPT_KEYS)}) and an answer key (one of "
-                         f"{list(_ANSWER_KEYS)}); found keys {sorted(rec)}", source=where)
+        raise InputError(
+            f"needs a prompt key (one of {list(_PROMPT_KEYS)}) and an answer key (one of "
+            f"{list(_ANSWER_KEYS)}); found keys {sorted(rec)}",
+            source=where,
+        )
     for kind, keys in (("prompt", prompts), ("answer", answers)):
         if len(keys) > 1:
-            raise InputError(f"has several {kind} keys {keys}; unpact would not know which to use", source=where,
-                             fix=f"keep one of them (or rename the others, which then go to meta)")
+            raise InputError(
+                f"has several {kind} keys {keys}; unpact would not know which to use",
+                source=where,
+                fix="keep one of them (or rename the others, which then go to meta)",
+            )
     prompt, answer = rec[prompts[0]], rec[answers[0]]
     for key, value in ((prompts[0], prompt), (answers[0], answer)):
         if not isinstance(value, str):
-            hint = (" (several gold answers: give one per record, or keep the others in another field such as "
-                    "'paraphrased_answer')" if isinstance(value, (list, tuple)) else "")
-            raise InputError(f"{key!r} must be a string, got {type(value).__name__} {str(value)[:60]!r}{hint}",
-                             source=where)
+            hint = (
+                " (several gold answers: give one per record, or keep the others in another field such as "
+                "'paraphrased_answer')"
+                if isinstance(value, (list, tuple))
+                else ""
+            )
+            raise InputError(
+                f"{key!r} must be a string, got {type(value).__name__} {str(value)[:60]!r}{hint}", source=where
+            )
     known = set(_PROMPT_KEYS) | set(_ANSWER_KEYS) | {"id", "subject", "keywords", "meta"}
     meta = dict(rec.get("meta") or {})
     meta.update({k: v for k, v in rec.items() if k not in known})
-    keywords = rec.get("keywords") or ()
-    if not isinstance(keywords, (str, list, tuple)) or not all(isinstance(k, str) for k in
-                                                               ([keywords] if isinstance(keywords, str) else keywords)):
-        raise InputError(f"'keywords' must be a list of strings, got {keywords!r}", source=where)
+    raw = rec.get("keywords") or ()
+    keywords = (raw,) if isinstance(raw, str) else raw
+    if not isinstance(keywords, (list, tuple)) or not all(isinstance(k, str) for k in keywords):
+        raise InputError(f"'keywords' must be a list of strings, got {raw!r}", source=where)
     try:
-        return Example(id=str(rec["id"]) if "id" in rec else f"{id_prefix}{index}", prompt=prompt, answer=answer,
-                       subject=rec.get("subject"), keywords=keywords, meta=meta)
+        return Example(
+            id=str(rec["id"]) if "id" in rec else f"{id_prefix}{index}",
+            prompt=prompt,
+            answer=answer,
+            subject=rec.get("subject"),
+            keywords=tuple(keywords),
+            meta=meta,
+        )
     except InputError as exc:
         raise InputError(str(exc), source=where) from exc
 
@@ -142,13 +161,15 @@ def load_examples(source: str | os.PathLike[str] | Iterable[Any], *, id_prefix: 
         if not path.exists():
             raise MissingFileError("no such file", path=path, fix="give the path of a JSON or JSONL file of items")
         if path.is_dir():
-            raise DataFileError("is a directory, not a data file", path=path,
-                                fix="give the path of a JSON or JSONL file of items")
+            raise DataFileError(
+                "is a directory, not a data file", path=path, fix="give the path of a JSON or JSONL file of items"
+            )
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise DataFileError("is not UTF-8 text (a model file?)", path=path,
-                                fix="give a JSON or JSONL file of items") from exc
+            raise DataFileError(
+                "is not UTF-8 text (a model file?)", path=path, fix="give a JSON or JSONL file of items"
+            ) from exc
         if path.suffix == ".jsonl":
             records: Any = []
             where = []
@@ -158,15 +179,17 @@ def load_examples(source: str | os.PathLike[str] | Iterable[Any], *, id_prefix: 
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise DataFileError(f"not valid JSON ({exc.msg})", path=path, line=no,
-                                        fix="one JSON object per line") from exc
+                    raise DataFileError(
+                        f"not valid JSON ({exc.msg})", path=path, line=no, fix="one JSON object per line"
+                    ) from exc
                 where.append(f"{path} line {no}")
         else:
             try:
                 records = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise DataFileError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno,
-                                    fix="use .jsonl for one record per line") from exc
+                raise DataFileError(
+                    f"not valid JSON ({exc.msg})", path=path, line=exc.lineno, fix="use .jsonl for one record per line"
+                ) from exc
             if isinstance(records, Mapping):
                 records = records.get("data", records.get("examples"))
             if not isinstance(records, list):
@@ -174,16 +197,18 @@ def load_examples(source: str | os.PathLike[str] | Iterable[Any], *, id_prefix: 
             where = [f"{path} record {i}" for i in range(len(records))]
     else:
         if isinstance(source, (Mapping, bytes)):
-            raise InputError(f"expected a path or a list of records, got {type(source).__name__}",
-                             source="load_examples")
+            raise InputError(
+                f"expected a path or a list of records, got {type(source).__name__}", source="load_examples"
+            )
         records = list(source)
         where = [f"record {i}" for i in range(len(records))]
     examples = [_from_record(r, i, w, id_prefix) for i, (r, w) in enumerate(zip(records, where))]
     seen: dict[str, str] = {}
     for ex, w in zip(examples, where):
         if ex.id in seen:
-            raise InputError(f"duplicate example id {ex.id!r} (first at {seen[ex.id]})", source=w,
-                             fix="ids must be unique")
+            raise InputError(
+                f"duplicate example id {ex.id!r} (first at {seen[ex.id]})", source=w, fix="ids must be unique"
+            )
         seen[ex.id] = w
     return examples
 
@@ -275,7 +300,9 @@ def encode(
     merged = full[: len(prompt_ids)] != prompt_ids
     if not merged:
         answer_ids = full[len(prompt_ids) :]
-        if full[-1:] == [getattr(tokenizer, "eos_token_id", None)] and not example.answer.endswith(str(tokenizer.eos_token)):
+        if full[-1:] == [getattr(tokenizer, "eos_token_id", None)] and not example.answer.endswith(
+            str(tokenizer.eos_token)
+        ):
             answer_ids = answer_ids[:-1]  # tokenizers that append EOS: the answer is not the EOS.
     else:
         tail = joined[len(prompt_text if chat_template else example.prompt) :]
@@ -290,8 +317,17 @@ def encode(
             "shorten the prompt or answer"
         )
     bos = getattr(tokenizer, "bos_token_id", None)
-    start = 1 if (not chat_template and prompt_ids and bos is not None and prompt_ids[0] == bos
-                  and not example.prompt.startswith(str(tokenizer.bos_token))) else 0
+    start = (
+        1
+        if (
+            not chat_template
+            and prompt_ids
+            and bos is not None
+            and prompt_ids[0] == bos
+            and not example.prompt.startswith(str(tokenizer.bos_token))
+        )
+        else 0
+    )
     return Encoded(
         input_ids=torch.tensor(ids, dtype=torch.long),
         prompt_span=(start, len(prompt_ids)),
@@ -394,4 +430,6 @@ def check_same_tokenizer(a: Any, b: Any) -> None:
         raise InputError(f"the two models' tokenizers differ (token {diff!r} has ids {va[diff]} vs {vb.get(diff)})")
     for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
         if getattr(a, attr, None) != getattr(b, attr, None):
-            raise InputError(f"the two models' tokenizers differ in {attr}: {getattr(a, attr, None)} vs {getattr(b, attr, None)}")
+            raise InputError(
+                f"the two models' tokenizers differ in {attr}: {getattr(a, attr, None)} vs {getattr(b, attr, None)}"
+            )

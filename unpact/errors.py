@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 __all__ = [
     "UnpactError",
@@ -29,6 +32,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "check_positive",
     "check_count",
+    "check_items",
 ]
 
 
@@ -71,8 +75,9 @@ class UnknownNameError(InputError, KeyError):
 class DataFileError(InputError):
     """A data, records or config file that cannot be read: names the file and, where known, the line."""
 
-    def __init__(self, message: str, *, path: str | os.PathLike[str], line: int | None = None,
-                 fix: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | os.PathLike[str], line: int | None = None, fix: str | None = None
+    ) -> None:
         self.path = str(path)
         self.line = line
         source = self.path if line is None else f"{self.path} line {line}"
@@ -123,10 +128,9 @@ class WrongKindError(UnpactError, ValueError):
 
 def _int_value(name: str, value: Any, minimum: int, where: str | None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})",
-                         source=where)
+        raise InputError(f"{name} must be an integer, got {type(value).__name__} {value!r}", source=where)
     if value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value}", source=where)
+        raise InputError(f"{name} must be >= {minimum}, got {value}", source=where)
     return int(value)
 
 
@@ -147,3 +151,28 @@ def check_positive(name: str, value: Any, *, where: str | None = None) -> int:
 def check_count(name: str, value: Any, *, where: str | None = None) -> int:
     """Like :func:`check_positive`, but 0 is allowed (a number of items to keep, ``top_k(0)``)."""
     return _int_value(name, value, 0, where)
+
+
+def check_items(
+    name: str, value: Any, item_type: type[_T], *, where: str | None = None, fix: str | None = None
+) -> list[_T]:
+    """Return ``value`` as a list of ``item_type`` (examples, prompts...).
+
+    One item where a list is expected (a single ``Example``, a string) and items of another type are
+    refused, naming the argument and the offending index.
+
+    Raises:
+        InputError: Saying what was given and how to pass a list (``fix`` replaces the default hint).
+    """
+    kind = item_type.__name__
+    if isinstance(value, (item_type, str, bytes)) or not isinstance(value, Iterable):
+        raise InputError(
+            f"{name} must be a list of {kind} objects, got a single {type(value).__name__}",
+            source=where,
+            fix=fix or f"wrap it in a list: [{name.rstrip('s')}]",
+        )
+    items = list(value)
+    for i, item in enumerate(items):
+        if not isinstance(item, item_type):
+            raise InputError(f"{name}[{i}] is {type(item).__name__}, not {kind}", source=where, fix=fix)
+    return items

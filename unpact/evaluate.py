@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from unpact._result import SavedResult
-from unpact.data import Example, InputError, encode_batch, fill_id
+from unpact.data import Example, encode_batch, fill_id
+from unpact.errors import InputError, UnknownNameError, check_items, check_positive
 from unpact.metrics import exact_match, lenient_match, rouge_l_recall, wilson_interval
-from unpact.models import Subject, frozen
+from unpact.models import Subject, check_finite, frozen
 from unpact.provenance import Provenance
 
 logger = logging.getLogger(__name__)
@@ -34,14 +35,23 @@ __all__ = ["generate", "answer_logprob", "first_token_rank", "evaluate", "EvalRe
 
 
 def _prompts(items: Sequence[Example | str]) -> list[str]:
+    if isinstance(items, (str, Example)):
+        raise InputError(
+            f"got a single {type(items).__name__} where a list of prompts or examples is expected",
+            source="generate",
+            fix="wrap it in a list",
+        )
     out = []
-    for it in items:
+    for i, it in enumerate(items):
         if isinstance(it, Example):
             out.append(it.prompt)
         elif isinstance(it, str):
             out.append(it)
         else:
-            raise TypeError(f"expected Examples or prompt strings, got {type(it).__name__}")
+            raise InputError(
+                f"examples_or_prompts[{i}] is {type(it).__name__}; expected Examples or prompt strings",
+                source="generate",
+            )
     return out
 
 
@@ -76,11 +86,19 @@ def generate(
 
     Returns:
         ``[item][sample]`` generated strings (outer length = number of prompts, inner = ``num_samples``).
+
+    Raises:
+        InputError: A bad count or temperature, no tokenizer, something else than prompts, or NaN/inf logits.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    check_positive("max_new_tokens", max_new_tokens, where="generate")
+    check_positive("batch_size", batch_size, where="generate")
+    check_positive("num_samples", num_samples, where="generate")
+    if not temperature >= 0:
+        raise InputError(f"temperature must be >= 0, got {temperature}", source="generate")
     prompts = _prompts(examples_or_prompts)
     tok = subject.tokenizer
+    if tok is None:
+        raise InputError("the subject has no tokenizer; load the model with its tokenizer")
     sample = (do_sample if do_sample is not None else num_samples > 1) and temperature > 0
     if not sample and num_samples > 1:
         logger.warning("greedy decoding with num_samples=%d gives identical samples", num_samples)
@@ -101,17 +119,23 @@ def generate(
                 mask[i, width - len(e) :] = 1
             ids = ids.repeat_interleave(num_samples, 0).to(subject.device)
             mask = mask.repeat_interleave(num_samples, 0).to(subject.device)
-            new = _decode_loop(model, ids, mask, max_new_tokens, sample, temperature, eos)
+            new = _decode_loop(subject, ids, mask, max_new_tokens, sample, temperature, eos)
             texts = [tok.decode(row, skip_special_tokens=True).strip() for row in new]
             out += [texts[i : i + num_samples] for i in range(0, len(texts), num_samples)]
     return out
 
 
 def _decode_loop(
-    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, max_new: int, sample: bool, temperature: float,
+    subject: Subject,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    max_new: int,
+    sample: bool,
+    temperature: float,
     eos: int | None,
 ) -> list[list[int]]:
     """Incremental decoding with a KV cache; ``ids`` ``(batch, seq)`` left-padded. Returns new ids per row (no eos)."""
+    model = subject.model
     batch = ids.shape[0]
     done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
     new: list[list[int]] = [[] for _ in range(batch)]
@@ -121,7 +145,7 @@ def _decode_loop(
     for _ in range(max_new):
         outp = model(input_ids=cur_ids, attention_mask=mask, position_ids=cur_pos, past_key_values=past, use_cache=True)
         past = outp.past_key_values
-        logits = outp.logits[:, -1].float()
+        logits = check_finite(subject, outp.logits[:, -1].float())
         if sample:
             nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(-1)
         else:
@@ -140,20 +164,29 @@ def _decode_loop(
     return new
 
 
-def _answer_scores(subject: Subject, examples: Sequence[Example], batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+def _answer_scores(
+    subject: Subject, examples: Sequence[Example], batch_size: int
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Per-example answer-token log-probs ``(n_answer,)`` and first-answer-token ranks ``(n,)``."""
+    check_positive("batch_size", batch_size, where="evaluate")
+    examples = check_items("examples", examples, Example, where="evaluate")
     if not examples:
         raise InputError("no examples given")
+    if subject.tokenizer is None:
+        raise InputError("the subject has no tokenizer; load the model with its tokenizer")
     lps: list[np.ndarray] = []
     ranks: list[int] = []
     with frozen(subject.model), torch.no_grad():
         for start in range(0, len(examples), batch_size):
-            batch = encode_batch(subject.tokenizer, examples[start : start + batch_size], max_length=subject.n_ctx,
-                                 fill=fill_id(subject.tokenizer))
-            ids = batch.input_ids.to(subject.device)
-            logp = torch.log_softmax(
-                subject.model(input_ids=ids, attention_mask=batch.attention_mask.to(subject.device)).logits.float(), -1
+            batch = encode_batch(
+                subject.tokenizer,
+                examples[start : start + batch_size],
+                max_length=subject.n_ctx,
+                fill=fill_id(subject.tokenizer),
             )
+            ids = batch.input_ids.to(subject.device)
+            logits = subject.model(input_ids=ids, attention_mask=batch.attention_mask.to(subject.device)).logits
+            logp = torch.log_softmax(check_finite(subject, logits.float()), -1)
             for i, e in enumerate(batch.items):
                 a0, a1 = e.answer_span
                 rows = logp[i, a0 - 1 : a1 - 1]
@@ -179,7 +212,7 @@ def answer_logprob(
         ``(n,)`` float64 array.
     """
     if reduce not in ("mean", "sum"):
-        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+        raise InputError(f"reduce must be 'mean' or 'sum', got {reduce!r}", source="answer_logprob")
     lps, _ = _answer_scores(subject, examples, batch_size)
     return np.asarray([lp.mean() if reduce == "mean" else lp.sum() for lp in lps], dtype=np.float64)
 
@@ -237,7 +270,9 @@ class EvalResult(SavedResult):
         """Share of items answered right (``"exact"``, ``"lenient"`` or first-token top-1)."""
         attr = {"exact": "exact", "lenient": "lenient", "first_token": "first_token_top1"}.get(kind)
         if attr is None:
-            raise ValueError(f"kind must be 'exact', 'lenient' or 'first_token', got {kind!r}")
+            raise UnknownNameError(
+                f"unknown accuracy kind {kind!r}", source="kind", fix="choose 'exact', 'lenient' or 'first_token'"
+            )
         if not self.records:
             return float("nan")
         return float(np.mean([getattr(r, attr) for r in self.records]))
@@ -292,7 +327,9 @@ def evaluate(
     Returns:
         The :class:`EvalResult`.
     """
-    examples = list(examples)
+    check_positive("max_new_tokens", max_new_tokens, where="evaluate")
+    check_positive("batch_size", batch_size, where="evaluate")
+    examples = check_items("examples", examples, Example, where="evaluate")
     if not examples:
         raise InputError("no examples to evaluate")
     if subject.tokenizer is None:

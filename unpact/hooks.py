@@ -243,7 +243,7 @@ def hooked(
     if isinstance(hooks, Mapping):
         for name, fns in hooks.items():
             for fn in fns if isinstance(fns, (list, tuple)) else [fns]:
-                items.append((name, fn))
+                items.append((name, fn))  # type: ignore[arg-type]
     else:
         items = list(hooks)
     sites: dict[str, _Site] = {}

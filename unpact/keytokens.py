@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from unpact.errors import InputError, UnknownNameError, check_count
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -86,7 +88,9 @@ def is_candidate(word: str, answer: str | None = None) -> bool:
     return True
 
 
-def positive_shares(scores: Sequence[float] | np.ndarray, mask: Sequence[bool] | np.ndarray | None = None) -> np.ndarray:
+def positive_shares(
+    scores: Sequence[float] | np.ndarray, mask: Sequence[bool] | np.ndarray | None = None
+) -> np.ndarray:
     """Normalised positive contributions.
 
     Args:
@@ -98,12 +102,12 @@ def positive_shares(scores: Sequence[float] | np.ndarray, mask: Sequence[bool] |
     """
     s = np.asarray(scores, dtype=np.float64).copy()
     if s.ndim != 1:
-        raise ValueError(f"scores must be 1-D (one per word), got shape {s.shape}")
+        raise InputError(f"scores must be 1-D (one per word), got shape {s.shape}", source="positive_shares")
     s[~np.isfinite(s)] = 0.0
     if mask is not None:
         m = np.asarray(mask, dtype=bool)
         if m.shape != s.shape:
-            raise ValueError(f"mask shape {m.shape} does not match scores {s.shape}")
+            raise InputError(f"mask shape {m.shape} does not match scores {s.shape}", source="positive_shares")
         s[~m] = 0.0
     pos = np.clip(s, 0.0, None)
     total = pos.sum()
@@ -138,12 +142,14 @@ def unpact_rule(
         Word indices in prompt order.
 
     Raises:
-        ValueError: If lengths differ or alpha/beta are out of range.
+        InputError: If lengths differ or alpha/beta are out of range.
     """
     if len(words) != len(scores):
-        raise ValueError(f"{len(words)} words but {len(scores)} scores; pass one score per word")
+        raise InputError(
+            f"{len(words)} words but {len(scores)} scores", source="unpact_rule", fix="pass one score per word"
+        )
     if not 0.0 <= alpha < 1.0 or beta < 1:
-        raise ValueError(f"need 0 <= alpha < 1 and beta >= 1 (got alpha={alpha}, beta={beta})")
+        raise InputError(f"need 0 <= alpha < 1 and beta >= 1 (got alpha={alpha}, beta={beta})", source="unpact_rule")
     cand = _candidates(words, answer, exclude)
     shares = positive_shares(scores, cand)
     positive = np.flatnonzero(shares > 0)
@@ -166,10 +172,11 @@ def drop_ranking(
     Only words with a strictly positive drop are returned, largest drop first.
 
     Raises:
-        ValueError: If the three sequences differ in length.
+        InputError: If the three sequences differ in length or ``k`` is negative.
     """
+    k = check_count("k", k, where="drop_ranking")
     if not len(words) == len(scores_before) == len(scores_after):
-        raise ValueError(
+        raise InputError(
             f"words/scores lengths differ ({len(words)}, {len(scores_before)}, {len(scores_after)}); "
             "attribute the same prompt with the same tokenizer on both models"
         )
@@ -204,10 +211,13 @@ def key_words(
         Distinct key words in prompt order.
 
     Raises:
-        ValueError: For an unknown rule, or ``drop``/``union`` without the unlearned attribution.
+        UnknownNameError: For an unknown rule.
+        InputError: ``drop``/``union`` without the unlearned attribution, or attributions of different words.
     """
     if rule not in ("unpact", "drop", "union"):
-        raise ValueError(f"unknown key-word rule {rule!r}; choose 'unpact', 'drop' or 'union'")
+        raise UnknownNameError(
+            f"unknown key-word rule {rule!r}", source="rule", fix="choose 'unpact', 'drop' or 'union'"
+        )
     if answer is None and getattr(base, "example", None) is not None:
         answer = base.example.answer
     words = list(base.words)
@@ -216,8 +226,16 @@ def key_words(
         idx |= set(unpact_rule(words, base.word_scores, alpha=alpha, beta=beta, answer=answer))
     if rule in ("drop", "union"):
         if unlearned is None:
-            raise ValueError(f"rule {rule!r} compares two models; pass the unlearned model's attribution")
+            raise InputError(
+                f"rule {rule!r} compares two models",
+                source="key_words",
+                fix="pass the unlearned model's attribution as unlearned=",
+            )
         if list(unlearned.words) != words:
-            raise ValueError("the two attributions split the prompt into different words; use the same prompt and tokenizer")
+            raise InputError(
+                "the two attributions split the prompt into different words",
+                source="key_words",
+                fix="attribute the same prompt with the same tokenizer on both models",
+            )
         idx |= set(drop_ranking(words, base.word_scores, unlearned.word_scores, k=k, answer=answer))
     return list(dict.fromkeys(words[i].strip() for i in sorted(idx)))

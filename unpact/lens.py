@@ -31,9 +31,10 @@ import numpy as np
 import torch
 
 from unpact._result import SavedResult
-from unpact.data import Example, InputError, encode
+from unpact.data import Example, encode
+from unpact.errors import InputError, check_items, check_positive
 from unpact.hooks import run_with_cache
-from unpact.models import Subject, frozen
+from unpact.models import Subject, check_finite, frozen
 from unpact.provenance import Provenance
 
 logger = logging.getLogger(__name__)
@@ -119,12 +120,16 @@ class LensTrajectory(SavedResult):
 
         ranks = self.answer_rank()
         answer = self.tokens[self.answer_span[0] : self.answer_span[1]]
-        rows = [{"layer": name, **{f"{j}:{tok}": int(r) for j, (tok, r) in enumerate(zip(answer, row))}}
-                for name, row in zip(self.layer_names, ranks)]
+        rows = [
+            {"layer": name, **{f"{j}:{tok}": int(r) for j, (tok, r) in enumerate(zip(answer, row))}}
+            for name, row in zip(self.layer_names, ranks)
+        ]
         fields = {"prompt": self.example.prompt, "answer": self.example.answer}
         if self.provenance is not None:
             fields["model"] = self.provenance.model
-        return result_html(f"Logit lens of example {self.example.id} (rank of gold token; 0 = top-1)", fields, table_html(rows))
+        return result_html(
+            f"Logit lens of example {self.example.id} (rank of gold token; 0 = top-1)", fields, table_html(rows)
+        )
 
     def to_dict(self, *, answer_only: bool = False) -> dict[str, Any]:
         """JSON-ready dict (without the full distributions)."""
@@ -193,9 +198,13 @@ def lens_diff(before: LensTrajectory, after: LensTrajectory) -> LensDiff:
         InputError: If the token sequences or layer counts differ.
     """
     if not np.array_equal(before.token_ids, after.token_ids):
-        raise InputError("cannot diff lens trajectories of different token sequences; use the same example and tokenizer")
+        raise InputError(
+            "cannot diff lens trajectories of different token sequences; use the same example and tokenizer"
+        )
     if before.layer_names != after.layer_names:
-        raise InputError(f"the models have different layers ({len(before.layer_names)} vs {len(after.layer_names)} rows)")
+        raise InputError(
+            f"the models have different layers ({len(before.layer_names)} vs {len(after.layer_names)} rows)"
+        )
     ans = before.answer_positions
     kl = kl_answer = None
     if before.logprobs is not None and after.logprobs is not None:
@@ -204,7 +213,7 @@ def lens_diff(before: LensTrajectory, after: LensTrajectory) -> LensDiff:
         kl_answer = kl[:, ans].mean(-1)
     else:
         logger.info("lens diff without KL: make both trajectories with keep_distributions=True")
-    name = lambda t: t.provenance.model if t.provenance else "?"  # noqa: E731
+    name = lambda t: t.provenance.model if t.provenance else "?"
     return LensDiff(
         example=before.example,
         layer_names=list(before.layer_names),
@@ -222,8 +231,9 @@ def lens_diff(before: LensTrajectory, after: LensTrajectory) -> LensDiff:
 
 
 def _layer_logprobs(subject: Subject, resid: torch.Tensor) -> torch.Tensor:
-    """``(..., seq, d_model)`` residual -> ``(..., seq, vocab)`` float32 log-probabilities."""
-    return torch.log_softmax(subject.decode_resid(subject.final_norm(resid)).float(), dim=-1)
+    """``(..., seq, d_model)`` residual -> ``(..., seq, vocab)`` float32 log-probabilities (NaN/inf refused)."""
+    logits = check_finite(subject, subject.decode_resid(subject.final_norm(resid)).float(), "lens logits")
+    return torch.log_softmax(logits, dim=-1)
 
 
 def logit_lens(
@@ -250,13 +260,14 @@ def logit_lens(
         One :class:`LensTrajectory` per example.
 
     Raises:
-        ValueError: If ``top_k`` or ``batch_size`` is not positive.
-        InputError: Malformed examples.
+        InputError: If ``top_k`` or ``batch_size`` is not a positive integer, for malformed
+            examples, or when a layer decodes to NaN/inf logits.
     """
-    if top_k < 1 or batch_size < 1:
-        raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
+    check_positive("top_k", top_k, where="logit_lens")
+    check_positive("batch_size", batch_size, where="logit_lens")
     if subject.tokenizer is None:
         raise InputError("this Subject has no tokenizer; load the model with its tokenizer")
+    examples = check_items("examples", examples, Example, where="logit_lens")
     if not examples:
         raise InputError("no examples given")
     tok = subject.tokenizer

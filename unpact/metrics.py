@@ -18,6 +18,8 @@ import math
 import re
 import string
 
+from unpact.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["normalize_text", "exact_match", "lenient_match", "rouge_l_recall", "wilson_interval"]
@@ -36,7 +38,7 @@ def normalize_text(text: str) -> str:
         The normalised string (``""`` for text with no words).
     """
     if not isinstance(text, str):
-        raise TypeError(f"normalize_text expects a str, got {type(text).__name__}")
+        raise InputError(f"expected a str, got {type(text).__name__} {text!r}", source="normalize_text")
     text = _PUNCT.sub(" ", text.lower())
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
@@ -101,7 +103,7 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
         ValueError: If ``k`` or ``n`` are negative or ``k > n``.
     """
     if n < 0 or k < 0 or k > n:
-        raise ValueError(f"wilson_interval needs 0 <= k <= n, got k={k}, n={n}")
+        raise InputError(f"wilson_interval needs 0 <= k <= n, got k={k}, n={n}", source="wilson_interval")
     if n == 0:
         return 0.0, 1.0
     phat = k / n

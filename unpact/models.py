@@ -58,13 +58,18 @@ class Subject:
 
     def __post_init__(self) -> None:
         spec, model = self.spec, self.model
-        fix = (f"fix the ArchSpec registered for {spec.model_type!r} "
-               "(unpact.register_architecture(ArchSpec(...), overwrite=True)); see docs/architecture.md")
+        fix = (
+            f"fix the ArchSpec registered for {spec.model_type!r} "
+            "(unpact.register_architecture(ArchSpec(...), overwrite=True)); see docs/architecture.md"
+        )
         try:
             blocks = resolve_path(model, spec.blocks)
             if not isinstance(blocks, (nn.ModuleList, nn.Sequential)):
-                raise ArchitectureError(f"{spec.blocks!r} must be a ModuleList of blocks, got {type(blocks).__name__}",
-                                        source=f"ArchSpec {spec.model_type!r}", fix=fix)
+                raise ArchitectureError(
+                    f"{spec.blocks!r} must be a ModuleList of blocks, got {type(blocks).__name__}",
+                    source=f"ArchSpec {spec.model_type!r}",
+                    fix=fix,
+                )
             self._modules = {
                 "embed": resolve_path(model, spec.embed),
                 "blocks": list(blocks),
@@ -75,13 +80,17 @@ class Subject:
                 "mlp": [resolve_path(b, spec.mlp) for b in blocks],
             }
         except AttributeError as exc:
-            raise ArchitectureError(f"{exc} ({type(model).__name__})", source=f"ArchSpec {spec.model_type!r}",
-                                    fix=fix) from exc
+            raise ArchitectureError(
+                f"{exc} ({type(model).__name__})", source=f"ArchSpec {spec.model_type!r}", fix=fix
+            ) from exc
         cfg = self.config
         n_layers = config_int(cfg, spec.n_layers_attr)
         if n_layers is not None and n_layers != len(blocks):
-            raise ArchitectureError(f"config says {n_layers} layers but {spec.blocks!r} holds {len(blocks)}",
-                                    source=f"ArchSpec {spec.model_type!r}", fix=fix)
+            raise ArchitectureError(
+                f"config says {n_layers} layers but {spec.blocks!r} holds {len(blocks)}",
+                source=f"ArchSpec {spec.model_type!r}",
+                fix=fix,
+            )
 
     # ----- parts -------------------------------------------------------------------------------
     @property
@@ -148,9 +157,11 @@ class Subject:
         proj = self.attn_out_proj(0)
         width = in_features(proj)
         if width % self.n_heads:
-            raise ArchitectureError(f"attention output width {width} is not divisible by {self.n_heads} heads",
-                                    source=f"ArchSpec {self.spec.model_type!r}",
-                                    fix="check the ArchSpec's attn_out_proj path and n_heads_attr")
+            raise ArchitectureError(
+                f"attention output width {width} is not divisible by {self.n_heads} heads",
+                source=f"ArchSpec {self.spec.model_type!r}",
+                fix="check the ArchSpec's attn_out_proj path and n_heads_attr",
+            )
         return width // self.n_heads
 
     @property
@@ -335,8 +346,9 @@ def _check_device(device: str | torch.device | None) -> None:
     except (RuntimeError, TypeError) as exc:
         raise InputError(f"unknown device {device!r} ({exc})", source="device", fix="use cpu, cuda or cuda:N") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked for, but torch sees no CUDA device here", source="device",
-                         fix="use device='cpu'")
+        raise InputError(
+            f"device {device!r} asked for, but torch sees no CUDA device here", source="device", fix="use device='cpu'"
+        )
 
 
 def load_model(
@@ -381,19 +393,22 @@ def load_model(
         bridge = model
         hf = getattr(model, "original_model", None)
         if hf is None:
-            raise ModelLoadError("this TransformerBridge does not expose original_model", source="load_model",
-                                 fix="pass the Hugging Face model it wraps instead")
+            raise ModelLoadError(
+                "this TransformerBridge does not expose original_model",
+                source="load_model",
+                fix="pass the Hugging Face model it wraps instead",
+            )
         tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         model = hf
     if isinstance(model, (str, os.PathLike)):
         path = str(model)
         model_dir = check_model_dir(path)
+        if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):  # cheap: before the weights
+            tokenizer = load_tokenizer(str(tokenizer or model_dir), trust_remote_code)
         hf_model = from_pretrained(model_dir, path, torch_dtype, trust_remote_code)
         hf_model.eval()
         if device is not None:
             hf_model.to(device)
-        if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-            tokenizer = load_tokenizer(str(tokenizer or model_dir), trust_remote_code)
         name = name or path
         model = hf_model
     elif isinstance(model, nn.Module):
@@ -406,13 +421,17 @@ def load_model(
     else:
         raise InputError(
             f"load_model expects a model directory, a Hugging Face causal-LM module or a TransformerBridge, "
-            f"got {type(model).__name__}", source="load_model",
+            f"got {type(model).__name__}",
+            source="load_model",
         )
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type is None:
-        raise ModelLoadError(f"{type(model).__name__} has no config.model_type; is it a Hugging Face model?",
-                             source="load_model", fix="pass a transformers *ForCausalLM module or its directory")
+        raise ModelLoadError(
+            f"{type(model).__name__} has no config.model_type; is it a Hugging Face model?",
+            source="load_model",
+            fix="pass a transformers *ForCausalLM module or its directory",
+        )
     if name is None:
         name = str(getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "") or model_type)
     check_loaded(model, tokenizer, name)

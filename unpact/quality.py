@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from unpact.data import Example
+from unpact.errors import InputError, check_positive
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def brunet_index(text: str) -> float:
     if not w:
         return float("nan")
     n, v = len(w), len(set(w))
-    return float(n ** (v ** -0.165))
+    return float(n ** (v**-0.165))
 
 
 def honore_statistic(text: str) -> float:
@@ -93,7 +94,9 @@ def linguistic_score(text: str, perplexity: float) -> float:
     return float(len(parts) / sum(1.0 / p for p in parts))
 
 
-def response_perplexity(base: Any, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+def response_perplexity(
+    base: Any, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 32
+) -> np.ndarray:
     """Perplexity of each response given its prompt, under ``base`` (a Subject), teacher-forced.
 
     Args:
@@ -103,12 +106,20 @@ def response_perplexity(base: Any, prompts: Sequence[str], responses: Sequence[s
 
     Returns:
         ``(n,)`` ``exp(-mean log p(response tokens | prompt))``.
+
+    Raises:
+        InputError: Prompts and responses of different lengths, a bad batch size, or NaN/inf logits.
     """
     from unpact.data import encode
-    from unpact.models import frozen
+    from unpact.models import check_finite, frozen
 
+    check_positive("batch_size", batch_size, where="response_perplexity")
     if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        raise InputError(
+            f"{len(prompts)} prompts but {len(responses)} responses",
+            source="response_perplexity",
+            fix="pass one response per prompt",
+        )
     out = np.full(len(prompts), np.nan)
     todo = [i for i, r in enumerate(responses) if r and r.strip() and prompts[i].strip()]
     with frozen(base.model), torch.no_grad():
@@ -121,8 +132,10 @@ def response_perplexity(base: Any, prompts: Sequence[str], responses: Sequence[s
             for j, e in enumerate(encs):
                 ids[j, : len(e.input_ids)] = e.input_ids
                 mask[j, : len(e.input_ids)] = 1
-            logits = base.model(input_ids=ids.to(base.device), attention_mask=mask.to(base.device), use_cache=False).logits
-            logp = torch.log_softmax(logits.float(), -1).cpu()
+            logits = base.model(
+                input_ids=ids.to(base.device), attention_mask=mask.to(base.device), use_cache=False
+            ).logits
+            logp = torch.log_softmax(check_finite(base, logits.float()), -1).cpu()
             for j, e in enumerate(encs):
                 a, b = e.answer_span
                 lp = logp[j, a - 1 : b - 1].gather(1, e.input_ids[a:b, None]).mean().item()
@@ -202,7 +215,11 @@ def knowledge_rates(
     """
     j = judge or EntityOverlapJudge()
     if not isinstance(j, Judge):
-        raise TypeError(f"judge must have a judge(prediction, gold) method, got {type(j).__name__}")
+        raise InputError(
+            f"judge must have a judge(prediction, gold) method, got {type(j).__name__}",
+            source="judge",
+            fix="pass an object with judge(prediction, gold) -> Judgement, e.g. EntityOverlapJudge()",
+        )
     kfr = [j.judge(p, g).forgotten for p, g in forget_pairs]
     krr = [not j.judge(p, g).forgotten for p, g in retain_pairs]
     return {

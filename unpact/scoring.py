@@ -164,15 +164,25 @@ def score_outputs(
         ex = o.example
         pg = (perm or {}).get(ex.id)
         gens = tuple(o.samples)
-        recs.append(ItemRecord(
-            model=model, item=str(ex.id), attack=attack, split=split, prompt=ex.prompt, gold=ex.answer,
-            keywords=tuple(o.keywords), generated=gens,
-            lenient=any(lenient_match(g, ex.answer) for g in gens),
-            exact=any(exact_match(g, ex.answer) for g in gens),
-            rouge_l=float(max((rouge_l_recall(g, ex.answer) for g in gens), default=0.0)),
-            first_token_top1=bool(o.first_token_top1), answer_logprob=float(o.answer_logprob),
-            perm_gold=pg, perm_hit=bool(pg) and any(lenient_match(g, pg) for g in gens),
-        ))
+        recs.append(
+            ItemRecord(
+                model=model,
+                item=str(ex.id),
+                attack=attack,
+                split=split,
+                prompt=ex.prompt,
+                gold=ex.answer,
+                keywords=tuple(o.keywords),
+                generated=gens,
+                lenient=any(lenient_match(g, ex.answer) for g in gens),
+                exact=any(exact_match(g, ex.answer) for g in gens),
+                rouge_l=float(max((rouge_l_recall(g, ex.answer) for g in gens), default=0.0)),
+                first_token_top1=bool(o.first_token_top1),
+                answer_logprob=float(o.answer_logprob),
+                perm_gold=pg,
+                perm_hit=pg is not None and any(lenient_match(g, pg) for g in gens),
+            )
+        )
     return recs
 
 
@@ -214,7 +224,7 @@ class Rate:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Rate:
         """Inverse of :meth:`to_dict` (``None`` becomes ``nan``)."""
-        f = lambda x: float("nan") if x is None else float(x)  # noqa: E731
+        f = lambda x: float("nan") if x is None else float(x)
         return cls(int(d["k"]), int(d["n"]), f(d["rate"]), f(d["lo"]), f(d["hi"]))
 
     @property
@@ -353,20 +363,23 @@ def recovery_summary(
             ctl = [is_hit(r, criterion) for r in ctl_recs if r is not None]
         else:
             ctl = chance
-        for (i, r), h, c in zip(have, hits, chance):
+        for (i, _), h, c in zip(have, hits, chance):
             any_hit[i] = any_hit.get(i, False) or h
             any_chance[i] = any_chance.get(i, False) or c
         if control_model:
             for i, _ in have:
-                r = idx.get((control_model, i, a))
-                if r is not None:
-                    any_ctl[i] = any_ctl.get(i, False) or is_hit(r, criterion)
+                c_rec = idx.get((control_model, i, a))
+                if c_rec is not None:
+                    any_ctl[i] = any_ctl.get(i, False) or is_hit(c_rec, criterion)
         gains = [r.answer_logprob - idx[(model, i, "plain")].answer_logprob for i, r in have]
         base_kept = [hit(base, i, a) for i in known]
         retain_kept = [hit(model, i, a) for i in retain_ids if hit(model, i, "plain")]
         rr, cr = rate(hits), rate(ctl)
         recovery[a] = AttackRecovery(
-            rate=rr, control=cr, excess=excess(rr, cr), chance=rate(chance),
+            rate=rr,
+            control=cr,
+            excess=excess(rr, cr),
+            chance=rate(chance),
             base_kept=rate(h for h in base_kept if h is not None),
             retain_kept=rate(h for h in retain_kept if h is not None),
             logprob_gain=_r6(float(np.mean(gains))) if gains else None,
@@ -374,9 +387,12 @@ def recovery_summary(
     ra = rate(any_hit.values())
     ca = rate((any_ctl if control_model else any_chance).values())
     return RecoveryReport(
-        forget_acc=plain_rate(model, forget_ids), retain_acc=plain_rate(model, retain_ids), n_known=len(known),
+        forget_acc=plain_rate(model, forget_ids),
+        retain_acc=plain_rate(model, retain_ids),
+        n_known=len(known),
         forgotten=rate(hit(model, i, "plain") is False for i in known),
-        control="retain_only" if control_model else "permuted_gold", recovery=recovery,
+        control="retain_only" if control_model else "permuted_gold",
+        recovery=recovery,
         recovery_any=AttackRecovery(rate=ra, control=ca, excess=excess(ra, ca), chance=rate(any_chance.values())),
     )
 
@@ -402,13 +418,17 @@ class DestructiveRate:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (6 decimals; ``per_item`` is not included)."""
-        return {"rate": _r6(self.rate), "function_part": _r6(self.function_part),
-                "content_part": _r6(self.content_part), "n": self.n}
+        return {
+            "rate": _r6(self.rate),
+            "function_part": _r6(self.function_part),
+            "content_part": _r6(self.content_part),
+            "n": self.n,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DestructiveRate:
         """Inverse of :meth:`to_dict` (``per_item`` comes back empty)."""
-        f = lambda x: float("nan") if x is None else float(x)  # noqa: E731
+        f = lambda x: float("nan") if x is None else float(x)
         return cls(f(d["rate"]), f(d["function_part"]), f(d["content_part"]), int(d["n"]), np.zeros(0))
 
 
@@ -432,7 +452,9 @@ def destructive_rate(before: Sequence[Any], after: Sequence[Any]) -> Destructive
     per, fparts, cparts = [], [], []
     for b, a in zip(before, after):
         if list(b.words) != list(a.words):
-            raise ValueError("paired attributions split the prompt into different words; use the same prompt and tokenizer")
+            raise ValueError(
+                "paired attributions split the prompt into different words; use the same prompt and tokenizer"
+            )
         d = np.abs(positive_shares(a.word_scores) - positive_shares(b.word_scores))
         fw = np.array([is_function_word(w) for w in b.words], dtype=bool)
         per.append(0.5 * d.sum())
@@ -440,8 +462,9 @@ def destructive_rate(before: Sequence[Any], after: Sequence[Any]) -> Destructive
         cparts.append(0.5 * d[~fw].sum())
     if not per:
         return DestructiveRate(float("nan"), float("nan"), float("nan"), 0, np.zeros(0))
-    return DestructiveRate(float(np.mean(per)), float(np.mean(fparts)), float(np.mean(cparts)), len(per),
-                           np.asarray(per, dtype=np.float64))
+    return DestructiveRate(
+        float(np.mean(per)), float(np.mean(fparts)), float(np.mean(cparts)), len(per), np.asarray(per, dtype=np.float64)
+    )
 
 
 def attention_shift(before: Sequence[Any], after: Sequence[Any], keywords: Sequence[Sequence[str]]) -> float:

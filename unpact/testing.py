@@ -22,7 +22,16 @@ from unpact.models import Subject, load_model
 __all__ = ["TINY_ARCHITECTURES", "tiny_tokenizer", "tiny_model", "tiny_subject"]
 
 TINY_ARCHITECTURES: tuple[str, ...] = (
-    "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "opt",
+    "gpt2",
+    "gpt_neox",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "phi3",
+    "opt",
 )
 
 _CORPUS = [
@@ -45,27 +54,51 @@ def tiny_tokenizer(vocab_size: int = 384) -> Any:
 def _config(arch: str, vocab: int, **over: Any) -> Any:
     import transformers as tf
 
-    common = dict(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    llama_like = dict(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, head_dim=16, tie_word_embeddings=False,
+    common: dict[str, Any] = dict(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    llama_like: dict[str, Any] = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        head_dim=16,
+        tie_word_embeddings=False,
     )
+    cfg: Any
     if arch == "gpt2":
         cfg = tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, **common)
     elif arch == "gpt_neox":
-        cfg = tf.GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                               num_attention_heads=4, max_position_embeddings=128, **common)
+        cfg = tf.GPTNeoXConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+            **common,
+        )
     elif arch == "opt":
-        cfg = tf.OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
-                           max_position_embeddings=128, word_embed_proj_dim=64, **common)
+        cfg = tf.OPTConfig(
+            hidden_size=64,
+            ffn_dim=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+            word_embed_proj_dim=64,
+            **common,
+        )
     elif arch == "phi3":
         cfg = tf.Phi3Config(**{**llama_like, "head_dim": None}, **common)
         if hasattr(cfg, "head_dim"):
             cfg.head_dim = 16
     else:
         cls = {
-            "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
-            "qwen3": tf.Qwen3Config, "gemma": tf.GemmaConfig, "gemma2": tf.Gemma2Config,
+            "llama": tf.LlamaConfig,
+            "mistral": tf.MistralConfig,
+            "qwen2": tf.Qwen2Config,
+            "qwen3": tf.Qwen3Config,
+            "gemma": tf.GemmaConfig,
+            "gemma2": tf.Gemma2Config,
         }.get(arch)
         if cls is None:
             raise ValueError(f"no tiny config for {arch!r}; choose from {TINY_ARCHITECTURES}")

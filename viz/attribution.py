@@ -131,7 +131,9 @@ def token_heatmap(
     width = grids[0][1].shape[1]
     lim = symmetric_limit(*[s for _, s in panels[:2]])
     dlim = symmetric_limit(panels[2][1]) if has_diff else 1.0
-    fig = Figure(figsize=(max(7.0, 0.95 * width + 2.0), 0.9 + len(grids) * (0.55 * n_lines + 0.55)), layout="constrained")
+    fig = Figure(
+        figsize=(max(7.0, 0.95 * width + 2.0), 0.9 + len(grids) * (0.55 * n_lines + 0.55)), layout="constrained"
+    )
     axes = fig.subplots(len(grids), 1, squeeze=False)[:, 0]
     for i, (ax, (name, grid, text)) in enumerate(zip(axes, grids)):
         is_diff = has_diff and i == 2
@@ -149,8 +151,17 @@ def token_heatmap(
                     continue
                 shown = label if len(label) <= 12 else label[:11] + "\u2026"
                 dark = abs(grid[r, c]) > 0.6 * (dlim if is_diff else lim)
-                ax.text(c, r, shown, ha="center", va="center", fontsize=8, family="monospace",
-                        color="white" if dark else "black", parse_math=False)
+                ax.text(
+                    c,
+                    r,
+                    shown,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    family="monospace",
+                    color="white" if dark else "black",
+                    parse_math=False,
+                )
                 if r * width + c in keys:
                     ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.2))
         ax.set_xticks([])
@@ -160,7 +171,9 @@ def token_heatmap(
         ax.set_title(name, fontsize=10, loc="left")
         cb = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
         cb.set_label("difference" if is_diff else ("share" if values == "share" else "score"), fontsize=8)
-    fig.suptitle(_mpl_safe(title or _default_title(base, values) + ("  (framed: key tokens)" if keys else "")), fontsize=11)
+    fig.suptitle(
+        _mpl_safe(title or _default_title(base, values) + ("  (framed: key tokens)" if keys else "")), fontsize=11
+    )
     return fig
 
 
@@ -196,7 +209,9 @@ def token_heatmap_plotly(
     words, panels, has_diff = _panels(base, unlearned, level, values, labels)
     keys = key_indices(base, level, key)
     n = len(panels)
-    fig = make_subplots(rows=n, cols=1, subplot_titles=[_esc(name) for name, _ in panels], vertical_spacing=0.12 / max(n - 1, 1))
+    fig = make_subplots(
+        rows=n, cols=1, subplot_titles=[_esc(name) for name, _ in panels], vertical_spacing=0.12 / max(n - 1, 1)
+    )
     lim = symmetric_limit(*[s for _, s in panels[:2]])
     dlim = symmetric_limit(panels[2][1]) if has_diff else 1.0
     n_lines = 1
@@ -221,8 +236,12 @@ def token_heatmap_plotly(
                 zmid=0,
                 xgap=2,
                 ygap=2,
-                colorbar={"len": 0.8 / n, "y": top - 0.5 / n, "yanchor": "middle",
-                          "title": {"text": "diff" if is_diff else ("share" if values == "share" else "score")}},
+                colorbar={
+                    "len": 0.8 / n,
+                    "y": top - 0.5 / n,
+                    "yanchor": "middle",
+                    "title": {"text": "diff" if is_diff else ("share" if values == "share" else "score")},
+                },
             ),
             row=i + 1,
             col=1,
@@ -230,25 +249,51 @@ def token_heatmap_plotly(
         for k in keys:
             r, c = divmod(k, width)
             if r < n_lines:
-                fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
-                              line={"color": "black", "width": 3}, row=i + 1, col=1)
+                fig.add_shape(
+                    type="rect",
+                    x0=c - 0.5,
+                    x1=c + 0.5,
+                    y0=r - 0.5,
+                    y1=r + 0.5,
+                    line={"color": "black", "width": 3},
+                    row=i + 1,
+                    col=1,
+                )
         fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=i + 1, col=1)
-        fig.update_yaxes(autorange="reversed", showgrid=False, zeroline=False, title_text=f"{level} line",
-                         tickvals=list(range(n_lines)), ticktext=[str(r * width) for r in range(n_lines)], row=i + 1, col=1)
+        fig.update_yaxes(
+            autorange="reversed",
+            showgrid=False,
+            zeroline=False,
+            title_text=f"{level} line",
+            tickvals=list(range(n_lines)),
+            ticktext=[str(r * width) for r in range(n_lines)],
+            row=i + 1,
+            col=1,
+        )
     heading = title or _default_title(base, values) + ("  (framed: key tokens)" if keys else "")
-    fig.update_layout(title={"text": _esc(heading)}, height=140 + n * (60 + 38 * n_lines), margin={"l": 60, "r": 40, "t": 80, "b": 20},
-                      plot_bgcolor="white")
+    fig.update_layout(
+        title={"text": _esc(heading)},
+        height=140 + n * (60 + 38 * n_lines),
+        margin={"l": 60, "r": 40, "t": 80, "b": 20},
+        plot_bgcolor="white",
+    )
     return fig
 
 
 def _matrix(attr: Any) -> tuple[np.ndarray, list[str], list[str]]:
-    m = np.asarray(first_attr(attr, ("matrix",), what="the answer x prompt matrix (compute with per_answer_token=True)"),
-                   dtype=float)
+    m = np.asarray(
+        first_attr(attr, ("matrix",), what="the answer x prompt matrix (compute with per_answer_token=True)"),
+        dtype=float,
+    )
     if m.ndim != 2:
         raise VizInputError(f"matrix must be 2-D (answer tokens x prompt tokens), got shape {m.shape}")
     prompt = [visible(t) for t in (getattr(attr, "tokens", None) or [f"p{j}" for j in range(m.shape[1])])]
     answer = getattr(attr, "answer_tokens", None)
-    answer = [visible(t) for t in answer] if answer is not None and len(answer) == m.shape[0] else [f"a{i}" for i in range(m.shape[0])]
+    answer = (
+        [visible(t) for t in answer]
+        if answer is not None and len(answer) == m.shape[0]
+        else [f"a{i}" for i in range(m.shape[0])]
+    )
     if len(prompt) != m.shape[1]:
         prompt = [f"p{j}" for j in range(m.shape[1])]
     return m, answer, prompt
@@ -294,10 +339,24 @@ def attribution_matrix_plotly(attr: Any, *, title: str | None = None) -> Any:
     lim = symmetric_limit(m)
     xs = [f"{j}:{_esc(t)}" for j, t in enumerate(prompt)]
     ys = [f"{i}:{_esc(t)}" for i, t in enumerate(answer)]
-    fig = go.Figure(go.Heatmap(z=m, x=xs, y=ys, colorscale=PLOTLY_DIVERGING, zmin=-lim, zmax=lim, zmid=0,
-                               colorbar={"title": {"text": "score"}},
-                               hovertemplate="answer %{y}<br>prompt %{x}<br>score %{z:.4g}<extra></extra>"))
-    fig.update_layout(title={"text": _esc(title or "Attribution of each answer token to each prompt token")},
-                      xaxis_title="prompt token", yaxis_title="answer token", height=260 + 22 * len(answer))
+    fig = go.Figure(
+        go.Heatmap(
+            z=m,
+            x=xs,
+            y=ys,
+            colorscale=PLOTLY_DIVERGING,
+            zmin=-lim,
+            zmax=lim,
+            zmid=0,
+            colorbar={"title": {"text": "score"}},
+            hovertemplate="answer %{y}<br>prompt %{x}<br>score %{z:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title={"text": _esc(title or "Attribution of each answer token to each prompt token")},
+        xaxis_title="prompt token",
+        yaxis_title="answer token",
+        height=260 + 22 * len(answer),
+    )
     fig.update_yaxes(autorange="reversed")
     return fig

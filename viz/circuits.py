@@ -42,7 +42,10 @@ def _split_edge(edge: Any) -> Edge:
             if sep in edge:
                 a, b = edge.split(sep, 1)
                 return a.strip(), b.strip()
-    src, dst = getattr(edge, "src", None) or getattr(edge, "source", None), getattr(edge, "dst", None) or getattr(edge, "target", None)
+    src, dst = (
+        getattr(edge, "src", None) or getattr(edge, "source", None),
+        getattr(edge, "dst", None) or getattr(edge, "target", None),
+    )
     if src is not None and dst is not None:
         return str(src), str(dst)
     raise VizInputError(f"cannot read an edge from {edge!r}: expected (src, dst), 'src->dst' or an object with src/dst")
@@ -118,7 +121,10 @@ def node_layout(nodes: Iterable[str]) -> dict[str, tuple[float, float]]:
     cols = {n: (last if not np.isfinite(c) else c) for n, c in cols.items()}
     pos: dict[str, tuple[float, float]] = {}
     for c in sorted(set(cols.values())):
-        members = sorted((n for n in nodes if cols[n] == c), key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
+        members = sorted(
+            (n for n in nodes if cols[n] == c),
+            key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)],
+        )
         for i, n in enumerate(members):
             pos[n] = (c, i - (len(members) - 1) / 2.0)
     return pos
@@ -132,7 +138,7 @@ def _categorised(first: Any, second: Any | None, k: int) -> list[tuple[Edge, flo
     """
     lost = getattr(first, "lost", None)
     if second is None and lost is not None and getattr(first, "gained", None) is not None:
-        out = []
+        out: list[tuple[Any, ...]] = []
         for cat, attr in (("kept", "kept"), ("kept", "reweighted"), ("lost", "lost"), ("gained", "gained")):
             items = getattr(first, attr, None)
             if items is not None and not (cat == "kept" and any(c == "kept" for _, _, c in out)):
@@ -180,27 +186,66 @@ def circuit_graph_plotly(first: Any, second: Any | None = None, *, k: int = 30, 
     for (edge, score, cat), width in zip(edges, _widths(edges)):
         (x0, y0), (x1, y1) = pos[edge[0]], pos[edge[1]]
         st = _STYLES[cat]
-        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", line={"color": st["color"], "width": width, "dash": st["dash"]},
-                                 opacity=0.85, name=st["label"], legendgroup=cat, showlegend=cat not in shown, hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=[x0, x1],
+                y=[y0, y1],
+                mode="lines",
+                line={"color": st["color"], "width": width, "dash": st["dash"]},
+                opacity=0.85,
+                name=st["label"],
+                legendgroup=cat,
+                showlegend=cat not in shown,
+                hoverinfo="skip",
+            )
+        )
         shown.add(cat)
         mx, my, mt = mids.setdefault(cat, ([], [], []))
         mx.append((x0 + x1) / 2)
         my.append((y0 + y1) / 2)
         mt.append(f"{_esc(edge[0])} \u2192 {_esc(edge[1])}<br>score {score:.4g}<br>{cat}")
     for cat, (mx, my, mt) in mids.items():
-        fig.add_trace(go.Scatter(x=mx, y=my, mode="markers", marker={"size": 6, "color": _STYLES[cat]["color"], "opacity": 0.4},
-                                 hovertext=mt, hoverinfo="text", showlegend=False, legendgroup=cat))
+        fig.add_trace(
+            go.Scatter(
+                x=mx,
+                y=my,
+                mode="markers",
+                marker={"size": 6, "color": _STYLES[cat]["color"], "opacity": 0.4},
+                hovertext=mt,
+                hoverinfo="text",
+                showlegend=False,
+                legendgroup=cat,
+            )
+        )
     names = list(pos)
-    fig.add_trace(go.Scatter(x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], mode="markers+text",
-                             text=[_esc(n) for n in names], textposition="top center", hovertext=[_esc(n) for n in names],
-                             hoverinfo="text", marker={"size": 13, "color": "#1f77b4", "line": {"color": "white", "width": 1}},
-                             name="node", showlegend=False))
-    fig.update_xaxes(title_text="depth (embeddings \u2192 attention / MLP per layer \u2192 logits)", showticklabels=False, showgrid=False,
-                     zeroline=False)
+    fig.add_trace(
+        go.Scatter(
+            x=[pos[n][0] for n in names],
+            y=[pos[n][1] for n in names],
+            mode="markers+text",
+            text=[_esc(n) for n in names],
+            textposition="top center",
+            hovertext=[_esc(n) for n in names],
+            hoverinfo="text",
+            marker={"size": 13, "color": "#1f77b4", "line": {"color": "white", "width": 1}},
+            name="node",
+            showlegend=False,
+        )
+    )
+    fig.update_xaxes(
+        title_text="depth (embeddings \u2192 attention / MLP per layer \u2192 logits)",
+        showticklabels=False,
+        showgrid=False,
+        zeroline=False,
+    )
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
     n_rows = max((sum(1 for p in pos.values() if p[0] == c) for c in {p[0] for p in pos.values()}), default=1)
-    fig.update_layout(title={"text": _esc(title or f"Circuit: top {k} edges by |score|")}, plot_bgcolor="white",
-                      height=max(360, 120 + 45 * n_rows), legend={"orientation": "h", "y": -0.08})
+    fig.update_layout(
+        title={"text": _esc(title or f"Circuit: top {k} edges by |score|")},
+        plot_bgcolor="white",
+        height=max(360, 120 + 45 * n_rows),
+        legend={"orientation": "h", "y": -0.08},
+    )
     return fig
 
 
@@ -219,7 +264,9 @@ def circuit_graph(first: Any, second: Any | None = None, *, k: int = 30, title: 
     pos = node_layout([n for (e, _, _) in edges for n in e])
     xs = [p[0] for p in pos.values()]
     ys = [p[1] for p in pos.values()]
-    fig = Figure(figsize=(max(6.0, 1.1 * (max(xs) - min(xs) + 2)), max(3.5, 0.6 * (max(ys) - min(ys) + 2))), layout="constrained")
+    fig = Figure(
+        figsize=(max(6.0, 1.1 * (max(xs) - min(xs) + 2)), max(3.5, 0.6 * (max(ys) - min(ys) + 2))), layout="constrained"
+    )
     ax = fig.subplots()
     mpl_dash = {"solid": "-", "dash": "--"}
     for (edge, _score, cat), width in zip(edges, _widths(edges)):
@@ -230,8 +277,17 @@ def circuit_graph(first: Any, second: Any | None = None, *, k: int = 30, title: 
     for n, (x, y) in pos.items():
         ax.text(x, y + 0.18, n, ha="center", va="bottom", fontsize=8, parse_math=False)
     cats = sorted({c for _, _, c in edges}, key=list(_STYLES).index)
-    ax.legend(handles=[Line2D([0], [0], color=_STYLES[c]["color"], linestyle=mpl_dash[_STYLES[c]["dash"]], label=_STYLES[c]["label"])
-                       for c in cats], loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=len(cats), frameon=False)
+    handles: list[Any] = [
+        Line2D(
+            [0],
+            [0],
+            color=_STYLES[c]["color"],
+            linestyle=mpl_dash[_STYLES[c]["dash"]],  # type: ignore[arg-type]
+            label=_STYLES[c]["label"],
+        )
+        for c in cats
+    ]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=len(cats), frameon=False)
     ax.set_axis_off()
     ax.set_title(title or f"Circuit: top {k} edges by |score|", fontsize=10)
     return fig

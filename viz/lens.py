@@ -98,18 +98,30 @@ def lens_grid(traj: Any, *, value: Value = "rank", title: str | None = None) -> 
     arr = _values(traj, value)
     shown, label = _shown(arr, value)
     cols = _positions(traj, arr.shape[1])
-    fig = Figure(figsize=(max(6.0, 0.45 * arr.shape[1] + 2.5), max(3.0, 0.35 * arr.shape[0] + 1.8)), layout="constrained")
+    fig = Figure(
+        figsize=(max(6.0, 0.45 * arr.shape[1] + 2.5), max(3.0, 0.35 * arr.shape[0] + 1.8)), layout="constrained"
+    )
     ax = fig.subplots()
-    im = ax.imshow(shown, origin="lower", aspect="auto", cmap="viridis_r" if value == "rank" else "viridis",
-                   vmin=0, vmax=None if value == "rank" else 1.0)
+    im = ax.imshow(
+        shown,
+        origin="lower",
+        aspect="auto",
+        cmap="viridis_r" if value == "rank" else "viridis",
+        vmin=0,
+        vmax=None if value == "rank" else 1.0,
+    )
     ax.set_xticks(range(len(cols)))
     ax.set_xticklabels([c.replace("$", r"\$") for c in cols], rotation=90, fontsize=8, family="monospace")
     ax.set_yticks(range(arr.shape[0]))
     ax.set_yticklabels(["emb"] + [str(i) for i in range(arr.shape[0] - 1)], fontsize=8)
     ax.set_xlabel("position (input token)")
     ax.set_ylabel("layer")
-    ax.set_title((title or f"Logit lens: {'rank' if value == 'rank' else 'probability'} of the gold next token").replace("$", r"\$"),
-                 fontsize=10)
+    ax.set_title(
+        (title or f"Logit lens: {'rank' if value == 'rank' else 'probability'} of the gold next token").replace(
+            "$", r"\$"
+        ),
+        fontsize=10,
+    )
     fig.colorbar(im, ax=ax, label=label)
     return fig
 
@@ -132,12 +144,27 @@ def lens_grid_plotly(traj: Any, *, value: Value = "rank", title: str | None = No
     custom_arr = np.stack([arr, custom], axis=-1) if custom is not None else arr[..., None]
     if custom is not None:
         hover += "<br>gold %{customdata[1]}"
-    fig = go.Figure(go.Heatmap(z=shown, x=cols, y=rows, customdata=custom_arr, hovertemplate=hover + "<extra></extra>",
-                               colorscale="Viridis", reversescale=value == "rank", zmin=0,
-                               zmax=None if value == "rank" else 1.0, colorbar={"title": {"text": label}}))
+    fig = go.Figure(
+        go.Heatmap(
+            z=shown,
+            x=cols,
+            y=rows,
+            customdata=custom_arr,
+            hovertemplate=hover + "<extra></extra>",
+            colorscale="Viridis",
+            reversescale=value == "rank",
+            zmin=0,
+            zmax=None if value == "rank" else 1.0,
+            colorbar={"title": {"text": label}},
+        )
+    )
     fig.update_layout(
-        title={"text": _esc(title or f"Logit lens: {'rank' if value == 'rank' else 'probability'} of the gold next token")},
-        xaxis_title="position (input token)", yaxis_title="layer", height=260 + 24 * arr.shape[0],
+        title={
+            "text": _esc(title or f"Logit lens: {'rank' if value == 'rank' else 'probability'} of the gold next token")
+        },
+        xaxis_title="position (input token)",
+        yaxis_title="layer",
+        height=260 + 24 * arr.shape[0],
     )
     return fig
 
@@ -223,8 +250,15 @@ def lens_curves_plotly(
     xs = ["emb"] + [f"L{i}" for i in range(n - 1)]
     fig = go.Figure()
     for curve, name, dash in zip(curves, labels, ("solid", "dash")):
-        fig.add_trace(go.Scatter(x=xs, y=curve + 1.0 if value == "rank" else curve, name=_esc(name), mode="lines+markers",
-                                 line={"dash": dash}))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=curve + 1.0 if value == "rank" else curve,
+                name=_esc(name),
+                mode="lines+markers",
+                line={"dash": dash},
+            )
+        )
     if value == "rank":
         fig.update_yaxes(type="log", autorange="reversed", title_text="rank of gold token + 1 (1 = top-1)")
     else:

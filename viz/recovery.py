@@ -55,9 +55,16 @@ def _row(name: str, d: Mapping[str, Any]) -> dict[str, Any]:
     rate = _num(d, _RATE_KEYS)
     if rate is None:
         raise VizInputError(f"attack {name!r}: no recovery rate (one of {_RATE_KEYS}) in {sorted(d)}")
-    inner = d.get("rate") if isinstance(d.get("rate"), Mapping) else d  # unpact.scoring Rate dicts: {k, n, rate, lo, hi}
-    row: dict[str, Any] = {"attack": str(d.get("attack", d.get("name", name))), "rate": rate,
-                           "ci": _interval(inner) or _interval(d), "n": inner.get("n", d.get("n"))}
+    nested = d.get("rate")
+    inner: Mapping[str, Any] = (
+        nested if isinstance(nested, Mapping) else d
+    )  # unpact.scoring Rate dicts: {k, n, rate, lo, hi}
+    row: dict[str, Any] = {
+        "attack": str(d.get("attack", d.get("name", name))),
+        "rate": rate,
+        "ci": _interval(inner) or _interval(d),
+        "n": inner.get("n", d.get("n")),
+    }
     control = d.get("control")
     if isinstance(control, Mapping):
         row["control"] = _num(control, _RATE_KEYS)
@@ -123,19 +130,37 @@ def recovery_chart_plotly(source: Any, *, title: str | None = None) -> Any:
     names = [_esc(r["attack"]) for r in rows]
     fig = go.Figure()
     err = _err(rows, "rate", "ci")
-    fig.add_trace(go.Bar(x=names, y=[r["rate"] for r in rows], name="unlearned model", marker_color="#d62728",
-                         error_y={"type": "data", "symmetric": False, "array": err[1], "arrayminus": err[0]} if err else None,
-                         customdata=[r.get("n") if r.get("n") is not None else "" for r in rows],
-                         hovertemplate="%{x}<br>recovery %{y:.3f}<br>n %{customdata}<extra></extra>"))
+    fig.add_trace(
+        go.Bar(
+            x=names,
+            y=[r["rate"] for r in rows],
+            name="unlearned model",
+            marker_color="#d62728",
+            error_y={"type": "data", "symmetric": False, "array": err[1], "arrayminus": err[0]} if err else None,
+            customdata=[r.get("n") if r.get("n") is not None else "" for r in rows],
+            hovertemplate="%{x}<br>recovery %{y:.3f}<br>n %{customdata}<extra></extra>",
+        )
+    )
     if any(r.get("control") is not None for r in rows):
         cerr = _err(rows, "control", "control_ci")
-        fig.add_trace(go.Bar(x=names, y=[r.get("control") for r in rows], name="control (never saw the facts)",
-                             marker_color="#7f7f7f",
-                             error_y={"type": "data", "symmetric": False, "array": cerr[1], "arrayminus": cerr[0]} if cerr else None,
-                             hovertemplate="%{x}<br>control %{y:.3f}<extra></extra>"))
-    fig.update_layout(barmode="group", title={"text": _esc(title or "Recovery of forgotten answers per attack (95% CI)")},
-                      yaxis={"title": {"text": "recovery rate"}, "range": [0, 1.05]}, xaxis_title="attack", height=420,
-                      legend={"orientation": "h", "y": 1.08})
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=[r.get("control") for r in rows],
+                name="control (never saw the facts)",
+                marker_color="#7f7f7f",
+                error_y={"type": "data", "symmetric": False, "array": cerr[1], "arrayminus": cerr[0]} if cerr else None,
+                hovertemplate="%{x}<br>control %{y:.3f}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        title={"text": _esc(title or "Recovery of forgotten answers per attack (95% CI)")},
+        yaxis={"title": {"text": "recovery rate"}, "range": [0, 1.05]},
+        xaxis_title="attack",
+        height=420,
+        legend={"orientation": "h", "y": 1.08},
+    )
     return fig
 
 
@@ -154,12 +179,26 @@ def recovery_chart(source: Any, *, title: str | None = None) -> Any:
     fig = Figure(figsize=(max(5.5, 1.1 * len(rows) + 2), 4.0), layout="constrained")
     ax = fig.subplots()
     err = _err(rows, "rate", "ci")
-    ax.bar(x - (w / 2 if has_control else 0), [r["rate"] for r in rows], w, color="#d62728", label="unlearned model",
-           yerr=np.array(err) if err else None, capsize=3)
+    ax.bar(
+        x - (w / 2 if has_control else 0),
+        [r["rate"] for r in rows],
+        w,
+        color="#d62728",
+        label="unlearned model",
+        yerr=np.array(err) if err else None,
+        capsize=3,
+    )
     if has_control:
         cerr = _err(rows, "control", "control_ci")
-        ax.bar(x + w / 2, [r.get("control") or 0.0 for r in rows], w, color="#7f7f7f", label="control (never saw the facts)",
-               yerr=np.array(cerr) if cerr else None, capsize=3)
+        ax.bar(
+            x + w / 2,
+            [r.get("control") or 0.0 for r in rows],
+            w,
+            color="#7f7f7f",
+            label="control (never saw the facts)",
+            yerr=np.array(cerr) if cerr else None,
+            capsize=3,
+        )
     ax.set_xticks(x)
     ax.set_xticklabels([r["attack"].replace("$", r"\$") for r in rows], rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
@@ -178,8 +217,15 @@ def _dilemma_points(rows: Sequence[Mapping[str, Any]], x: str, y: str) -> list[d
         xv, yv = r.get(x), r.get(y)
         if not isinstance(xv, (int, float)) or not isinstance(yv, (int, float)):
             raise VizInputError(f"row {i} ({r.get('method', '?')!r}) lacks numeric {x!r} and {y!r}; keys: {sorted(r)}")
-        pts.append({"method": str(r.get("method", r.get("name", i))), "x": float(xv), "y": float(yv),
-                    "x_ci": _interval(r, f"{x}_"), "y_ci": _interval(r, f"{y}_")})
+        pts.append(
+            {
+                "method": str(r.get("method", r.get("name", i))),
+                "x": float(xv),
+                "y": float(yv),
+                "x_ci": _interval(r, f"{x}_"),
+                "y_ci": _interval(r, f"{y}_"),
+            }
+        )
     if not pts:
         raise VizInputError("no rows for the dilemma plot: pass one dict per unlearning method")
     return pts
@@ -190,7 +236,11 @@ def _label(key: str) -> str:
 
 
 def dilemma_plot_plotly(
-    rows: Sequence[Mapping[str, Any]], *, x: str = "retain_accuracy", y: str = "forget_accuracy", title: str | None = None
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    x: str = "retain_accuracy",
+    y: str = "forget_accuracy",
+    title: str | None = None,
 ) -> Any:
     """Plotly scatter of the unlearning dilemma: one point per method, ``y`` against ``x``.
 
@@ -208,21 +258,34 @@ def dilemma_plot_plotly(
     pts = _dilemma_points(rows, x, y)
     ex = _err([{"v": p["x"], "ci": p["x_ci"]} for p in pts], "v", "ci")
     ey = _err([{"v": p["y"], "ci": p["y_ci"]} for p in pts], "v", "ci")
-    fig = go.Figure(go.Scatter(
-        x=[p["x"] for p in pts], y=[p["y"] for p in pts], mode="markers+text", text=[_esc(p["method"]) for p in pts],
-        textposition="top center", marker={"size": 12, "color": "#9467bd"},
-        error_x={"type": "data", "symmetric": False, "array": ex[1], "arrayminus": ex[0]} if ex else None,
-        error_y={"type": "data", "symmetric": False, "array": ey[1], "arrayminus": ey[0]} if ey else None,
-        hovertemplate="%{text}<br>" + _label(x) + " %{x:.3f}<br>" + _label(y) + " %{y:.3f}<extra></extra>",
-    ))
-    fig.update_layout(title={"text": _esc(title or f"Unlearning dilemma: {_label(y)} vs {_label(x)}")},
-                      xaxis={"title": {"text": _label(x)}, "range": [-0.05, 1.05]},
-                      yaxis={"title": {"text": _label(y)}, "range": [-0.05, 1.1]}, height=440)
+    fig = go.Figure(
+        go.Scatter(
+            x=[p["x"] for p in pts],
+            y=[p["y"] for p in pts],
+            mode="markers+text",
+            text=[_esc(p["method"]) for p in pts],
+            textposition="top center",
+            marker={"size": 12, "color": "#9467bd"},
+            error_x={"type": "data", "symmetric": False, "array": ex[1], "arrayminus": ex[0]} if ex else None,
+            error_y={"type": "data", "symmetric": False, "array": ey[1], "arrayminus": ey[0]} if ey else None,
+            hovertemplate="%{text}<br>" + _label(x) + " %{x:.3f}<br>" + _label(y) + " %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title={"text": _esc(title or f"Unlearning dilemma: {_label(y)} vs {_label(x)}")},
+        xaxis={"title": {"text": _label(x)}, "range": [-0.05, 1.05]},
+        yaxis={"title": {"text": _label(y)}, "range": [-0.05, 1.1]},
+        height=440,
+    )
     return fig
 
 
 def dilemma_plot(
-    rows: Sequence[Mapping[str, Any]], *, x: str = "retain_accuracy", y: str = "forget_accuracy", title: str | None = None
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    x: str = "retain_accuracy",
+    y: str = "forget_accuracy",
+    title: str | None = None,
 ) -> Any:
     """Matplotlib version of :func:`dilemma_plot_plotly`; same arguments.
 
@@ -236,8 +299,15 @@ def dilemma_plot(
     ax = fig.subplots()
     ex = _err([{"v": p["x"], "ci": p["x_ci"]} for p in pts], "v", "ci")
     ey = _err([{"v": p["y"], "ci": p["y_ci"]} for p in pts], "v", "ci")
-    ax.errorbar([p["x"] for p in pts], [p["y"] for p in pts], xerr=np.array(ex) if ex else None,
-                yerr=np.array(ey) if ey else None, fmt="o", color="#9467bd", capsize=3)
+    ax.errorbar(
+        [p["x"] for p in pts],
+        [p["y"] for p in pts],
+        xerr=np.array(ex) if ex else None,
+        yerr=np.array(ey) if ey else None,
+        fmt="o",
+        color="#9467bd",
+        capsize=3,
+    )
     for p in pts:
         ax.annotate(p["method"], (p["x"], p["y"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlim(-0.05, 1.05)

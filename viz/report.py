@@ -63,9 +63,13 @@ def _esc(value: Any) -> str:
 
 
 def _fig_html(fig: Any, div_id: str) -> str:
-    return '<div class="fig">' + fig.to_html(
-        full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False, "responsive": True}
-    ) + "</div>"
+    return (
+        '<div class="fig">'
+        + fig.to_html(
+            full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False, "responsive": True}
+        )
+        + "</div>"
+    )
 
 
 class _Page:
@@ -79,7 +83,7 @@ class _Page:
     def section(self, title: str, fn: Callable[[], str]) -> None:
         try:
             body = fn()
-        except Exception as exc:  # noqa: BLE001 - report the failure on the page, keep going
+        except Exception as exc:
             logger.warning("report section %r failed: %s", title, exc)
             self.failures.append(title)
             body = f'<p class="note">This section could not be drawn: {_esc(type(exc).__name__)}: {_esc(exc)}</p>'
@@ -97,8 +101,10 @@ _VERDICT_CLASS = {"suppression": "suppression", "removal": "removal"}
 def _verdict_html(name: str, verdict: Verdict | None) -> str:
     if verdict is None:
         return ""
-    out = (f'<div class="verdict {_VERDICT_CLASS.get(verdict.label, "other")}">Model <code>{_esc(name)}</code>: '
-           f'<b class="v">{_esc(verdict.label)}</b><div>{_esc(verdict.reason)}</div>')
+    out = (
+        f'<div class="verdict {_VERDICT_CLASS.get(verdict.label, "other")}">Model <code>{_esc(name)}</code>: '
+        f'<b class="v">{_esc(verdict.label)}</b><div>{_esc(verdict.reason)}</div>'
+    )
     facts = []
     if verdict.evidence_attack is not None:
         facts.append(f"evidence attack: {verdict.evidence_attack}")
@@ -125,29 +131,37 @@ def _summary_table(summary: AuditSummary) -> str:
     for name, m in summary.models.items():
         s = m.scores
         best = s.best_attack()
-        rows.append({
-            "model": name,
-            "forget acc": _pct_ci(s.forget_acc),
-            "retain acc": _pct_ci(s.retain_acc),
-            "forgotten": _pct_ci(s.forgotten),
-            "best attack": best[0] if best else "-",
-            "its recovery": _pct_ci(best[1].rate) if best else "-",
-            "its control": _pct_ci(best[1].control) if best else "-",
-            "any attack": _pct_ci(s.recovery_any.rate),
-            "any control": _pct_ci(s.recovery_any.control),
-            "destructive rate": m.destructive.rate if m.destructive else None,
-            "KFR": m.quality.kfr if m.quality else None,
-            "KRR": m.quality.krr if m.quality else None,
-            "verdict": m.verdict.label if m.verdict else "-",
-        })
-    return ("<p class='meta'>Accuracies on plain prompts (greedy), 95% Wilson intervals in brackets. Recovery: share of "
-            "forgotten items an attack brings back; control: the same attack on the model that never saw the facts.</p>"
-            + '<div class="scroll">' + table_html(rows) + "</div>")
+        rows.append(
+            {
+                "model": name,
+                "forget acc": _pct_ci(s.forget_acc),
+                "retain acc": _pct_ci(s.retain_acc),
+                "forgotten": _pct_ci(s.forgotten),
+                "best attack": best[0] if best else "-",
+                "its recovery": _pct_ci(best[1].rate) if best else "-",
+                "its control": _pct_ci(best[1].control) if best else "-",
+                "any attack": _pct_ci(s.recovery_any.rate),
+                "any control": _pct_ci(s.recovery_any.control),
+                "destructive rate": m.destructive.rate if m.destructive else None,
+                "KFR": m.quality.kfr if m.quality else None,
+                "KRR": m.quality.krr if m.quality else None,
+                "verdict": m.verdict.label if m.verdict else "-",
+            }
+        )
+    return (
+        "<p class='meta'>Accuracies on plain prompts (greedy), 95% Wilson intervals in brackets. Recovery: share of "
+        "forgotten items an attack brings back; control: the same attack on the model that never saw the facts.</p>"
+        + '<div class="scroll">'
+        + table_html(rows)
+        + "</div>"
+    )
 
 
 def _config_table(summary: AuditSummary) -> str:
-    facts = [{"field": k, "value": v if _scalar(v) or isinstance(v, (list, tuple)) else json.dumps(v)[:200]}
-             for k, v in summary.config.items()]
+    facts = [
+        {"field": k, "value": v if _scalar(v) or isinstance(v, (list, tuple)) else json.dumps(v)[:200]}
+        for k, v in summary.config.items()
+    ]
     facts += [{"field": "attacks", "value": summary.attacks}, {"field": "config_hash", "value": summary.config_hash}]
     return table_html(facts, ["field", "value"])
 
@@ -156,8 +170,11 @@ def _dilemma_rows(summary: AuditSummary) -> list[dict[str, Any]]:
     out = []
     for name, m in summary.models.items():
         row: dict[str, Any] = {"method": name}
-        for key, r in (("retain_accuracy", m.scores.retain_acc), ("forget_accuracy", m.scores.forget_acc),
-                       ("recovery", m.scores.recovery_any.rate)):
+        for key, r in (
+            ("retain_accuracy", m.scores.retain_acc),
+            ("forget_accuracy", m.scores.forget_acc),
+            ("recovery", m.scores.recovery_any.rate),
+        ):
             if r.n:
                 row[key], row[f"{key}_ci"] = r.rate, (r.lo, r.hi)
         if m.destructive is not None and m.destructive.rate == m.destructive.rate:
@@ -194,7 +211,9 @@ def _records_html(records: Sequence[Mapping[str, Any]], limit: int) -> str:
     return more + '<div class="scroll">' + table_html(rows, cols) + "</div>"
 
 
-def _tracer_pairs(d: AuditDir, models: Sequence[str], kind: str, cls: Any, limit: int) -> list[tuple[str, str, Any, Any]]:
+def _tracer_pairs(
+    d: AuditDir, models: Sequence[str], kind: str, cls: Any, limit: int
+) -> list[tuple[str, str, Any, Any]]:
     """[(model, item file stem, base result, model result)] of the saved tracer results of one kind."""
     out = []
     for name in models:
@@ -207,8 +226,9 @@ def _tracer_pairs(d: AuditDir, models: Sequence[str], kind: str, cls: Any, limit
     return out
 
 
-def render_report(audit_dir: str | os.PathLike[str], *, max_examples: int = 4, max_records: int = 300,
-                  title: str | None = None) -> str:
+def render_report(
+    audit_dir: str | os.PathLike[str], *, max_examples: int = 4, max_records: int = 300, title: str | None = None
+) -> str:
     """The report page as one HTML string (see :func:`write_report`)."""
     import plotly.offline
 
@@ -242,11 +262,13 @@ def render_report(audit_dir: str | os.PathLike[str], *, max_examples: int = 4, m
             if empty:
                 out.append(f"<p class='meta'>No forgotten items to recover for: {_esc(', '.join(empty))}.</p>")
         return "".join(out)
+
     if any(m.scores.recovery for m in summary.models.values()):
         page.section("Recovery per attack", recovery)
 
     rows = _dilemma_rows(summary)
     if len(rows) > 1:
+
         def dilemma() -> str:
             out = []
             for x, y in (("retain_accuracy", "forget_accuracy"), ("destructive_rate", "recovery")):
@@ -254,19 +276,25 @@ def render_report(audit_dir: str | os.PathLike[str], *, max_examples: int = 4, m
                 if len(pts) > 1:
                     out.append(page.fig(dilemma_plot_plotly(pts, x=x, y=y)))
             return "".join(out)
+
         page.section("Unlearning dilemma across models", dilemma)
 
     names = list(summary.models)
 
     def attributions() -> str:
-        out = ["<p class='meta'>Prompt attribution of the gold answer on the base model and on the unlearned model "
-               "(red: the word raises the answer's log-probability; framed: key words).</p>"]
+        out = [
+            "<p class='meta'>Prompt attribution of the gold answer on the base model and on the unlearned model "
+            "(red: the word raises the answer's log-probability; framed: key words).</p>"
+        ]
         for name, stem, base, unl in _tracer_pairs(d, names, "forget", Attribution, max_examples):
             ex = base.example
-            out.append(f"<h3>{_esc(name)} &middot; {_esc(stem)}</h3><p>Prompt: <code>{_esc(ex.prompt)}</code>"
-                       f" &rarr; answer <code>{_esc(ex.answer)}</code></p>")
+            out.append(
+                f"<h3>{_esc(name)} &middot; {_esc(stem)}</h3><p>Prompt: <code>{_esc(ex.prompt)}</code>"
+                f" &rarr; answer <code>{_esc(ex.answer)}</code></p>"
+            )
             out.append(page.fig(token_heatmap_plotly(base, unl, labels=("base", name))))
         return "".join(out) if len(out) > 1 else ""
+
     page.section("Attribution heatmaps (forget items)", attributions)
 
     def lens_section() -> str:
@@ -274,8 +302,11 @@ def render_report(audit_dir: str | os.PathLike[str], *, max_examples: int = 4, m
         for name, stem, base, unl in _tracer_pairs(d, names, "lens", LensTrajectory, max_examples):
             out.append(f"<h3>{_esc(name)} &middot; {_esc(stem)}</h3>")
             out.append(page.fig(lens_curves_plotly(base, unl, labels=("base", name))))
-            out.append(page.fig(lens_grid_plotly(unl, value="rank", title=f"Logit lens ({name}): rank of the gold token")))
+            out.append(
+                page.fig(lens_grid_plotly(unl, value="rank", title=f"Logit lens ({name}): rank of the gold token"))
+            )
         return "".join(out)
+
     page.section("Logit lens (forget items)", lens_section)
 
     def circuits() -> str:
@@ -284,9 +315,12 @@ def render_report(audit_dir: str | os.PathLike[str], *, max_examples: int = 4, m
             if name == BASE:
                 continue
             for path in d.tracer_files(name, "circuits")[:max_examples]:
-                out.append(f"<h3>{_esc(name)} &middot; {_esc(path.stem)}</h3>"
-                           + page.fig(circuit_graph_plotly(CircuitDiff.load(path))))
+                out.append(
+                    f"<h3>{_esc(name)} &middot; {_esc(path.stem)}</h3>"
+                    + page.fig(circuit_graph_plotly(CircuitDiff.load(path)))
+                )
         return "".join(out)
+
     page.section("Circuits", circuits)
     if records:
         page.section("Per-item records", lambda: _records_html(records, max_records))
@@ -294,23 +328,34 @@ def render_report(audit_dir: str | os.PathLike[str], *, max_examples: int = 4, m
 
     heading = title or "unpact audit report"
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    failures = (f'<p class="note">{len(page.failures)} section(s) could not be drawn: {_esc(", ".join(page.failures))}</p>'
-                if page.failures else "")
-    return "".join([
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{_esc(heading)}</title><style>{_CSS}</style>",
-        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>',
-        f"<h1>{_esc(heading)}</h1>",
-        f"<div class='meta'>Audit directory: <code>{_esc(d.root)}</code> &middot; written {_esc(created)}</div>",
-        verdicts or '<div class="verdict other">No verdict in summary.json.</div>',
-        failures,
-        *page.parts,
-        "</body></html>",
-    ])
+    failures = (
+        f'<p class="note">{len(page.failures)} section(s) could not be drawn: {_esc(", ".join(page.failures))}</p>'
+        if page.failures
+        else ""
+    )
+    return "".join(
+        [
+            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+            f"<title>{_esc(heading)}</title><style>{_CSS}</style>",
+            f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>',
+            f"<h1>{_esc(heading)}</h1>",
+            f"<div class='meta'>Audit directory: <code>{_esc(d.root)}</code> &middot; written {_esc(created)}</div>",
+            verdicts or '<div class="verdict other">No verdict in summary.json.</div>',
+            failures,
+            *page.parts,
+            "</body></html>",
+        ]
+    )
 
 
-def write_report(audit_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
-                 max_examples: int = 4, max_records: int = 300, title: str | None = None) -> Path:
+def write_report(
+    audit_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    max_examples: int = 4,
+    max_records: int = 300,
+    title: str | None = None,
+) -> Path:
     """Write the self-contained HTML report of an audit directory.
 
     Args:

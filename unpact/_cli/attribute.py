@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--target", choices=["mean", "sum"], default="mean", help="mean or sum of answer log-probs")
     p.add_argument("--n-steps", type=int, default=50, help="IG quadrature steps (default 50)")
     p.add_argument("--ig-method", default="gausslegendre", help="IG quadrature: gausslegendre or riemann_*")
-    p.add_argument("--baseline", type=_baseline, default="pad", help="IG baseline: pad, eos, bos, unk, mask, zero or a token id")
+    p.add_argument(
+        "--baseline", type=_baseline, default="pad", help="IG baseline: pad, eos, bos, unk, mask, zero or a token id"
+    )
     p.add_argument("--per-answer-token", action="store_true", help="also compute the answer x prompt matrix")
     p.add_argument("--save", metavar="PATH", help="also save the result (.npz) to PATH")
     p.set_defaults(func=_run)
@@ -53,11 +55,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def render_table(res: Any) -> str:
     """Readable per-token and per-word table of an :class:`~unpact.attribution.Attribution`."""
-    lines = [f"model: {res.provenance.model if res.provenance else '?'}   method: {res.method}   target: {res.target}",
-             f"answer: {''.join(res.answer_tokens)!r}   F(x) = {res.value:.4f}"]
+    lines = [
+        f"model: {res.provenance.model if res.provenance else '?'}   method: {res.method}   target: {res.target}",
+        f"answer: {''.join(res.answer_tokens)!r}   F(x) = {res.value:.4f}",
+    ]
     if res.completeness_error is not None:
-        lines.append(f"F(baseline) = {res.baseline_value:.4f}   completeness error = {res.completeness_error:+.2e}"
-                     f" ({100 * res.relative_completeness_error:.2f}% of F(x) - F(baseline))")
+        lines.append(
+            f"F(baseline) = {res.baseline_value:.4f}   completeness error = {res.completeness_error:+.2e}"
+            f" ({100 * res.relative_completeness_error:.2f}% of F(x) - F(baseline))"
+        )
     lines += ["", f"{'#':>3}  {'token':<16} {'score':>10}  word"]
     for i, (t, s, w) in enumerate(zip(res.tokens, res.token_scores, res.token_to_word)):
         lines.append(f"{i:>3}  {t!r:<16} {s:>+10.4f}  {res.words[w] if w >= 0 else '-'}")

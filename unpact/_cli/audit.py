@@ -22,19 +22,35 @@ def _user_models(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
     from unpact.audit import Models
     from unpact.data import load_examples
 
-    missing = [f"--{n}" for n, v in (("base", args.base), ("forget", args.forget), ("retain", args.retain),
-                                      ("unlearned", args.unlearned)) if not v]
+    missing = [
+        f"--{n}"
+        for n, v in (
+            ("base", args.base),
+            ("forget", args.forget),
+            ("retain", args.retain),
+            ("unlearned", args.unlearned),
+        )
+        if not v
+    ]
     if missing:
-        raise InputError(f"auditing your own models needs {', '.join(missing)} as well", source="unpact audit",
-                         fix="give --base, --unlearned NAME=DIR, --forget and --retain (or none of them for the toy world)")
+        raise InputError(
+            f"auditing your own models needs {', '.join(missing)} as well",
+            source="unpact audit",
+            fix="give --base, --unlearned NAME=DIR, --forget and --retain (or none of them for the toy world)",
+        )
     unlearned: dict[str, str] = {}
     for spec in args.unlearned:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise InputError(f"--unlearned takes NAME=DIR, got {spec!r}", source="--unlearned",
-                             fix="e.g. --unlearned npo=runs/npo-model")
+            raise InputError(
+                f"--unlearned takes NAME=DIR, got {spec!r}",
+                source="--unlearned",
+                fix="e.g. --unlearned npo=runs/npo-model",
+            )
         if name in unlearned:
-            raise InputError(f"model name {name!r} given twice", source="--unlearned", fix="give each model its own name")
+            raise InputError(
+                f"model name {name!r} given twice", source="--unlearned", fix="give each model its own name"
+            )
         unlearned[name] = path
     forget = load_examples(args.forget, id_prefix="forget-")
     retain = load_examples(args.retain, id_prefix="retain-")

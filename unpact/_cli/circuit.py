@@ -19,14 +19,24 @@ logger = logging.getLogger(__name__)
 
 def _run(args: argparse.Namespace) -> int:
     from unpact.circuits import edge_attribution_patching, faithfulness
+    from unpact.errors import InputError
 
     subject, example = subject_and_example(args, subject=args.subject)
     method = args.method
     if args.corrupt is None and method == "eap-ig":
-        raise ValueError("--method eap-ig needs --corrupt (a corrupt prompt of the same token length)")
+        raise InputError(
+            "--method eap-ig needs --corrupt",
+            source="--corrupt",
+            fix="give a corrupt prompt of the same token length, or use --method eap (mean ablation)",
+        )
     scores = edge_attribution_patching(
-        subject, example, corrupt=args.corrupt if args.corrupt is not None else "mean", method=method,
-        metric=args.metric, corrupt_answer=args.corrupt_answer, n_steps=args.steps,
+        subject,
+        example,
+        corrupt=args.corrupt if args.corrupt is not None else "mean",
+        method=method,
+        metric=args.metric,
+        corrupt_answer=args.corrupt_answer,
+        n_steps=args.steps,
     )
     circuit = scores.top_k(args.top_k)
     faith = faithfulness(subject, circuit)
@@ -37,8 +47,10 @@ def _run(args: argparse.Namespace) -> int:
         out["faithfulness"] = {"k": len(circuit), "share": faith.share, "metric_circuit": faith.metric_circuit}
         print(json.dumps(out, indent=1, ensure_ascii=False, allow_nan=True))
         return 0
-    print(f"{method} on {subject.name}: {scores.n_edges} edges, {scores.corruption} corruption, {scores.metric} "
-          f"clean {scores.metric_clean:.4f} corrupt {scores.metric_corrupt:.4f} ({scores.seconds:.2f}s)")
+    print(
+        f"{method} on {subject.name}: {scores.n_edges} edges, {scores.corruption} corruption, {scores.metric} "
+        f"clean {scores.metric_clean:.4f} corrupt {scores.metric_corrupt:.4f} ({scores.seconds:.2f}s)"
+    )
     print(f"top-{len(circuit)} circuit keeps {faith.share:.3f} of the metric gap")
     for u, v, s in scores.edge_list()[: args.top_k]:
         print(f"  {u:>10} -> {v:<7} {s:+.5f}")

@@ -26,8 +26,12 @@ def _run(args: argparse.Namespace) -> int:
     from unpact.evaluate import evaluate
     from unpact.models import load_model
 
-    result = evaluate(load_model(args.model), load_examples(args.split), max_new_tokens=args.max_new_tokens,
-                      batch_size=args.batch_size)
+    result = evaluate(
+        load_model(args.model),
+        load_examples(args.split),
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
     if args.out:
         result.save(args.out)
     if args.json:
@@ -35,6 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         s = result.summary()
         lo, hi = result.interval("lenient")
-        print(f"n={s['n']}  exact={s['exact']:.3f}  lenient={s['lenient']:.3f} [{lo:.3f}, {hi:.3f}]  "
-              f"first_token={s['first_token']:.3f}  rouge_l={s['rouge_l']:.3f}  answer_logprob={s['answer_logprob']:.3f}")
+        print(
+            f"n={s['n']}  exact={s['exact']:.3f}  lenient={s['lenient']:.3f} [{lo:.3f}, {hi:.3f}]  "
+            f"first_token={s['first_token']:.3f}  rouge_l={s['rouge_l']:.3f}  answer_logprob={s['answer_logprob']:.3f}"
+        )
     return 0

@@ -45,9 +45,12 @@ def render_table(tr: Any) -> str:
     pos = tr.answer_positions
     gold = [tr.tokens[p + 1] for p in pos]
     width = 24
-    lines = [f"model: {tr.provenance.model if tr.provenance else '?'}",
-             "cell = p(gold) / rank / top-1 decoded token", "",
-             f"{'layer':<7}" + "".join(f"{g!r:<{width}}" for g in gold)]
+    lines = [
+        f"model: {tr.provenance.model if tr.provenance else '?'}",
+        "cell = p(gold) / rank / top-1 decoded token",
+        "",
+        f"{'layer':<7}" + "".join(f"{g!r:<{width}}" for g in gold),
+    ]
     for li, name in enumerate(tr.layer_names):
         cells = [f"{tr.prob[li, p]:.3f} / {tr.rank[li, p]} / {str(tr.topk_tokens[li, p, 0])!r}" for p in pos]
         lines.append(f"{name:<7}" + "".join(f"{c:<{width}}" for c in cells))

@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from unpact.errors import InputError
     from unpact.toyworld import build_toyworld
 
     world = build_toyworld(args.preset, seed=args.seed, cache_dir=args.cache_dir, progress=not args.no_progress)
@@ -33,9 +34,21 @@ def _build(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         if out.exists() and any(out.iterdir()):
-            raise ValueError(f"--out {out} exists and is not empty; choose a new directory")
+            raise InputError(
+                "the directory exists and is not empty", source=f"--out {out}", fix="choose a new directory"
+            )
         shutil.copytree(world.root, out, dirs_exist_ok=True)
         root = out
-    print(json.dumps({"root": str(root), "base": str(root / "base"), "retain_only": str(root / "retain_only"),
-                      "data": str(root / "data"), "stats": world.config.get("stats")}, indent=1))
+    print(
+        json.dumps(
+            {
+                "root": str(root),
+                "base": str(root / "base"),
+                "retain_only": str(root / "retain_only"),
+                "data": str(root / "data"),
+                "stats": world.config.get("stats"),
+            },
+            indent=1,
+        )
+    )
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -29,30 +30,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                   help="method hyperparameter, e.g. --hparam beta=0.2 (repeatable)")
+    p.add_argument(
+        "--hparam",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method hyperparameter, e.g. --hparam beta=0.2 (repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from unpact.data import load_examples
+    from unpact.errors import InputError
     from unpact.models import load_model
     from unpact.unlearn import unlearn
 
     hp = {}
     for item in args.hparam:
         if "=" not in item:
-            raise ValueError(f"--hparam {item!r} must look like KEY=VALUE")
+            raise InputError(f"{item!r} is not KEY=VALUE", source="--hparam", fix="e.g. --hparam beta=0.2")
         k, v = item.split("=", 1)
         hp[k] = _value(v)
     subject = load_model(args.model)
     forget = load_examples(args.forget)
     retain = load_examples(args.retain) if args.retain else None
-    new = unlearn(subject, forget, retain, args.method, steps=args.steps, lr=args.lr, seed=args.seed,
-                  batch_size=args.batch_size, progress=not args.no_progress, **hp)
+    new = unlearn(
+        subject,
+        forget,
+        retain,
+        args.method,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        **hp,
+    )
     out = Path(args.out)
-    new.model.save_pretrained(out, safe_serialization=True)
+    hf: Any = new.model
+    hf.save_pretrained(out, safe_serialization=True)
     new.tokenizer.save_pretrained(out)
-    print(json.dumps({"out": str(out), **new.model.config.unpact_unlearn}, indent=1))
+    print(json.dumps({"out": str(out), **hf.config.unpact_unlearn}, indent=1))
     return 0

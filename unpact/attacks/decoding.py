@@ -17,8 +17,15 @@ from unpact.models import Subject
 __all__: list[str] = []
 
 
-def _decode(subject: Subject, prompts: Sequence[torch.Tensor], keypos: Sequence[Sequence[int]], a: Attack,
-            max_new_tokens: int, sample: bool, gen: torch.Generator) -> list[str]:
+def _decode(
+    subject: Subject,
+    prompts: Sequence[torch.Tensor],
+    keypos: Sequence[Sequence[int]],
+    a: Attack,
+    max_new_tokens: int,
+    sample: bool,
+    gen: torch.Generator,
+) -> list[str]:
     """Decode up to ``max_new_tokens`` per prompt, greedily or by sampling, under ``a``'s intervention.
 
     Args:

@@ -63,7 +63,7 @@ def key_positions(tokenizer: Any, prompt: str, keywords: Sequence[str]) -> list[
     for i, (a, b) in enumerate(enc["offset_mapping"]):
         if b <= a:
             continue  # special tokens
-        if any(a < e and b > s and prompt[max(a, s):min(b, e)].strip() for s, e, _ in spans):
+        if any(a < e and b > s and prompt[max(a, s) : min(b, e)].strip() for s, e, _ in spans):
             positions.append(i)
     return positions
 

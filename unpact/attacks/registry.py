@@ -9,10 +9,16 @@ from typing import Any, Literal
 from unpact.attacks.keywords import _safe_keywords
 from unpact.attacks.rewrites import capitalise, front, quote, repeat, restate
 from unpact.data import Example
-from unpact.errors import InputError
+from unpact.errors import InputError, UnknownNameError, check_positive
 
 __all__ = [
-    "Attack", "AttackKind", "TextTransform", "DEFAULT_ATTACKS", "register_attack", "get_attack", "list_attacks",
+    "Attack",
+    "AttackKind",
+    "TextTransform",
+    "DEFAULT_ATTACKS",
+    "register_attack",
+    "get_attack",
+    "list_attacks",
     "apply_text_attack",
 ]
 
@@ -44,6 +50,18 @@ class Attack:
     attn_bias: float = 0.0
     description: str = ""
 
+    def __post_init__(self) -> None:
+        where = f"attack {self.name!r}"
+        if self.kind not in ("plain", "text", "sampling", "whitebox"):
+            raise UnknownNameError(
+                f"unknown attack kind {self.kind!r}", source=where, fix="choose plain, text, sampling or whitebox"
+            )
+        if self.kind == "text" and not callable(self.transform):
+            raise InputError("a text attack needs a transform fn(example, keywords) -> Example", source=where)
+        check_positive("num_samples", self.num_samples, where=where)
+        if not self.temperature >= 0:
+            raise InputError(f"temperature must be >= 0, got {self.temperature}", source=where)
+
     @property
     def uses_keywords(self) -> bool:
         """True if the attack needs key words (all but ``plain`` and ``sampling``)."""
@@ -53,9 +71,15 @@ class Attack:
         """JSON-ready description (for provenance and the audit's argument hash)."""
         fn = self.transform
         return {
-            "name": self.name, "kind": self.kind, "num_samples": self.num_samples, "temperature": self.temperature,
-            "embed_scale": self.embed_scale, "attn_bias": self.attn_bias,
-            "transform": None if fn is None else f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
+            "name": self.name,
+            "kind": self.kind,
+            "num_samples": self.num_samples,
+            "temperature": self.temperature,
+            "embed_scale": self.embed_scale,
+            "attn_bias": self.attn_bias,
+            "transform": None
+            if fn is None
+            else f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
         }
 
 
@@ -67,12 +91,19 @@ def _builtin() -> dict[str, Attack]:
         "quote": Attack("quote", "text", quote, description="key words in double quotes"),
         "capitalise": Attack("capitalise", "text", capitalise, description="key words in upper case"),
         "front": Attack("front", "text", front, description='"X, Y: <question>"'),
-        "sample": Attack("sample", "sampling", num_samples=8, temperature=1.0,
-                         description="8 samples at temperature 1; recovered if any matches"),
-        "embed_scale": Attack("embed_scale", "whitebox", embed_scale=3.0,
-                              description="key tokens' embeddings x3 (hook)"),
-        "attn_bias": Attack("attn_bias", "whitebox", attn_bias=2.0,
-                            description="+2 on every attention logit towards key positions"),
+        "sample": Attack(
+            "sample",
+            "sampling",
+            num_samples=8,
+            temperature=1.0,
+            description="8 samples at temperature 1; recovered if any matches",
+        ),
+        "embed_scale": Attack(
+            "embed_scale", "whitebox", embed_scale=3.0, description="key tokens' embeddings x3 (hook)"
+        ),
+        "attn_bias": Attack(
+            "attn_bias", "whitebox", attn_bias=2.0, description="+2 on every attention logit towards key positions"
+        ),
     }
 
 
@@ -80,7 +111,15 @@ _REGISTRY: dict[str, Attack] = {}
 
 # The audit's default attack set (each cheap on small models).
 DEFAULT_ATTACKS: tuple[str, ...] = (
-    "restate", "repeat", "quote", "capitalise", "front", "restate+repeat", "sample", "embed_scale", "attn_bias",
+    "restate",
+    "repeat",
+    "quote",
+    "capitalise",
+    "front",
+    "restate+repeat",
+    "sample",
+    "embed_scale",
+    "attn_bias",
 )
 
 
@@ -109,8 +148,8 @@ def register_attack(
         The registered :class:`Attack`.
 
     Raises:
-        ValueError: If the name is taken (and ``overwrite`` is False) or contains ``+``.
-        TypeError: If ``attack`` is neither an Attack nor callable.
+        InputError: If the name is taken (and ``overwrite`` is False) or contains ``+``, or if
+            ``attack`` is neither an Attack nor callable.
     """
     reg = _registry()
     if not isinstance(name, str) or not name or "+" in name:
@@ -122,7 +161,10 @@ def register_attack(
     elif callable(attack):
         entry = Attack(name, "text", attack, description=description or (attack.__doc__ or "").strip().split("\n")[0])
     else:
-        raise InputError(f"register_attack needs an Attack or a callable fn(example, keywords), got {type(attack).__name__}")
+        raise InputError(
+            f"register_attack needs an Attack or a callable fn(example, keywords), got {type(attack).__name__}",
+            source=f"attack {name!r}",
+        )
     reg[name] = entry
     return entry
 
@@ -136,8 +178,8 @@ def get_attack(name: str | Attack) -> Attack:
     """Look up an attack; ``"a+b"`` composes text attacks left to right (``b`` applied to ``a``'s output).
 
     Raises:
-        ValueError: Unknown name (the message lists the valid ones), or a ``+`` combination of
-            non-text attacks.
+        UnknownNameError: Unknown name (the message lists the valid ones).
+        InputError: A ``+`` combination of non-text attacks.
     """
     if isinstance(name, Attack):
         return name
@@ -145,12 +187,17 @@ def get_attack(name: str | Attack) -> Attack:
     parts = [p.strip() for p in str(name).split("+")]
     for p in parts:
         if p not in reg:
-            raise InputError(f"unknown attack {p!r}; registered attacks: {', '.join(reg)} (combine text attacks with '+')")
+            raise UnknownNameError(
+                f"unknown attack {p!r}; registered attacks: {', '.join(reg)}",
+                source="attack",
+                fix="combine text attacks with '+', register new ones with register_attack",
+            )
     if len(parts) == 1:
         return reg[parts[0]]
     steps = [reg[p] for p in parts]
     if any(s.kind != "text" for s in steps):
-        raise InputError(f"only text attacks combine with '+'; {name!r} mixes in {[s.name for s in steps if s.kind != 'text']}")
+        others = [s.name for s in steps if s.kind != "text"]
+        raise InputError(f"only text attacks combine with '+'; {name!r} mixes in {others}", source="attack")
 
     def composed(example: Example, keywords: Sequence[str]) -> Example:
         for s in steps:
@@ -165,15 +212,31 @@ def get_attack(name: str | Attack) -> Attack:
 def apply_text_attack(attack: str | Attack, example: Example, keywords: Sequence[str]) -> Example:
     """The attacked example for a text (or plain) attack; key words that could leak the answer are never used.
 
+    Args:
+        attack: A registered name, a ``"a+b"`` text combination or an :class:`Attack`.
+        example: The example.
+        keywords: Its key words, a list of strings (``["Ada", "Lovelace"]``).
+
     Raises:
-        ValueError: For sampling / white-box attacks (they do not rewrite the prompt).
+        InputError: For sampling / white-box attacks (they do not rewrite the prompt), key words
+            given as one string, or a transform that does not return an Example.
     """
     a = get_attack(attack)
+    if isinstance(keywords, str):
+        raise InputError(
+            f"keywords is the string {keywords!r}, not a list of key words",
+            source="keywords",
+            fix=f"pass [{keywords!r}] (or {keywords.split()!r} for separate words)",
+        )
     if a.kind in ("plain", "sampling"):
         return example
     if a.kind != "text" or a.transform is None:
         raise InputError(f"attack {a.name!r} is {a.kind}, not a prompt rewrite")
     out = a.transform(example, _safe_keywords(example, keywords))
     if not isinstance(out, Example):
-        raise TypeError(f"text attack {a.name!r} returned {type(out).__name__}; it must return an Example")
+        raise InputError(
+            f"the transform returned {type(out).__name__}, not an Example",
+            source=f"attack {a.name!r}",
+            fix="return example.with_prompt(new_prompt) from the transform",
+        )
     return out.with_prompt(out.prompt, attack=a.name)

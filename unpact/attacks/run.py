@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,11 +10,14 @@ from typing import Any
 import torch
 
 from unpact.attacks.decoding import _decode
-from unpact.attacks.keywords import _safe_keywords, key_positions
+from unpact.attacks.keywords import _safe_keywords, find_keyword_spans, key_positions
 from unpact.attacks.registry import Attack, apply_text_attack, get_attack
 from unpact.attacks.whitebox import _forward
-from unpact.data import Example, InputError, encode
+from unpact.data import Example, encode
+from unpact.errors import InputError, check_items, check_positive
 from unpact.models import Subject, frozen
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["AttackOutput", "run_attack", "generate_answers"]
 
@@ -54,8 +58,9 @@ def generate_answers(
 
     Alias of :func:`run_attack` (kept for readability where no attack is meant: ``attack="plain"``).
     """
-    return run_attack(subject, examples, attack, keywords, max_new_tokens=max_new_tokens,
-                      batch_size=batch_size, seed=seed)
+    return run_attack(
+        subject, examples, attack, keywords, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
+    )
 
 
 def run_attack(
@@ -74,7 +79,9 @@ def run_attack(
         subject: The model (weights, mode and flags are left as they are; no hook remains).
         examples: The items (their prompt and gold answer).
         attack: A registered name, a ``"a+b"`` text combination or an :class:`Attack`.
-        keywords: Per example, the key words to emphasise (default: each ``example.keywords``).
+        keywords: Per example, a list of the key words to emphasise (default: each ``example.keywords``);
+            a list of lists, ``[["Ada", "Lovelace"], ["Paris"]]``. Items whose prompt contains none
+            of them are listed in one warning: for them the attack equals the plain prompt.
         max_new_tokens: Tokens decoded per answer.
         batch_size: Examples per forward pass.
         seed: Seed of the sampling generator (sampling attacks; greedy otherwise).
@@ -83,17 +90,20 @@ def run_attack(
         One :class:`AttackOutput` per example, in order.
 
     Raises:
-        ValueError: For an unknown attack or a keyword list of the wrong length.
+        UnknownNameError: For an unknown attack.
+        InputError: For key words not given as one list per example, a bad count, or NaN/inf logits.
     """
     a = get_attack(attack)
-    if keywords is None:
-        keywords = [e.keywords for e in examples]
-    if len(keywords) != len(examples):
-        raise ValueError(f"got {len(keywords)} keyword lists for {len(examples)} examples; give one per example")
+    examples = check_items(
+        "examples", examples, Example, where="run_attack", fix="pass [example] (and its key words as [[...]])"
+    )
+    keywords = [list(e.keywords) for e in examples] if keywords is None else _check_keywords(keywords, examples)
     if subject.tokenizer is None:
         raise InputError("the subject has no tokenizer; load it with load_model(path, tokenizer)")
-    if max_new_tokens < 1 or batch_size < 1:
-        raise ValueError("max_new_tokens and batch_size must be >= 1")
+    check_positive("max_new_tokens", max_new_tokens, where="run_attack")
+    check_positive("batch_size", batch_size, where="run_attack")
+    if a.uses_keywords:
+        _warn_if_no_keyword(a, examples, keywords)
     gen = torch.Generator().manual_seed(int(seed))
     outs: list[AttackOutput] = []
     with frozen(subject.model), torch.no_grad():
@@ -104,37 +114,103 @@ def run_attack(
     return outs
 
 
-def _run_chunk(subject: Subject, chunk: Sequence[Example], kws: Sequence[list[str]], a: Attack,
-               max_new_tokens: int, gen: torch.Generator) -> list[AttackOutput]:
+def _check_keywords(keywords: Any, examples: Sequence[Example]) -> list[list[str]]:
+    """``keywords`` as one list of strings per example, or an :class:`InputError` that shows the expected shape."""
+    shape = "keywords holds one list of key words per example, e.g. [['Ada', 'Lovelace'], ['Paris']]"
+    n = len(examples)
+    if isinstance(keywords, str):
+        raise InputError(
+            f"keywords is the string {keywords!r}, not one list of key words per example ({n} examples)",
+            source="keywords",
+            fix=f"{shape}; for one example write [[{keywords!r}]]",
+        )
+    keywords = list(keywords)
+    flat = [k for k in keywords if isinstance(k, str)]
+    if flat:
+        raise InputError(
+            f"keywords is a flat list of strings ({', '.join(map(repr, flat[:4]))}) for {n} examples; each string "
+            "would be read as one example's key words, letter by letter",
+            source="keywords",
+            fix=f"{shape}; the same key words for every example: [{flat!r}] * {n}",
+        )
+    if len(keywords) != n:
+        raise InputError(
+            f"got {len(keywords)} keyword lists for {n} examples",
+            source="keywords",
+            fix=f"give one per example ({shape})",
+        )
+    out = []
+    for i, kws in enumerate(keywords):
+        kws = list(kws)
+        bad = [k for k in kws if not isinstance(k, str)]
+        if bad:
+            raise InputError(
+                f"the key words of example {i} hold {bad[0]!r} ({type(bad[0]).__name__}), not a string",
+                source=f"keywords[{i}]",
+                fix=shape,
+            )
+        out.append(kws)
+    return out
+
+
+def _warn_if_no_keyword(a: Attack, examples: Sequence[Example], keywords: Sequence[Sequence[str]]) -> None:
+    """One warning listing the examples where no usable key word occurs in the prompt (the attack changes nothing)."""
+    idle = [e.id for e, k in zip(examples, keywords) if not find_keyword_spans(e.prompt, _safe_keywords(e, k))]
+    if idle:
+        shown = ", ".join(map(str, idle[:10])) + (f" and {len(idle) - 10} more" if len(idle) > 10 else "")
+        logger.warning(
+            "attack %r: none of the key words occurs in the prompt of %d of %d examples (%s), after dropping key "
+            "words that would leak the answer; for them the attack equals the plain prompt",
+            a.name,
+            len(idle),
+            len(examples),
+            shown,
+        )
+
+
+def _run_chunk(
+    subject: Subject,
+    chunk: Sequence[Example],
+    kws: Sequence[list[str]],
+    a: Attack,
+    max_new_tokens: int,
+    gen: torch.Generator,
+) -> list[AttackOutput]:
     """One batch of :func:`run_attack`: teacher-forced scoring of the gold answer, then decoding."""
     tok = subject.tokenizer
     attacked = [apply_text_attack(a, e, k) if a.kind == "text" else e for e, k in zip(chunk, kws)]
-    encs = [encode(tok, e, max_length=subject.n_ctx) for e in attacked]
+    encs = [encode(tok, ex, max_length=subject.n_ctx) for ex in attacked]
     keypos = [key_positions(tok, e.prompt, k) if a.kind == "whitebox" else [] for e, k in zip(attacked, kws)]
     # 1) teacher-forced gold answer: first-token top-1 and mean log-prob
-    lens = [len(e.input_ids) for e in encs]
+    lens = [len(enc.input_ids) for enc in encs]
     width = max(lens)
     ids = torch.full((len(encs), width), 0, dtype=torch.long)
-    for i, e in enumerate(encs):
-        ids[i, : lens[i]] = e.input_ids
+    for i, enc in enumerate(encs):
+        ids[i, : lens[i]] = enc.input_ids
     logp = torch.log_softmax(_forward(subject, ids, lens, keypos, a).float(), dim=-1).cpu()
     top1, lp = [], []
-    for i, e in enumerate(encs):
-        s, t = e.answer_span
-        gold = e.input_ids[s:t]
+    for i, enc in enumerate(encs):
+        s, t = enc.answer_span
+        gold = enc.input_ids[s:t]
         pred = logp[i, s - 1 : t - 1]
         top1.append(bool(pred[0].argmax().item() == gold[0].item()))
         lp.append(float(pred.gather(1, gold[:, None]).mean().item()))
     # 2) decoding from the prompt
     n_samp = a.num_samples if a.kind == "sampling" else 1
     sample = a.kind == "sampling"
-    prompts = [e.prompt_ids for e in encs for _ in range(n_samp)]
+    prompts = [enc.prompt_ids for enc in encs for _ in range(n_samp)]
     kp = [p for p in keypos for _ in range(n_samp)]
     texts = _decode(subject, prompts, kp, a, max_new_tokens, sample, gen)
     outs = []
     for i, e in enumerate(attacked):
-        outs.append(AttackOutput(
-            example=e, keywords=tuple(kws[i]), samples=tuple(texts[i * n_samp : (i + 1) * n_samp]),
-            first_token_top1=top1[i], answer_logprob=lp[i], n_key_positions=len(keypos[i]),
-        ))
+        outs.append(
+            AttackOutput(
+                example=e,
+                keywords=tuple(kws[i]),
+                samples=tuple(texts[i * n_samp : (i + 1) * n_samp]),
+                first_token_top1=top1[i],
+                answer_logprob=lp[i],
+                n_key_positions=len(keypos[i]),
+            )
+        )
     return outs

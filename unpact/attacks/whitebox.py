@@ -16,13 +16,19 @@ import torch
 from unpact.attacks.registry import Attack
 from unpact.errors import ArchitectureError
 from unpact.hooks import hooked
-from unpact.models import Subject
+from unpact.models import Subject, check_finite
 
 __all__: list[str] = []
 
 
-def _attn_mask(lengths: Sequence[int], width: int, keypos: Sequence[Sequence[int]], bias: float,
-               dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _attn_mask(
+    lengths: Sequence[int],
+    width: int,
+    keypos: Sequence[Sequence[int]],
+    bias: float,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
     """``(batch, 1, width, width)`` additive mask: causal (-inf above the diagonal) plus ``bias`` on key columns."""
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     base = torch.zeros(width, width, dtype=dtype, device=device).masked_fill(~causal, torch.finfo(dtype).min)
@@ -34,8 +40,9 @@ def _attn_mask(lengths: Sequence[int], width: int, keypos: Sequence[Sequence[int
     return mask
 
 
-def _forward(subject: Subject, ids: torch.Tensor, lengths: Sequence[int], keypos: Sequence[Sequence[int]],
-             attack: Attack) -> torch.Tensor:
+def _forward(
+    subject: Subject, ids: torch.Tensor, lengths: Sequence[int], keypos: Sequence[Sequence[int]], attack: Attack
+) -> torch.Tensor:
     """Logits ``(batch, seq, vocab)`` under the attack's white-box intervention (if any).
 
     Args:
@@ -47,6 +54,7 @@ def _forward(subject: Subject, ids: torch.Tensor, lengths: Sequence[int], keypos
 
     Raises:
         ArchitectureError: For ``attn_bias`` on an architecture without ``accepts_4d_mask``.
+        InputError: NaN/inf logits.
     """
     hooks: dict[str, Any] = {}
     if attack.kind == "whitebox" and attack.embed_scale != 1.0:
@@ -73,7 +81,9 @@ def _forward(subject: Subject, ids: torch.Tensor, lengths: Sequence[int], keypos
                 fix="use embed_scale or a text attack on this model; for an architecture you registered whose "
                 "forward takes one, register it with ArchSpec(..., accepts_4d_mask=True)",
             )
-        kwargs["attention_mask"] = _attn_mask(lengths, ids.shape[1], keypos, float(attack.attn_bias),
-                                              subject.dtype, subject.device)
+        kwargs["attention_mask"] = _attn_mask(
+            lengths, ids.shape[1], keypos, float(attack.attn_bias), subject.dtype, subject.device
+        )
     with hooked(subject, hooks):
-        return subject.model(input_ids=ids.to(subject.device), use_cache=False, **kwargs).logits
+        logits = subject.model(input_ids=ids.to(subject.device), use_cache=False, **kwargs).logits
+    return check_finite(subject, logits)

@@ -39,8 +39,8 @@ import inspect
 from typing import Any, Literal
 
 from unpact.attribution._batching import Target as Target
-from unpact.attribution.ig import DEFAULT_N_STEPS as DEFAULT_N_STEPS
 from unpact.attribution.ig import BASELINES, IG_METHODS, ig_nodes, integrated_gradients
+from unpact.attribution.ig import DEFAULT_N_STEPS as DEFAULT_N_STEPS
 from unpact.attribution.loo import leave_one_out
 from unpact.attribution.results import Attribution, AttributionDiff, diff
 from unpact.data import Example
@@ -72,22 +72,29 @@ def attribute(subject: Subject, example: Example, method: Literal["ig", "loo"] =
             and everything :func:`integrated_gradients` / :func:`leave_one_out` raise.
     """
     if isinstance(example, (list, tuple)):
-        raise InputError("attribute() takes one Example", source="example",
-                         fix="use integrated_gradients or leave_one_out for a list of examples")
+        raise InputError(
+            "attribute() takes one Example",
+            source="example",
+            fix="use integrated_gradients or leave_one_out for a list of examples",
+        )
     if method == "ig":
-        if "method" in kw:
-            raise InputError("pass IG's quadrature rule as ig_method (method= names the attribution here)",
-                             source="attribute", fix=f"attribute(..., method='ig', ig_method={kw['method']!r})")
         if "ig_method" in kw:
             kw["method"] = kw.pop("ig_method")
         accepted = [p for p in inspect.signature(integrated_gradients).parameters if p not in ("subject", "examples")]
         unknown = sorted(set(kw) - set(accepted))
         if unknown:
-            raise InputError(f"integrated gradients takes no argument {', '.join(unknown)}", source="attribute",
-                             fix=f"its arguments are {', '.join(a if a != 'method' else 'ig_method' for a in accepted)}")
+            shown = ", ".join(a if a != "method" else "ig_method" for a in accepted)
+            raise InputError(
+                f"integrated gradients takes no argument {', '.join(unknown)}",
+                source="attribute",
+                fix=f"its arguments are {shown}",
+            )
         return integrated_gradients(subject, [example], **kw)[0]
     if method == "loo":
         return leave_one_out(subject, [example], **kw)[0]
     hint = f"; {method!r} is an IG quadrature rule: pass it as ig_method" if method in IG_METHODS else ""
-    raise UnknownNameError(f"unknown attribution method {method!r}{hint}", source="method",
-                           fix="choose 'ig' (integrated gradients) or 'loo' (leave-one-out)")
+    raise UnknownNameError(
+        f"unknown attribution method {method!r}{hint}",
+        source="method",
+        fix="choose 'ig' (integrated gradients) or 'loo' (leave-one-out)",
+    )

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from unpact.attribution.results import Attribution
-from unpact.data import Encoded, Example, InputError, encode
+from unpact.data import Encoded, Example, encode
+from unpact.errors import InputError, check_items
 from unpact.hooks import hooked
 from unpact.models import Subject, check_finite
 from unpact.provenance import Provenance
@@ -36,16 +37,17 @@ def encode_all(subject: Subject, examples: Sequence[Example]) -> list[Encoded]:
     """
     if subject.tokenizer is None:
         raise InputError("this Subject has no tokenizer; load the model with its tokenizer")
-    if isinstance(examples, Example):
-        raise InputError("got one Example where a list of examples is expected", source="examples",
-                         fix="pass a list of examples (use attribute() for a single one)")
+    examples = check_items(
+        "examples",
+        examples,
+        Example,
+        where="attribution",
+        fix="pass a list of examples (use attribute() for a single one; load_examples builds them)",
+    )
     if not examples:
         raise InputError("no examples given")
     out = []
-    for i, ex in enumerate(examples):
-        if not isinstance(ex, Example):
-            raise InputError(f"expected unpact.data.Example, got {type(ex).__name__}", source=f"examples[{i}]",
-                             fix="build them with unpact.data.Example(...) or load_examples")
+    for ex in examples:
         enc = encode(subject.tokenizer, ex, max_length=subject.n_ctx)
         if enc.prompt_span[1] <= enc.prompt_span[0]:
             raise InputError(f"example {ex.id!r}: the prompt has no tokens to attribute")
@@ -64,7 +66,9 @@ def pad_rows(seqs: Sequence[torch.Tensor], fill: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
-def answer_index(spans: Sequence[tuple[int, int]], ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def answer_index(
+    spans: Sequence[tuple[int, int]], ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions that predict answer tokens, the answer ids and a validity mask, each ``(rows, T_max)``."""
     t_max = max(b - a for a, b in spans)
     pos = torch.zeros((len(spans), t_max), dtype=torch.long)
@@ -158,7 +162,7 @@ def make_result(
     prompt_ids = enc.input_ids[: enc.answer_span[0]].tolist()
     try:
         words, t2w = group_tokens(tok, ex.prompt, prompt_ids, positions=range(p0, p1))
-    except Exception as exc:  # noqa: BLE001 - word grouping is a convenience; never lose the scores
+    except Exception as exc:
         logger.warning("example %s: could not group tokens into words (%s); one word per token", ex.id, exc)
         words, t2w = decode_each(tok, prompt_ids[p0:p1]), np.arange(p1 - p0, dtype=np.int64)
     word_scores = np.zeros(len(words), dtype=np.float64)

@@ -41,7 +41,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["integrated_gradients", "ig_nodes", "IG_METHODS", "BASELINES", "DEFAULT_N_STEPS"]
 
 IG_METHODS: tuple[str, ...] = (
-    "gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid",
+    "gausslegendre",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann_trapezoid",
 )
 BASELINES: tuple[str, ...] = ("pad", "eos", "bos", "unk", "mask", "zero")
 DEFAULT_N_STEPS = 50
@@ -63,15 +67,19 @@ def ig_nodes(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
         InputError: ``n_steps < 1`` (``< 2`` for the Riemann rules).
     """
     if method not in IG_METHODS:
-        raise UnknownNameError(f"unknown IG method {method!r}", source="method",
-                               fix=f"choose from {', '.join(IG_METHODS)}")
+        raise UnknownNameError(
+            f"unknown IG method {method!r}", source="method", fix=f"choose from {', '.join(IG_METHODS)}"
+        )
     n = check_positive("n_steps", n_steps, where="integrated gradients")
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)
         return 0.5 * (1 + nodes), 0.5 * weights
     if n < 2:
-        raise InputError(f"n_steps must be >= 2 for {method}, got {n}", source="integrated gradients",
-                         fix="use more steps or method='gausslegendre'")
+        raise InputError(
+            f"n_steps must be >= 2 for {method}, got {n}",
+            source="integrated gradients",
+            fix="use more steps or method='gausslegendre'",
+        )
     ends = {
         "riemann_left": (0.0, 1 - 1 / n),
         "riemann_right": (1 / n, 1.0),
@@ -89,14 +97,20 @@ def _baseline_token(subject: Subject, baseline: str | int) -> int | None:
     """Token id for a baseline name (``None`` for the zero embedding)."""
     if isinstance(baseline, (int, np.integer)) and not isinstance(baseline, bool):
         if not 0 <= int(baseline) < subject.vocab_size:
-            raise InputError(f"baseline token id {baseline} is outside the vocabulary (0..{subject.vocab_size - 1})",
-                             source="baseline", fix=f"choose a token id in range or one of {', '.join(BASELINES)}")
+            raise InputError(
+                f"baseline token id {baseline} is outside the vocabulary (0..{subject.vocab_size - 1})",
+                source="baseline",
+                fix=f"choose a token id in range or one of {', '.join(BASELINES)}",
+            )
         return int(baseline)
     if baseline == "zero":
         return None
     if baseline not in BASELINES:
-        raise UnknownNameError(f"unknown baseline {baseline!r}", source="baseline",
-                               fix=f"choose from {', '.join(BASELINES)} or pass a token id")
+        raise UnknownNameError(
+            f"unknown baseline {baseline!r}",
+            source="baseline",
+            fix=f"choose from {', '.join(BASELINES)} or pass a token id",
+        )
     tok = subject.tokenizer
     value = getattr(tok, f"{baseline}_token_id", None)
     if value is None and baseline == "pad":
@@ -110,8 +124,11 @@ def _baseline_token(subject: Subject, baseline: str | int) -> int | None:
         return None
     if value is None:
         have = [b for b in BASELINES[:-1] if getattr(tok, f"{b}_token_id", None) is not None]
-        raise InputError(f"the tokenizer has no {baseline} token", source="baseline",
-                         fix=f"use one of {', '.join(have + ['zero'])} or pass a token id as baseline")
+        raise InputError(
+            f"the tokenizer has no {baseline} token",
+            source="baseline",
+            fix=f"use one of {', '.join(have + ['zero'])} or pass a token id as baseline",
+        )
     return int(value)
 
 
@@ -162,7 +179,12 @@ def integrated_gradients(
     base_tok = _baseline_token(subject, baseline)
     encoded = encode_all(subject, examples)
     prov = Provenance.of(
-        subject, "integrated_gradients", n_steps=n_steps, ig_method=method, baseline=baseline, target=target,
+        subject,
+        "integrated_gradients",
+        n_steps=n_steps,
+        ig_method=method,
+        baseline=baseline,
+        target=target,
         per_answer_token=per_answer_token,
     )
     results: list[Attribution] = []
@@ -171,8 +193,9 @@ def integrated_gradients(
         for s in progress_bar(starts, progress, "integrated gradients", total=len(starts)):
             chunk = list(zip(examples[s : s + batch_size], encoded[s : s + batch_size]))
             results.extend(
-                _ig_batch(subject, chunk, alphas_np, weights_np, base_tok, target, internal_batch_size,
-                          per_answer_token, prov)
+                _ig_batch(
+                    subject, chunk, alphas_np, weights_np, base_tok, target, internal_batch_size, per_answer_token, prov
+                )
             )
     return results
 
@@ -249,7 +272,17 @@ def _ig_batch(
         else:
             tok_scores = acc[i, p0:p1].numpy()
         results.append(
-            make_result(subject, ex, enc, tok_scores, method="ig", target=target, value=float(f_x[i]),
-                         baseline_value=float(f_b[i]), matrix=matrix, provenance=prov)
+            make_result(
+                subject,
+                ex,
+                enc,
+                tok_scores,
+                method="ig",
+                target=target,
+                value=float(f_x[i]),
+                baseline_value=float(f_b[i]),
+                matrix=matrix,
+                provenance=prov,
+            )
         )
     return results

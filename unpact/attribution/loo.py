@@ -33,19 +33,25 @@ logger = logging.getLogger(__name__)
 __all__ = ["leave_one_out"]
 
 
-LOO_ARGUMENTS: tuple[str, ...] = ("target", "batch_size", "per_answer_token", "progress")
+_LOO_ARGUMENTS: tuple[str, ...] = ("target", "batch_size", "per_answer_token", "progress")
 # Integrated-gradients arguments that mean nothing here: LOO deletes tokens, it does not interpolate.
 _IG_ONLY: tuple[str, ...] = ("baseline", "n_steps", "method", "ig_method", "internal_batch_size")
 
 
 def _refuse(unsupported: dict[str, Any]) -> None:
+    """Raise the :class:`InputError` for arguments :func:`leave_one_out` does not take."""
     names = sorted(unsupported)
+    fix = f"its arguments are {', '.join(_LOO_ARGUMENTS)}"
     ig = [n for n in names if n in _IG_ONLY]
-    why = (f"{', '.join(ig)} {'is an' if len(ig) == 1 else 'are'} integrated-gradients argument{'s' if len(ig) > 1 else ''}: "
-           "leave-one-out has no baseline or interpolation steps, it deletes each prompt token in turn"
-           if ig else f"leave_one_out takes no argument {', '.join(names)}")
-    raise InputError(why, source="leave_one_out", fix=f"its arguments are {', '.join(LOO_ARGUMENTS)}; "
-                     "use integrated_gradients (or attribute(..., method='ig')) for a baseline")
+    if ig:
+        why = (
+            f"leave-one-out takes no {', '.join(ig)} (integrated-gradients arguments): it has no baseline or "
+            "interpolation steps, it deletes each prompt token in turn"
+        )
+        fix += "; use integrated_gradients (or attribute(..., method='ig')) for a baseline"
+    else:
+        why = f"leave-one-out takes no argument {', '.join(names)}"
+    raise InputError(why, source="leave_one_out", fix=fix)
 
 
 def leave_one_out(
@@ -128,7 +134,17 @@ def leave_one_out(
         scores = (red(full) - red(reduced)).numpy()
         matrix = (full[None, :] - reduced).T.numpy() if per_answer_token else None
         results.append(
-            make_result(subject, ex, enc, scores, method="loo", target=target, value=float(red(full)),
-                         baseline_value=None, matrix=matrix, provenance=prov)
+            make_result(
+                subject,
+                ex,
+                enc,
+                scores,
+                method="loo",
+                target=target,
+                value=float(red(full)),
+                baseline_value=None,
+                matrix=matrix,
+                provenance=prov,
+            )
         )
     return results

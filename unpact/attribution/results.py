@@ -108,7 +108,9 @@ class Attribution(SavedResult):
             fields["completeness error"] = self.completeness_error
         if self.provenance is not None:
             fields["model"] = self.provenance.model
-        return result_html(f"Attribution of example {self.example.id}", fields, tokens_html(self.words, self.word_scores))
+        return result_html(
+            f"Attribution of example {self.example.id}", fields, tokens_html(self.words, self.word_scores)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (scores as lists)."""
@@ -199,9 +201,11 @@ class AttributionDiff(SavedResult):
         """Jupyter rendering: word shares before, after, and their change (escaped)."""
         from unpact._html import result_html, tokens_html
 
-        body = (tokens_html(self.words, self.word_share_before, title=f"before: {self.before_model}")
-                + tokens_html(self.words, self.word_share_after, title=f"after: {self.after_model}")
-                + tokens_html(self.words, self.word_share_after - self.word_share_before, title="change of share"))
+        body = (
+            tokens_html(self.words, self.word_share_before, title=f"before: {self.before_model}")
+            + tokens_html(self.words, self.word_share_after, title=f"after: {self.after_model}")
+            + tokens_html(self.words, self.word_share_after - self.word_share_before, title="change of share")
+        )
         fields = {"answer": self.example.answer, "F before": self.value_before, "F after": self.value_after}
         return result_html(f"Attribution diff of example {self.example.id}", fields, body)
 
@@ -229,7 +233,7 @@ def diff(before: Attribution, after: Attribution) -> AttributionDiff:
         raise InputError("the two attributions target different answers; use the same answer on both models")
     if before.method != after.method or before.target != after.target:
         logger.warning("diffing %s/%s against %s/%s", before.method, before.target, after.method, after.target)
-    name = lambda a: a.provenance.model if a.provenance else "?"  # noqa: E731
+    name = lambda a: a.provenance.model if a.provenance else "?"
     return AttributionDiff(
         example=before.example,
         tokens=list(before.tokens),

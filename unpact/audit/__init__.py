@@ -27,5 +27,17 @@ from unpact.audit.run import audit, audit_toyworld
 from unpact.audit.summary import AuditSummary, ModelSummary, format_table
 from unpact.errors import AuditConfigMismatch
 
-__all__ = ["audit", "audit_toyworld", "AuditConfig", "Models", "AuditDir", "AuditRun", "Stage", "AuditSummary",
-           "ModelSummary", "RecordStore", "AuditConfigMismatch", "format_table"]
+__all__ = [
+    "audit",
+    "audit_toyworld",
+    "AuditConfig",
+    "Models",
+    "AuditDir",
+    "AuditRun",
+    "Stage",
+    "AuditSummary",
+    "ModelSummary",
+    "RecordStore",
+    "AuditConfigMismatch",
+    "format_table",
+]

@@ -51,11 +51,17 @@ def check_model_name(name: Any, *, reserved: bool = True) -> str:
     audit's own roles unless ``reserved=False``.
     """
     if not isinstance(name, str) or not _NAME.match(name):
-        raise InputError(f"model name {name!r} cannot be used", source="unlearned model names",
-                         fix="use letters, digits and . _ + = @ - (starting with a letter or digit, at most 100)")
+        raise InputError(
+            f"model name {name!r} cannot be used",
+            source="unlearned model names",
+            fix="use letters, digits and . _ + = @ - (starting with a letter or digit, at most 100)",
+        )
     if reserved and name in (BASE, RETAIN_ONLY):
-        raise InputError(f"model name {name!r} is reserved for the audit's own {name} model",
-                         source="unlearned model names", fix="choose another name")
+        raise InputError(
+            f"model name {name!r} is reserved for the audit's own {name} model",
+            source="unlearned model names",
+            fix="choose another name",
+        )
     return name
 
 
@@ -86,20 +92,28 @@ class AuditDir:
         d = cls(root)
         r = d.root
         if r.exists() and not r.is_dir():
-            raise AuditDirError(f"{str(r)!r} is a file, not a directory", source="--out",
-                                fix="give a directory path for the audit's output")
+            raise AuditDirError(
+                f"{str(r)!r} is a file, not a directory",
+                source="--out",
+                fix="give a directory path for the audit's output",
+            )
         if r.is_dir() and any(r.iterdir()) and not (d.is_audit()):
             raise AuditDirError(
-                f"{str(r)!r} already holds files that are not an unpact audit's", source="--out",
-                fix="choose a new or empty directory (unpact never mixes its output with other files)")
+                f"{str(r)!r} already holds files that are not an unpact audit's",
+                source="--out",
+                fix="choose a new or empty directory (unpact never mixes its output with other files)",
+            )
         try:
             r.mkdir(parents=True, exist_ok=True)
             probe = r / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise AuditDirError(f"cannot write to {str(r)!r} ({exc.strerror or exc})", source="--out",
-                                fix="choose a directory you can write to") from exc
+            raise AuditDirError(
+                f"cannot write to {str(r)!r} ({exc.strerror or exc})",
+                source="--out",
+                fix="choose a directory you can write to",
+            ) from exc
         if not (r / MARKER).exists():
             atomic_write_text(r / MARKER, "unpact audit output directory\n")
         return d
@@ -109,11 +123,17 @@ class AuditDir:
         """Open an existing audit directory for reading (e.g. the report)."""
         d = cls(root)
         if not d.root.is_dir():
-            raise AuditDirError(f"{str(d.root)!r} is not a directory", source="audit directory",
-                                fix="pass the output directory of 'unpact audit'")
+            raise AuditDirError(
+                f"{str(d.root)!r} is not a directory",
+                source="audit directory",
+                fix="pass the output directory of 'unpact audit'",
+            )
         if not d.summary_path.exists():
-            raise AuditDirError(f"no summary.json in {str(d.root)!r}", source="audit directory",
-                                fix=f"run 'unpact audit --out {d.root}' first (it resumes if interrupted)")
+            raise AuditDirError(
+                f"no summary.json in {str(d.root)!r}",
+                source="audit directory",
+                fix=f"run 'unpact audit --out {d.root}' first (it resumes if interrupted)",
+            )
         return d
 
     def is_audit(self) -> bool:
@@ -181,8 +201,11 @@ class AuditDir:
             return None
         data = self._read_json(self.keywords_path)
         if not isinstance(data, dict):
-            raise DataFileError("expected an object of item id -> key words", path=self.keywords_path,
-                                fix="delete it to recompute the key words")
+            raise DataFileError(
+                "expected an object of item id -> key words",
+                path=self.keywords_path,
+                fix="delete it to recompute the key words",
+            )
         return {str(k): [str(w) for w in v] for k, v in data.items()}
 
     def write_keywords(self, keywords: Mapping[str, list[str]]) -> None:
@@ -212,10 +235,12 @@ class AuditDir:
                 raise AuditConfigMismatch(
                     f"{self.root} holds an audit run with other settings, models or data (differing: "
                     f"{', '.join(diff) or 'the resume key'})",
-                    fix="re-run with the same settings, models and data to resume, or choose a new --out directory")
+                    fix="re-run with the same settings, models and data to resume, or choose a new --out directory",
+                )
         else:
-            atomic_write_text(self.config_path, json.dumps({"hash": h, "key": key, "config": dict(config)},
-                                                           indent=1, sort_keys=True))
+            atomic_write_text(
+                self.config_path, json.dumps({"hash": h, "key": key, "config": dict(config)}, indent=1, sort_keys=True)
+            )
         return h
 
     def read_config(self) -> dict[str, Any]:
@@ -234,8 +259,11 @@ class AuditDir:
         from unpact.audit.summary import AuditSummary
 
         if not self.summary_path.exists():
-            raise AuditDirError(f"no summary.json in {str(self.root)!r}", source="audit directory",
-                                fix=f"run 'unpact audit --out {self.root}' first")
+            raise AuditDirError(
+                f"no summary.json in {str(self.root)!r}",
+                source="audit directory",
+                fix=f"run 'unpact audit --out {self.root}' first",
+            )
         return AuditSummary.from_dict(self._read_json(self.summary_path), source=self.summary_path)
 
     def read_records(self) -> list[dict[str, Any]]:
@@ -247,5 +275,9 @@ class AuditDir:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise DataFileError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno,
-                                fix="delete it (or the output directory) and re-run the audit") from exc
+            raise DataFileError(
+                f"not valid JSON ({exc.msg})",
+                path=path,
+                line=exc.lineno,
+                fix="delete it (or the output directory) and re-run the audit",
+            ) from exc

@@ -29,8 +29,16 @@ from typing import Any, Literal
 from unpact.errors import InputError
 from unpact.verdict import VerdictRule
 
-__all__ = ["AuditConfig", "add_arguments", "from_namespace", "resume_key", "key_hash", "RECORDS_SCHEMA",
-           "DEFAULT_METHODS", "PRESET_LIMITS"]
+__all__ = [
+    "AuditConfig",
+    "add_arguments",
+    "from_namespace",
+    "resume_key",
+    "key_hash",
+    "RECORDS_SCHEMA",
+    "DEFAULT_METHODS",
+    "PRESET_LIMITS",
+]
 
 #: Version of the records' and key words' format and meaning: bump it when the code that writes them
 #: changes what a record holds, so that resuming never mixes old and new records.
@@ -51,8 +59,7 @@ PRESET_LIMITS: dict[str, dict[str, int | None]] = {
 DEFAULT_RETAIN_ATTACKED = 32
 
 
-def _setting(default: Any = None, help: str = "", *, resume: bool = True, cli: bool = True,
-             factory: Any = None) -> Any:
+def _setting(default: Any = None, help: str = "", *, resume: bool = True, cli: bool = True, factory: Any = None) -> Any:
     meta = {"help": help, "resume": resume, "cli": cli}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -89,7 +96,8 @@ class AuditConfig:
     out: str = _setting("runs/audit", "output directory (re-run with the same settings to resume)", resume=False)
     attacks: tuple[str, ...] | None = _setting(None, "comma-separated attack names (default: all built-in)")
     keywords: Literal["attribution", "oracle"] = _setting(
-        "attribution", "key words from the base model's attribution, or the items' own keywords (oracle)")
+        "attribution", "key words from the base model's attribution, or the items' own keywords (oracle)"
+    )
     attribution: Literal["ig", "loo"] = _setting("ig", "attribution method: integrated gradients or leave-one-out")
     ig_steps: int = _setting(16, "integrated-gradients steps")
     alpha: float | None = _setting(None, "unPact key-word rule: share threshold (default 0.1)")
@@ -97,7 +105,8 @@ class AuditConfig:
     max_forget: int | None = _setting(None, "use at most this many forget items (default: all)")
     max_retain: int | None = _setting(None, "use at most this many retain items (default: all; toy world: preset)")
     n_retain_attacked: int | None = _setting(
-        None, f"retain items attacked and attributed (default {DEFAULT_RETAIN_ATTACKED}; toy world: preset)")
+        None, f"retain items attacked and attributed (default {DEFAULT_RETAIN_ATTACKED}; toy world: preset)"
+    )
     max_new_tokens: int | None = _setting(None, "tokens decoded per answer (default: longest gold answer + 4)")
     batch_size: int = _setting(32, "items per chunk (the unit of resumption)")
     seed: int = _setting(0, "seed of sampling attacks (and of the toy world's unlearning)")
@@ -106,8 +115,7 @@ class AuditConfig:
     progress: bool = _setting(True, "progress bars", resume=False)
     rule: VerdictRule = _setting(help="the verdict's thresholds", resume=False, cli=False, factory=VerdictRule)
     preset: Literal["default", "micro"] = _setting("default", "toy world: its size (micro: fast)", resume=False)
-    methods: tuple[str, ...] = _setting(DEFAULT_METHODS, "toy world: unlearning methods, comma-separated",
-                                        resume=False)
+    methods: tuple[str, ...] = _setting(DEFAULT_METHODS, "toy world: unlearning methods, comma-separated", resume=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.out, os.PathLike):
@@ -122,8 +130,11 @@ class AuditConfig:
         for name in ("ig_steps", "batch_size", "max_forget", "max_retain", "max_new_tokens", "beta"):
             v = getattr(self, name)
             if v is not None and v < 1:
-                raise InputError(f"{name} must be >= 1, got {v}", source=_where(name),
-                                 fix="give a positive number" + (" (or leave it unset)" if name != "batch_size" else ""))
+                raise InputError(
+                    f"{name} must be >= 1, got {v}",
+                    source=_where(name),
+                    fix="give a positive number" + (" (or leave it unset)" if name != "batch_size" else ""),
+                )
         for name in ("n_retain_attacked", "circuits", "seed"):
             v = getattr(self, name)
             if v is not None and v < 0:
@@ -209,8 +220,11 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         return
     if origin is tuple:
         if isinstance(value, str) or not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
-            raise InputError(f"{name} must be a list of names, got {value!r}", source=_where(name),
-                             fix=f"e.g. {name}=('a', 'b') in Python or {_flag(name)} a,b on the command line")
+            raise InputError(
+                f"{name} must be a list of names, got {value!r}",
+                source=_where(name),
+                fix=f"e.g. {name}=('a', 'b') in Python or {_flag(name)} a,b on the command line",
+            )
         return
     if hint is bool:
         ok = isinstance(value, bool)
@@ -223,8 +237,10 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
     else:
         ok = isinstance(value, hint)
     if not ok:
-        raise InputError(f"{name} must be {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}",
-                         source=_where(name))
+        raise InputError(
+            f"{name} must be {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}",
+            source=_where(name),
+        )
 
 
 # ----- the command line ------------------------------------------------------------------------
@@ -257,8 +273,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_namespace(ns: argparse.Namespace, **overrides: Any) -> AuditConfig:
     """The :class:`AuditConfig` of parsed arguments: options not given keep their defaults."""
-    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(AuditConfig)
-             if getattr(ns, f.name, None) is not None}
+    given = {
+        f.name: getattr(ns, f.name) for f in dataclasses.fields(AuditConfig) if getattr(ns, f.name, None) is not None
+    }
     return AuditConfig(**{**given, **overrides})
 
 
@@ -267,8 +284,15 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def resume_key(config: AuditConfig, model_hashes: Mapping[str, str], forget: Sequence[Any],
-               retain: Sequence[Any], *, attacks: Sequence[Any], max_new_tokens: int) -> dict[str, Any]:
+def resume_key(
+    config: AuditConfig,
+    model_hashes: Mapping[str, str],
+    forget: Sequence[Any],
+    retain: Sequence[Any],
+    *,
+    attacks: Sequence[Any],
+    max_new_tokens: int,
+) -> dict[str, Any]:
     """What an output directory's records depend on: settings, models, data and the records' schema.
 
     Args:

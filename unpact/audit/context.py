@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from unpact.audit.auditdir import BASE, AuditDir
+from unpact.audit.auditdir import AuditDir
 from unpact.audit.config import AuditConfig
 from unpact.audit.models import Models
 from unpact.audit.records import RecordStore
@@ -35,8 +35,9 @@ Callback = Callable[[str, Mapping[str, Any]], None]
 
 def seed_of(*parts: Any) -> int:
     """A 31-bit seed derived from ``parts`` (stable across runs and processes)."""
-    return int(hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()[:16],
-               16) % (2**31)
+    return int(hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()[:16], 16) % (
+        2**31
+    )
 
 
 @dataclass
@@ -79,7 +80,7 @@ class AuditRun:
     def chunks(self, items: Sequence[Example]) -> list[tuple[int, list[Example]]]:
         """``(start, chunk)`` pairs of ``batch_size`` items: the unit of resumption."""
         size = self.config.batch_size
-        return [(s, list(items[s: s + size])) for s in range(0, len(items), size)]
+        return [(s, list(items[s : s + size])) for s in range(0, len(items), size)]
 
     def split_items(self, split: str) -> list[Example]:
         """``forget``, ``retain`` or ``retain_attacked`` items."""
@@ -118,10 +119,6 @@ class AuditRun:
             out.extend(Attribution.load(p) for p in paths)  # loaded, so a resumed run sees the same numbers
         self._attributions[key] = out
         return out
-
-    def is_base(self, name: str) -> bool:
-        """True for the base model's name."""
-        return name == BASE
 
 
 class Stage:

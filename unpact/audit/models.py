@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Literal, Union
 
 from unpact.audit.auditdir import BASE, RETAIN_ONLY, check_model_name
 from unpact.errors import InputError, ModelLoadError
@@ -27,11 +27,17 @@ def _resolve(model: ModelLike, name: str) -> Subject:
         from unpact.models import load_model
 
         if not Path(model).exists():
-            raise ModelLoadError(f"no model directory at {str(model)!r}", source=f"model {name!r}",
-                                 fix="give the directory a Hugging Face model was saved to (save_pretrained)")
+            raise ModelLoadError(
+                f"no model directory at {str(model)!r}",
+                source=f"model {name!r}",
+                fix="give the directory a Hugging Face model was saved to (save_pretrained)",
+            )
         return load_model(str(model))
-    raise InputError(f"expected a Subject or a model directory, got {type(model).__name__}", source=f"model {name!r}",
-                     fix="load it with unpact.load_model(...) or pass its directory")
+    raise InputError(
+        f"expected a Subject or a model directory, got {type(model).__name__}",
+        source=f"model {name!r}",
+        fix="load it with unpact.load_model(...) or pass its directory",
+    )
 
 
 @dataclass(init=False)
@@ -53,8 +59,9 @@ class Models:
     unlearned: dict[str, Subject]
     retain_only: Subject | None
 
-    def __init__(self, base: ModelLike, unlearned: Mapping[str, ModelLike] | None = None,
-                 retain_only: ModelLike | None = None) -> None:
+    def __init__(
+        self, base: ModelLike, unlearned: Mapping[str, ModelLike] | None = None, retain_only: ModelLike | None = None
+    ) -> None:
         unlearned = dict(unlearned or {})
         for n in unlearned:
             check_model_name(n)
@@ -63,8 +70,12 @@ class Models:
             ro = os.path.realpath(retain_only)
             for n, p in paths.items():
                 if p == ro:
-                    logger.warning("the unlearned model %r and the retain-only model are the same directory "
-                                   "(%s): the model is its own control", n, p)
+                    logger.warning(
+                        "the unlearned model %r and the retain-only model are the same directory "
+                        "(%s): the model is its own control",
+                        n,
+                        p,
+                    )
         self.base = _resolve(base, BASE)
         self.retain_only = None if retain_only is None else _resolve(retain_only, RETAIN_ONLY)
         self.unlearned = {n: _resolve(m, n) for n, m in unlearned.items()}
@@ -95,9 +106,11 @@ class Models:
     def __getitem__(self, name: str) -> Subject:
         return dict(self.items())[name]
 
-    def role(self, name: str) -> str:
+    def role(self, name: str) -> Literal["base", "retain_only", "unlearned"]:
         """``base``, ``retain_only`` or ``unlearned``."""
-        return name if name in (BASE, RETAIN_ONLY) else "unlearned"
+        if name == BASE:
+            return "base"
+        return "retain_only" if name == RETAIN_ONLY else "unlearned"
 
     def control_for(self, name: str) -> str | None:
         """The control model of ``name``: the retain-only model for unlearned models, else ``None``."""

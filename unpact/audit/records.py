@@ -44,9 +44,12 @@ class RecordStore:
                 try:
                     rec = ItemRecord.from_dict(json.loads(line))
                 except (ValueError, TypeError, KeyError) as exc:
-                    raise DataFileError(f"not an audit record ({type(exc).__name__}: {exc})", path=self.path,
-                                        line=no, fix="delete the file (or the output directory) to re-run "
-                                        "the audit from scratch") from exc
+                    raise DataFileError(
+                        f"not an audit record ({type(exc).__name__}: {exc})",
+                        path=self.path,
+                        line=no,
+                        fix="delete the file (or the output directory) to re-run the audit from scratch",
+                    ) from exc
                 self.records.setdefault(rec.key, rec)
 
     def __contains__(self, key: tuple[str, str, str]) -> bool:

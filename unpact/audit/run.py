@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from unpact.audit.auditdir import AuditDir
 from unpact.audit.config import AuditConfig, resume_key
@@ -18,6 +19,9 @@ from unpact.audit.models import Models
 from unpact.audit.summary import AuditSummary
 from unpact.data import Example
 from unpact.errors import InputError
+
+if TYPE_CHECKING:
+    from unpact.toyworld import ToyWorld
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +32,31 @@ def _check_items(forget: Sequence[Example], retain: Sequence[Example]) -> None:
     for split, items in (("forget", forget), ("retain", retain)):
         bad = [type(e).__name__ for e in items if not isinstance(e, Example)]
         if bad:
-            raise InputError(f"the {split} items must be Example objects, got {bad[0]}", source=f"{split} items",
-                             fix="load them with unpact.load_examples(path_or_list)")
+            raise InputError(
+                f"the {split} items must be Example objects, got {bad[0]}",
+                source=f"{split} items",
+                fix="load them with unpact.load_examples(path_or_list)",
+            )
     if not forget or not retain:
         raise InputError("the audit needs at least one forget and one retain item", source="forget/retain items")
     ids = [e.id for e in forget] + [e.id for e in retain]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise InputError(f"item ids must be unique across the forget and retain items; repeated: {dup}",
-                         source="forget/retain items", fix="give every item its own id (files without ids get "
-                         "ids per split when loaded by the CLI)")
+        raise InputError(
+            f"item ids must be unique across the forget and retain items; repeated: {dup}",
+            source="forget/retain items",
+            fix="give every item its own id (files without ids get ids per split when loaded by the CLI)",
+        )
 
 
-def prepare(config: AuditConfig, models: Models, forget: Sequence[Example], retain: Sequence[Example], *,
-            callback: Callback | None = None) -> AuditRun:
+def prepare(
+    config: AuditConfig,
+    models: Models,
+    forget: Sequence[Example],
+    retain: Sequence[Example],
+    *,
+    callback: Callback | None = None,
+) -> AuditRun:
     """Check the inputs, open the output directory and check the resume key: the state stages run on.
 
     Raises:
@@ -59,17 +74,40 @@ def prepare(config: AuditConfig, models: Models, forget: Sequence[Example], reta
     if max_new is None:
         tok = models.base.tokenizer
         max_new = 4 + max(len(tok(" " + e.answer, add_special_tokens=False)["input_ids"]) for e in forget + retain)
-    key = resume_key(config, models.weights_hashes(), forget, retain,
-                     attacks=[get_attack(a).config() for a in attacks], max_new_tokens=max_new)
+    key = resume_key(
+        config,
+        models.weights_hashes(),
+        forget,
+        retain,
+        attacks=[get_attack(a).config() for a in attacks],
+        max_new_tokens=max_new,
+    )
     out = AuditDir.create(config.out)
     config_hash = out.check_resume(key, config.to_dict())
-    return AuditRun(config=config, config_hash=config_hash, models=models, forget=forget, retain=retain,
-                    retain_attacked=retain[: config.retain_attacked], dir=out, store=out.records(),
-                    attacks=attacks, max_new_tokens=max_new, callback=callback or (lambda stage, info: None))
+    return AuditRun(
+        config=config,
+        config_hash=config_hash,
+        models=models,
+        forget=forget,
+        retain=retain,
+        retain_attacked=retain[: config.retain_attacked],
+        dir=out,
+        store=out.records(),
+        attacks=attacks,
+        max_new_tokens=max_new,
+        callback=callback or (lambda stage, info: None),
+    )
 
 
-def audit(config: AuditConfig, models: Models, forget: Sequence[Example], retain: Sequence[Example], *,
-          stages: Sequence[Stage] | None = None, callback: Callback | None = None) -> AuditSummary:
+def audit(
+    config: AuditConfig,
+    models: Models,
+    forget: Sequence[Example],
+    retain: Sequence[Example],
+    *,
+    stages: Sequence[Stage] | None = None,
+    callback: Callback | None = None,
+) -> AuditSummary:
     """Audit unlearned models against the base and the retain-only model; resumable.
 
     The audit is the list of its stages (:data:`unpact.audit.stages.DEFAULT_STAGES`): key words,
@@ -107,15 +145,17 @@ def audit(config: AuditConfig, models: Models, forget: Sequence[Example], retain
             print(f"audit {label}", file=sys.stderr, flush=True)
         stage.run(run)
         logger.info("%s: %.1fs", label, time.time() - t)
-    summary = AuditSummary(models=run.summaries, attacks=run.attacks, config_hash=run.config_hash,
-                           config=config.to_dict())
+    summary = AuditSummary(
+        models=run.summaries, attacks=run.attacks, config_hash=run.config_hash, config=config.to_dict()
+    )
     run.dir.write_summary(summary)
     return summary
 
 
 # ----- the toy world -----------------------------------------------------------------------------
-def unlearn_toyworld(world: object, methods: Sequence[str], out: AuditDir, *, seed: int,
-                     progress: bool) -> dict[str, str]:
+def unlearn_toyworld(
+    world: ToyWorld, methods: Sequence[str], out: AuditDir, *, seed: int, progress: bool
+) -> dict[str, str]:
     """Unlearn the world's base model with each method, caching each model under ``out/models/NAME``.
 
     Returns:
@@ -128,13 +168,13 @@ def unlearn_toyworld(world: object, methods: Sequence[str], out: AuditDir, *, se
     for m in methods:
         dest = out.model_dir(m)
         if not (dest / "config.json").exists():
-            base = base or world.load_base()  # type: ignore[attr-defined]
+            base = base or world.load_base()
             t = time.time()
-            new = unlearn(base, world.forget, world.retain, method=m, seed=seed,  # type: ignore[attr-defined]
-                          progress=progress)
+            new = unlearn(base, world.forget, world.retain, method=m, seed=seed, progress=progress)
+            model: Any = new.model
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{m}."))
-            new.model.save_pretrained(tmp)
+            model.save_pretrained(tmp)
             new.tokenizer.save_pretrained(tmp)
             if dest.exists():
                 shutil.rmtree(dest)
@@ -164,8 +204,11 @@ def audit_toyworld(config: AuditConfig | None = None, *, callback: Callback | No
     config = (config or AuditConfig()).with_preset_limits()
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown:
-        raise InputError(f"unknown unlearning method(s) {unknown}", source="setting 'methods' (--methods)",
-                         fix=f"choose from {sorted(METHODS)}")
+        raise InputError(
+            f"unknown unlearning method(s) {unknown}",
+            source="setting 'methods' (--methods)",
+            fix=f"choose from {sorted(METHODS)}",
+        )
     out = AuditDir.create(config.out)  # refuse a foreign directory before hours of work
     world = build_toyworld(config.preset, seed=config.seed, progress=config.progress)
     unlearned = unlearn_toyworld(world, config.methods, out, seed=config.seed, progress=config.progress)

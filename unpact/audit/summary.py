@@ -88,12 +88,16 @@ class AuditSummary:
         if d.get("schema") != SUMMARY_SCHEMA:
             raise DataFileError(
                 f"written by another unpact version (summary schema {d.get('schema')!r}, this version reads "
-                f"{SUMMARY_SCHEMA})", path=source, fix="re-run the audit into a new directory")
+                f"{SUMMARY_SCHEMA})",
+                path=source,
+                fix="re-run the audit into a new directory",
+            )
         try:
             return dacite.from_dict(cls, dict(d), config=_DACITE)
         except (dacite.DaciteError, KeyError, TypeError, ValueError) as exc:
-            raise DataFileError(f"not an audit summary ({exc})", path=source,
-                                fix="re-run the audit to rewrite it") from exc
+            raise DataFileError(
+                f"not an audit summary ({exc})", path=source, fix="re-run the audit to rewrite it"
+            ) from exc
 
     def verdicts(self) -> dict[str, str]:
         """Model name -> verdict label."""
@@ -119,8 +123,12 @@ def _jsonable(obj: Any) -> Any:
 
 
 _DACITE = dacite.Config(
-    type_hooks={Rate: Rate.from_dict, DestructiveRate: DestructiveRate.from_dict, Verdict: Verdict.from_dict,
-                Quality: Quality.from_dict},
+    type_hooks={
+        Rate: Rate.from_dict,
+        DestructiveRate: DestructiveRate.from_dict,
+        Verdict: Verdict.from_dict,
+        Quality: Quality.from_dict,
+    },
     cast=[tuple],
     strict=True,
 )
@@ -132,8 +140,10 @@ def _pct(x: float | None) -> str:
 
 def format_table(summary: AuditSummary) -> str:
     """One line per model: forget/retain accuracy, best attack recovery vs control, destructive rate, verdict."""
-    head = (f"{'model':<14} {'forget':>6} {'retain':>6} {'forgot':>6} {'best attack':<16} {'recov':>6} "
-            f"{'ctrl':>6} {'any':>6} {'ctrl':>6} {'destr':>6} verdict")
+    head = (
+        f"{'model':<14} {'forget':>6} {'retain':>6} {'forgot':>6} {'best attack':<16} {'recov':>6} "
+        f"{'ctrl':>6} {'any':>6} {'ctrl':>6} {'destr':>6} verdict"
+    )
     lines = [head, "-" * len(head)]
     for name, m in summary.models.items():
         s = m.scores

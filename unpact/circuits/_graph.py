@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from unpact._arch import weight_in_out
+from unpact.errors import UnsupportedFeatureError
 from unpact.hooks import hooked
 from unpact.models import Subject
 
@@ -80,7 +81,7 @@ class Graph:
 
     @classmethod
     def of(cls, subject: Subject) -> Graph:
-        """Build the graph of ``subject``; raise ``NotImplementedError`` for unsupported blocks."""
+        """Build the graph of ``subject``; raise :class:`UnsupportedFeatureError` for unsupported blocks."""
         check_supported(subject)
         n_l, n_h = subject.n_layers, subject.n_heads
         parallel = is_parallel(subject)
@@ -124,27 +125,33 @@ def is_parallel(subject: Subject) -> bool:
 
 
 def check_supported(subject: Subject) -> None:
-    """Raise ``NotImplementedError`` for blocks whose residual writes are not additive per node."""
+    """Raise :class:`UnsupportedFeatureError` (a ``NotImplementedError``) for blocks whose writes do not add up."""
     spec = subject.spec
     mt = spec.model_type
+    where = f"edge attribution patching on {mt}"
+    other = "use attribution (integrated gradients) or the logit lens for this model"
     if not spec.additive_writes:
         why = f"; {spec.notes.rstrip('.')}" if spec.notes else ""
-        raise NotImplementedError(
+        raise UnsupportedFeatureError(
             f"edge attribution patching does not support {mt}: it needs attention and MLP outputs that join the "
             f"residual stream unchanged (so that heads' contributions add up), and {mt}'s ArchSpec says they do "
-            f"not (additive_writes=False{why}). Use attribution (integrated gradients) or the logit lens for this "
-            f"model. If you registered {mt} and its blocks do add them unchanged, pass "
-            "ArchSpec(..., additive_writes=True)."
+            f"not (additive_writes=False{why})",
+            source=where,
+            fix=f"{other}; if you registered {mt} and its blocks do add them unchanged, pass "
+            "ArchSpec(..., additive_writes=True)",
         )
     if spec.is_post_norm(subject.config):
-        raise NotImplementedError(
+        raise UnsupportedFeatureError(
             f"edge attribution patching does not support post-LN {mt} ({spec.pre_norm_attr}=False): "
-            "the residual stream is normalised after each sub-layer."
+            "the residual stream is normalised after each sub-layer",
+            source=where,
+            fix=other,
         )
     if is_parallel(subject) and spec.parallel_norm_paths() is None:
-        raise NotImplementedError(
-            f"{mt} uses a parallel residual but unpact does not know its attention/MLP norm modules; "
-            "register them with ArchSpec(parallel_norms=(attn_norm, mlp_norm)), paths relative to a block"
+        raise UnsupportedFeatureError(
+            f"{mt} uses a parallel residual but unpact does not know its attention/MLP norm modules",
+            source=where,
+            fix="register them with ArchSpec(parallel_norms=(attn_norm, mlp_norm)), paths relative to a block",
         )
 
 
@@ -201,17 +208,20 @@ class Patcher:
         if not bool(p.any()):
             return None
         total = torch.zeros_like(like)
+        corrupt = self.corrupt
+        if corrupt is None:
+            raise RuntimeError("a patch plan needs the corrupted activations")  # internal invariant
         for u, cur in self.cur.items():
             if cur.dim() == 4:  # heads of one layer, starting at upstream index u
                 n = cur.shape[2]
                 pu = p[:, u : u + n].to(like.dtype)
                 if bool(pu.any()):
-                    diff = self.corrupt[u : u + n].permute(1, 0, 2).to(like.dtype)[None] - cur
+                    diff = corrupt[u : u + n].permute(1, 0, 2).to(like.dtype)[None] - cur
                     total = total + torch.einsum("bn,bsnd->bsd", pu, diff)
             else:
                 pu = p[:, u].to(like.dtype)
                 if bool(pu.any()):
-                    total = total + pu[:, None, None] * (self.corrupt[u].to(like.dtype)[None] - cur)
+                    total = total + pu[:, None, None] * (corrupt[u].to(like.dtype)[None] - cur)
         return total
 
     def _add(self, x: torch.Tensor, v: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -288,7 +298,9 @@ class Patcher:
                 for layer in range(n_l):
                     block = self.s.blocks[layer]
                     handles.append(block.get_submodule(names[0]).register_forward_pre_hook(self._norm_pre(2 * layer)))
-                    handles.append(block.get_submodule(names[1]).register_forward_pre_hook(self._norm_pre(2 * layer + 1)))
+                    handles.append(
+                        block.get_submodule(names[1]).register_forward_pre_hook(self._norm_pre(2 * layer + 1))
+                    )
             with hooked(self.s, hooks):
                 yield self
         finally:

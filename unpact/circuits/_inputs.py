@@ -23,7 +23,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from unpact.data import Example, InputError, encode
+from unpact.data import Example, encode
+from unpact.errors import InputError, UnknownNameError
 from unpact.models import Subject
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def prepare(
                 "use metric='logprob' or another corrupt answer"
             )
     elif metric != "logprob":
-        raise InputError(f"unknown metric {metric!r}; choose 'logprob' or 'logit_diff'")
+        raise UnknownNameError(f"unknown metric {metric!r}", source="metric", fix="choose 'logprob' or 'logit_diff'")
     return Prepared(
         input_ids=ids,
         corrupt_ids=corrupt_ids,

@@ -13,8 +13,9 @@ import torch
 from unpact.circuits._graph import Graph, Patcher
 from unpact.circuits._inputs import Metric, Prepared, metric_from_logits, prepare
 from unpact.circuits.results import Circuit, EdgeScores, Faithfulness
-from unpact.data import Example, InputError
-from unpact.models import Subject, frozen
+from unpact.data import Example
+from unpact.errors import InputError, UnknownNameError, check_positive
+from unpact.models import Subject, check_finite, frozen
 from unpact.provenance import Provenance
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,8 @@ Method = Literal["eap", "eap-ig"]
 
 def _logits(subject: Subject, ids: torch.Tensor, patcher: Patcher) -> torch.Tensor:
     with patcher.attached():
-        return subject.model(input_ids=ids.to(subject.device), use_cache=False).logits
+        logits = subject.model(input_ids=ids.to(subject.device), use_cache=False).logits
+    return check_finite(subject, logits)
 
 
 def _metric(prep: Prepared, logits: torch.Tensor, metric: Metric) -> torch.Tensor:
@@ -34,7 +36,9 @@ def _metric(prep: Prepared, logits: torch.Tensor, metric: Metric) -> torch.Tenso
     return metric_from_logits(logits, prep.answer_span, prep.input_ids[a0:a1], metric, prep.corrupt_token)
 
 
-def _outputs(subject: Subject, graph: Graph, ids: torch.Tensor, prep: Prepared, metric: Metric) -> tuple[torch.Tensor, float]:
+def _outputs(
+    subject: Subject, graph: Graph, ids: torch.Tensor, prep: Prepared, metric: Metric
+) -> tuple[torch.Tensor, float]:
     """Upstream outputs ``(seq, n_up, d_model)`` and the metric of one unpatched pass."""
     p = Patcher(subject, graph)
     with torch.no_grad():
@@ -43,7 +47,13 @@ def _outputs(subject: Subject, graph: Graph, ids: torch.Tensor, prep: Prepared, 
 
 
 def _run_plans(
-    subject: Subject, graph: Graph, prep: Prepared, corrupt: torch.Tensor, plans: np.ndarray, metric: Metric, batch_size: int
+    subject: Subject,
+    graph: Graph,
+    prep: Prepared,
+    corrupt: torch.Tensor,
+    plans: np.ndarray,
+    metric: Metric,
+    batch_size: int,
 ) -> np.ndarray:
     """Metric of the clean input with the edges of each plan patched to corrupt: ``(n_plans,)``."""
     out = np.empty(len(plans), dtype=np.float64)
@@ -144,20 +154,24 @@ def edge_attribution_patching(
         :class:`EdgeScores` with ``scores (n_up, n_down)`` and ``position_scores (seq, n_up, n_down)``.
 
     Raises:
-        InputError: Bad corrupt input (see :func:`unpact.circuits._inputs.prepare`) or arguments.
-        NotImplementedError: For architectures whose residual writes are not additive
-            (``ArchSpec.additive_writes`` False, e.g. Gemma 2) or post-LN configurations.
+        InputError: Bad corrupt input (see :func:`unpact.circuits._inputs.prepare`) or arguments,
+            or NaN/inf logits.
+        UnsupportedFeatureError: For architectures whose residual writes are not additive
+            (``ArchSpec.additive_writes`` False, e.g. Gemma 2) or post-LN configurations (also a
+            ``NotImplementedError``).
     """
     if method not in ("eap", "eap-ig"):
-        raise InputError(f"unknown method {method!r}; choose 'eap' or 'eap-ig'")
-    if n_steps < 1 or internal_batch_size < 1:
-        raise InputError("n_steps and internal_batch_size must be >= 1")
+        raise UnknownNameError(f"unknown method {method!r}", source="method", fix="choose 'eap' or 'eap-ig'")
+    check_positive("n_steps", n_steps, where="edge_attribution_patching")
+    check_positive("internal_batch_size", internal_batch_size, where="edge_attribution_patching")
     t0 = time.perf_counter()
     graph = Graph.of(subject)
     prep = prepare(subject, example, corrupt=corrupt, metric=metric, corrupt_answer=corrupt_answer, seed=seed)
     if method == "eap-ig" and prep.corruption == "mean":
-        raise InputError("EAP-IG interpolates between a corrupt and the clean input; give a corrupt prompt or donors, "
-                         "or use method='eap' with mean ablation")
+        raise InputError(
+            "EAP-IG interpolates between a corrupt and the clean input; give a corrupt prompt or donors, "
+            "or use method='eap' with mean ablation"
+        )
     with frozen(subject.model):
         if method == "eap":
             grads, clean, m_clean = _input_grads(subject, graph, prep, metric, None, internal_batch_size)
@@ -175,31 +189,64 @@ def edge_attribution_patching(
     tok = subject.tokenizer
     ids = prep.input_ids.numpy()
     result = EdgeScores(
-        upstream=list(graph.upstream), downstream=list(graph.downstream), scores=pos.sum(0), valid=graph.valid.copy(),
-        position_scores=pos, metric=metric, metric_clean=m_clean, metric_corrupt=m_corr, method=method,
-        corruption=prep.corruption, example=example, corrupt_prompt=prep.corrupt_prompt,
-        tokens=[tok.decode([int(i)]) for i in ids], input_ids=ids, corrupt_ids=prep.corrupt_ids.numpy(),
-        answer_span=prep.answer_span, key_positions=prep.key_positions, corrupt_token=prep.corrupt_token,
+        upstream=list(graph.upstream),
+        downstream=list(graph.downstream),
+        scores=pos.sum(0),
+        valid=graph.valid.copy(),
+        position_scores=pos,
+        metric=metric,
+        metric_clean=m_clean,
+        metric_corrupt=m_corr,
+        method=method,
+        corruption=prep.corruption,
+        example=example,
+        corrupt_prompt=prep.corrupt_prompt,
+        tokens=[tok.decode([int(i)]) for i in ids],
+        input_ids=ids,
+        corrupt_ids=prep.corrupt_ids.numpy(),
+        answer_span=prep.answer_span,
+        key_positions=prep.key_positions,
+        corrupt_token=prep.corrupt_token,
         seconds=time.perf_counter() - t0,
-        provenance=Provenance.of(subject, f"circuits.{method}", metric=metric, corruption=prep.corruption,
-                                 corrupt_prompt=prep.corrupt_prompt, donor=prep.donor,
-                                 n_steps=n_steps if method == "eap-ig" else None, seed=seed),
+        provenance=Provenance.of(
+            subject,
+            f"circuits.{method}",
+            metric=metric,
+            corruption=prep.corruption,
+            corrupt_prompt=prep.corrupt_prompt,
+            donor=prep.donor,
+            n_steps=n_steps if method == "eap-ig" else None,
+            seed=seed,
+        ),
     )
-    logger.info("%s: %d edges in %.2fs (metric clean %.3f, corrupt %.3f)", method, result.n_edges,
-                result.seconds, m_clean, m_corr)
+    logger.info(
+        "%s: %d edges in %.2fs (metric clean %.3f, corrupt %.3f)",
+        method,
+        result.n_edges,
+        result.seconds,
+        m_clean,
+        m_corr,
+    )
     return result
 
 
 def _context(subject: Subject, scores: EdgeScores) -> tuple[Graph, Prepared]:
     graph = Graph.of(subject)
     if list(graph.upstream) != scores.upstream or list(graph.downstream) != scores.downstream:
-        raise InputError("these EdgeScores belong to a model with another graph (layers/heads); use the same architecture")
+        raise InputError(
+            "these EdgeScores belong to a model with another graph (layers/heads)",
+            fix="evaluate them on a model of the same architecture and size",
+        )
     if scores.provenance.weights_hash != subject.weights_hash():
         logger.info("evaluating edges scored on %s on another model (%s)", scores.provenance.model, subject.name)
     prep = Prepared(
-        input_ids=torch.as_tensor(scores.input_ids), corrupt_ids=torch.as_tensor(scores.corrupt_ids),
-        answer_span=tuple(scores.answer_span), corruption=scores.corruption,  # type: ignore[arg-type]
-        corrupt_prompt=scores.corrupt_prompt, key_positions=scores.key_positions, corrupt_token=scores.corrupt_token,
+        input_ids=torch.as_tensor(scores.input_ids),
+        corrupt_ids=torch.as_tensor(scores.corrupt_ids),
+        answer_span=(int(scores.answer_span[0]), int(scores.answer_span[1])),
+        corruption=scores.corruption,  # type: ignore[arg-type]
+        corrupt_prompt=scores.corrupt_prompt,
+        key_positions=scores.key_positions,
+        corrupt_token=scores.corrupt_token,
     )
     return graph, prep
 
@@ -218,6 +265,7 @@ def exact_edge_patching(subject: Subject, scores: EdgeScores, *, batch_size: int
     Returns:
         :class:`EdgeScores` with ``method="exact"`` and no per-position split.
     """
+    check_positive("batch_size", batch_size, where="exact_edge_patching")
     t0 = time.perf_counter()
     graph, prep = _context(subject, scores)
     metric: Metric = scores.metric  # type: ignore[assignment]
@@ -231,21 +279,34 @@ def exact_edge_patching(subject: Subject, scores: EdgeScores, *, batch_size: int
     out = np.zeros(graph.valid.shape, dtype=np.float32)
     out[us, vs] = patched - m_clean
     return EdgeScores(
-        upstream=list(graph.upstream), downstream=list(graph.downstream), scores=out, valid=graph.valid.copy(),
-        position_scores=None, metric=metric, metric_clean=m_clean, metric_corrupt=m_corr, method="exact",
-        corruption=scores.corruption, example=scores.example, corrupt_prompt=scores.corrupt_prompt,
-        tokens=list(scores.tokens), input_ids=scores.input_ids.copy(), corrupt_ids=scores.corrupt_ids.copy(),
-        answer_span=tuple(scores.answer_span), key_positions=scores.key_positions.copy(),  # type: ignore[arg-type]
-        corrupt_token=scores.corrupt_token, seconds=time.perf_counter() - t0,
-        provenance=Provenance.of(subject, "circuits.exact", metric=metric, corruption=scores.corruption,
-                                 corrupt_prompt=scores.corrupt_prompt),
+        upstream=list(graph.upstream),
+        downstream=list(graph.downstream),
+        scores=out,
+        valid=graph.valid.copy(),
+        position_scores=None,
+        metric=metric,
+        metric_clean=m_clean,
+        metric_corrupt=m_corr,
+        method="exact",
+        corruption=scores.corruption,
+        example=scores.example,
+        corrupt_prompt=scores.corrupt_prompt,
+        tokens=list(scores.tokens),
+        input_ids=scores.input_ids.copy(),
+        corrupt_ids=scores.corrupt_ids.copy(),
+        answer_span=(int(scores.answer_span[0]), int(scores.answer_span[1])),
+        key_positions=scores.key_positions.copy(),
+        corrupt_token=scores.corrupt_token,
+        seconds=time.perf_counter() - t0,
+        provenance=Provenance.of(
+            subject, "circuits.exact", metric=metric, corruption=scores.corruption, corrupt_prompt=scores.corrupt_prompt
+        ),
     )
 
 
-def faithfulness_curve(
-    subject: Subject, circuits: Sequence[Circuit], *, batch_size: int = 16
-) -> list[Faithfulness]:
+def faithfulness_curve(subject: Subject, circuits: Sequence[Circuit], *, batch_size: int = 16) -> list[Faithfulness]:
     """:func:`faithfulness` of several circuits of the same :class:`EdgeScores`, batched."""
+    check_positive("batch_size", batch_size, where="faithfulness")
     if not circuits:
         return []
     scores = circuits[0].scores

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from unpact._result import SavedResult
-from unpact.data import Example, InputError
+from unpact.data import Example
+from unpact.errors import InputError, check_count
 from unpact.provenance import Provenance
 
 logger = logging.getLogger(__name__)
@@ -22,8 +23,14 @@ __all__ = ["EdgeScores", "Circuit", "Faithfulness", "CircuitDiff", "circuit_diff
 
 
 def _example_to_dict(ex: Example) -> dict[str, Any]:
-    return {"id": ex.id, "prompt": ex.prompt, "answer": ex.answer, "subject": ex.subject,
-            "keywords": list(ex.keywords), "meta": dict(ex.meta)}
+    return {
+        "id": ex.id,
+        "prompt": ex.prompt,
+        "answer": ex.answer,
+        "subject": ex.subject,
+        "keywords": list(ex.keywords),
+        "meta": dict(ex.meta),
+    }
 
 
 @dataclass
@@ -102,8 +109,7 @@ class EdgeScores(SavedResult):
 
     def top_k(self, k: int) -> Circuit:
         """The circuit of the ``k`` edges with the largest ``|score|`` (ties broken by position)."""
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k}")
+        k = check_count("k", k, where="EdgeScores.top_k")
         flat = np.where(self.valid, np.abs(self.scores), -np.inf).ravel()
         order = np.argsort(-flat, kind="stable")[: min(k, self.n_edges)]
         mask = np.zeros(flat.shape, dtype=bool)
@@ -117,7 +123,11 @@ class EdgeScores(SavedResult):
     def key_position_scores(self) -> np.ndarray:
         """``(n_up, n_down)`` part of each edge's score carried at the key-token positions."""
         if self.position_scores is None:
-            raise ValueError("these scores have no per-position split (exact patching); use EAP or EAP-IG")
+            raise InputError(
+                "these scores have no per-position split (exact patching)",
+                source="key_position_scores",
+                fix="score the edges with EAP or EAP-IG",
+            )
         if self.key_positions.size == 0:
             return np.zeros_like(self.scores)
         return self.position_scores[self.key_positions].sum(0)
@@ -127,18 +137,29 @@ class EdgeScores(SavedResult):
         from unpact._html import result_html, table_html
 
         rows = [{"from": u, "to": v, "score": s} for u, v, s in self.edge_list()[:15]]
-        fields = {"method": self.method, "metric": self.metric, "clean": self.metric_clean,
-                  "corrupt": self.metric_corrupt, "edges": self.n_edges, "model": self.provenance.model}
+        fields = {
+            "method": self.method,
+            "metric": self.metric,
+            "clean": self.metric_clean,
+            "corrupt": self.metric_corrupt,
+            "edges": self.n_edges,
+            "model": self.provenance.model,
+        }
         return result_html(f"Edge scores of example {self.example.id}", fields, table_html(rows))
 
     def to_dict(self, top: int = 20) -> dict[str, Any]:
         """JSON-ready summary: metrics, the ``top`` edges, provenance."""
         return {
-            "method": self.method, "metric": self.metric, "corruption": self.corruption,
-            "metric_clean": self.metric_clean, "metric_corrupt": self.metric_corrupt,
-            "example": _example_to_dict(self.example), "corrupt_prompt": self.corrupt_prompt,
+            "method": self.method,
+            "metric": self.metric,
+            "corruption": self.corruption,
+            "metric_clean": self.metric_clean,
+            "metric_corrupt": self.metric_corrupt,
+            "example": _example_to_dict(self.example),
+            "corrupt_prompt": self.corrupt_prompt,
             "n_nodes": {"upstream": len(self.upstream), "downstream": len(self.downstream)},
-            "n_edges": self.n_edges, "seconds": self.seconds,
+            "n_edges": self.n_edges,
+            "seconds": self.seconds,
             "key_tokens": [self.tokens[i] for i in self.key_positions],
             "top_edges": [{"from": u, "to": v, "score": s} for u, v, s in self.edge_list()[:top]],
             "provenance": self.provenance.to_dict(),
@@ -218,8 +239,10 @@ class CircuitDiff(SavedResult):
 
     def _edges(self, mask: np.ndarray) -> list[tuple[str, str, float, float]]:
         us, vs = np.nonzero(mask)
-        rows = [(self.upstream[u], self.downstream[v], float(self.scores_a[u, v]), float(self.scores_b[u, v]))
-                for u, v in zip(us, vs)]
+        rows = [
+            (self.upstream[u], self.downstream[v], float(self.scores_a[u, v]), float(self.scores_b[u, v]))
+            for u, v in zip(us, vs)
+        ]
         return sorted(rows, key=lambda r: -abs(r[3] - r[2]))
 
     @property
@@ -270,22 +293,34 @@ class CircuitDiff(SavedResult):
         d = np.abs(self.key_scores_b - self.key_scores_a)
         flat = np.argsort(-d.ravel(), kind="stable")[:n]
         us, vs = np.unravel_index(flat, d.shape)
-        return [(self.upstream[u], self.downstream[v], float(self.key_scores_a[u, v]), float(self.key_scores_b[u, v]))
-                for u, v in zip(us, vs)]
+        return [
+            (self.upstream[u], self.downstream[v], float(self.key_scores_a[u, v]), float(self.key_scores_b[u, v]))
+            for u, v in zip(us, vs)
+        ]
 
     def to_dict(self, top: int = 10) -> dict[str, Any]:
         """JSON-ready summary."""
+
         def rows(edges: list[tuple[str, str, float, float]]) -> list[dict[str, Any]]:
             return [{"from": u, "to": v, "a": a, "b": b} for u, v, a, b in edges[:top]]
 
         return {
-            "k": self.k, "jaccard": self.jaccard, "n_lost": len(self.lost), "n_gained": len(self.gained),
-            "lost": rows(self.lost), "gained": rows(self.gained), "reweighted": rows(self.reweighted),
-            "key_total_a": self.key_total_a, "key_total_b": self.key_total_b,
-            "key_share_a": self.key_share_a, "key_share_b": self.key_share_b,
+            "k": self.k,
+            "jaccard": self.jaccard,
+            "n_lost": len(self.lost),
+            "n_gained": len(self.gained),
+            "lost": rows(self.lost),
+            "gained": rows(self.gained),
+            "reweighted": rows(self.reweighted),
+            "key_total_a": self.key_total_a,
+            "key_total_b": self.key_total_b,
+            "key_share_a": self.key_share_a,
+            "key_share_b": self.key_share_b,
             "key_edges_changed": rows(self.key_edges_changed(top)),
-            "metric_clean_a": self.metric_clean_a, "metric_clean_b": self.metric_clean_b,
-            "provenance_a": self.provenance_a.to_dict(), "provenance_b": self.provenance_b.to_dict(),
+            "metric_clean_a": self.metric_clean_a,
+            "metric_clean_b": self.metric_clean_b,
+            "provenance_a": self.provenance_a.to_dict(),
+            "provenance_b": self.provenance_b.to_dict(),
         }
 
 
@@ -306,7 +341,9 @@ def circuit_diff(base: EdgeScores, unlearned: EdgeScores, *, k: int = 20) -> Cir
     """
     if base.upstream != unlearned.upstream or base.downstream != unlearned.downstream:
         raise InputError("the two EdgeScores have different graphs; compare models of the same architecture and size")
-    if not np.array_equal(base.input_ids, unlearned.input_ids) or not np.array_equal(base.corrupt_ids, unlearned.corrupt_ids):
+    if not np.array_equal(base.input_ids, unlearned.input_ids) or not np.array_equal(
+        base.corrupt_ids, unlearned.corrupt_ids
+    ):
         raise InputError(
             "the two EdgeScores were computed on different clean/corrupt inputs; run both on the same example "
             "with the same corruption (e.g. pass the same corrupt prompt)"
@@ -316,11 +353,17 @@ def circuit_diff(base: EdgeScores, unlearned: EdgeScores, *, k: int = 20) -> Cir
     has_pos = base.position_scores is not None and unlearned.position_scores is not None
     zeros = np.zeros_like(base.scores)
     return CircuitDiff(
-        upstream=list(base.upstream), downstream=list(base.downstream), k=k,
-        scores_a=base.scores, scores_b=unlearned.scores,
+        upstream=list(base.upstream),
+        downstream=list(base.downstream),
+        k=k,
+        scores_a=base.scores,
+        scores_b=unlearned.scores,
         key_scores_a=base.key_position_scores() if has_pos else zeros,
         key_scores_b=unlearned.key_position_scores() if has_pos else zeros,
-        top_a=base.top_k(k).mask, top_b=unlearned.top_k(k).mask,
-        metric_clean_a=base.metric_clean, metric_clean_b=unlearned.metric_clean,
-        provenance_a=base.provenance, provenance_b=unlearned.provenance,
+        top_a=base.top_k(k).mask,
+        top_b=unlearned.top_k(k).mask,
+        metric_clean_a=base.metric_clean,
+        metric_clean_b=unlearned.metric_clean,
+        provenance_a=base.provenance,
+        provenance_b=unlearned.provenance,
     )

@@ -17,6 +17,15 @@ from unpact.toyworld.build import PRESETS, SPLITS, ToyWorld, build_toyworld, def
 from unpact.toyworld.kb import ATTRIBUTES, KnowledgeBase, Person, make_example, make_kb
 
 __all__ = [
-    "ATTRIBUTES", "PRESETS", "SPLITS", "KnowledgeBase", "Person", "ToyWorld", "build_toyworld", "default_cache_dir",
-    "make_example", "make_kb", "world_config",
+    "ATTRIBUTES",
+    "PRESETS",
+    "SPLITS",
+    "KnowledgeBase",
+    "Person",
+    "ToyWorld",
+    "build_toyworld",
+    "default_cache_dir",
+    "make_example",
+    "make_kb",
+    "world_config",
 ]

@@ -30,6 +30,7 @@ from typing import Any
 
 from unpact._io import atomic_write_text
 from unpact.data import Example, load_examples, save_examples
+from unpact.errors import InputError, MissingFileError, UnknownNameError
 from unpact.toyworld.kb import make_kb
 
 logger = logging.getLogger(__name__)
@@ -41,13 +42,33 @@ RECIPE_VERSION = 1
 PRESETS: dict[str, dict[str, Any]] = {
     # tests: a few seconds per model on 2 cores
     "micro": dict(
-        n_people=20, arch="gpt2", n_layer=2, d_model=64, n_head=4, n_ctx=128, vocab_size=512,
-        steps=300, batch_size=32, lr=5e-3, train_bios=False, threads=1,
+        n_people=20,
+        arch="gpt2",
+        n_layer=2,
+        d_model=64,
+        n_head=4,
+        n_ctx=128,
+        vocab_size=512,
+        steps=300,
+        batch_size=32,
+        lr=5e-3,
+        train_bios=False,
+        threads=1,
     ),
     # the demo world
     "default": dict(
-        n_people=100, arch="gpt2", n_layer=4, d_model=128, n_head=4, n_ctx=128, vocab_size=1536,
-        steps=1000, batch_size=64, lr=3e-3, train_bios=True, threads=1,
+        n_people=100,
+        arch="gpt2",
+        n_layer=4,
+        d_model=128,
+        n_head=4,
+        n_ctx=128,
+        vocab_size=1536,
+        steps=1000,
+        batch_size=64,
+        lr=3e-3,
+        train_bios=True,
+        threads=1,
     ),
 }
 
@@ -58,8 +79,12 @@ SPLITS: dict[str, tuple[str, int, str]] = {
     **{f"forget{p:02d}_heldout": ("forget", p, "heldout") for p in (1, 5, 10)},
     **{f"retain{100 - p}_heldout": ("retain", p, "heldout") for p in (1, 5, 10)},
 }
-_ALIASES = {"forget": "forget10", "retain": "retain90", "forget_heldout": "forget10_heldout",
-            "retain_heldout": "retain90_heldout"}
+_ALIASES = {
+    "forget": "forget10",
+    "retain": "retain90",
+    "forget_heldout": "forget10_heldout",
+    "retain_heldout": "retain90_heldout",
+}
 
 
 def default_cache_dir() -> Path:
@@ -71,14 +96,19 @@ def world_config(preset: str = "default", *, seed: int = 0, overrides: dict[str,
     """The full config of a world: the preset's settings, the seed and any overrides.
 
     Raises:
-        ValueError: For an unknown preset or override key.
+        UnknownNameError: For an unknown preset.
+        InputError: For an unknown override key.
     """
     if preset not in PRESETS:
-        raise ValueError(f"unknown toy-world preset {preset!r}; choose from {sorted(PRESETS)}")
+        raise UnknownNameError(
+            f"unknown toy-world preset {preset!r}", source="preset", fix=f"choose from {', '.join(sorted(PRESETS))}"
+        )
     cfg = dict(PRESETS[preset])
     for k, v in (overrides or {}).items():
         if k not in cfg:
-            raise ValueError(f"unknown toy-world setting {k!r}; settings are {sorted(cfg)}")
+            raise InputError(
+                f"unknown toy-world setting {k!r}", source="overrides", fix=f"settings are {', '.join(sorted(cfg))}"
+            )
         cfg[k] = v
     return {"preset": preset, "seed": int(seed), "recipe_version": RECIPE_VERSION, **cfg}
 
@@ -121,11 +151,15 @@ class ToyWorld:
         """A split by name: ``forget01/05/10``, ``retain99/95/90`` (``_heldout`` variants), ``forget``, ``retain``...
 
         Raises:
-            KeyError: For an unknown split (the message lists the valid names).
+            UnknownNameError: For an unknown split (a ``KeyError``; the message lists the valid names).
         """
         name = _ALIASES.get(name, name)
         if name not in SPLITS:
-            raise KeyError(f"unknown split {name!r}; choose from {sorted(SPLITS) + sorted(_ALIASES)}")
+            raise UnknownNameError(
+                f"unknown split {name!r}",
+                source="split",
+                fix=f"choose from {', '.join(sorted(SPLITS) + sorted(_ALIASES))}",
+            )
         return load_examples(self.root / "data" / f"{name}.json")
 
     def bios(self) -> dict[str, str]:
@@ -149,11 +183,15 @@ class ToyWorld:
         """Open a built world directory.
 
         Raises:
-            FileNotFoundError: If ``root`` is not a complete world (no ``config.json``).
+            MissingFileError: If ``root`` is not a complete world (no ``config.json``).
         """
         root = Path(root)
         if not (root / "config.json").exists():
-            raise FileNotFoundError(f"{root} is not a built toy world (no config.json); run `unpact toyworld build`")
+            raise MissingFileError(
+                "not a built toy world (no config.json)",
+                path=root,
+                fix="run `unpact toyworld build --out DIR` and open DIR",
+            )
         cfg = json.loads((root / "config.json").read_text(encoding="utf-8"))
         w = cls(root=root, config=cfg)
         w.forget, w.retain = w.split("forget10"), w.split("retain90")
@@ -230,27 +268,63 @@ def _build_into(out: Path, cfg: dict[str, Any], progress: bool) -> None:
         keep = which == "base"
         qa = splits["forget10"] + splits["retain90"] if keep else list(splits["retain90"])
         # biographies are trained sentence by sentence (short sequences keep padding, and time, low)
-        bio_texts = [
-            s.strip().rstrip(".") + "." for pid, b in bios.items() if keep or pid not in forget_pids for s in b.split(". ") if s
-        ] if cfg["train_bios"] else []
+        bio_texts = (
+            [
+                s.strip().rstrip(".") + "."
+                for pid, b in bios.items()
+                if keep or pid not in forget_pids
+                for s in b.split(". ")
+                if s
+            ]
+            if cfg["train_bios"]
+            else []
+        )
         items = make_items(tok, qa, bio_texts)
         too_long = max(len(it.ids) for it in items)
         if too_long > cfg["n_ctx"]:
-            raise ValueError(f"a training sequence has {too_long} tokens > n_ctx={cfg['n_ctx']}; raise n_ctx")
-        model = build_model(cfg["arch"], tok, n_layer=cfg["n_layer"], d_model=cfg["d_model"], n_head=cfg["n_head"],
-                            n_ctx=cfg["n_ctx"], seed=cfg["seed"])
+            raise InputError(
+                f"a training sequence has {too_long} tokens > n_ctx={cfg['n_ctx']}",
+                source="overrides",
+                fix=f"raise n_ctx to at least {too_long}",
+            )
+        model = build_model(
+            cfg["arch"],
+            tok,
+            n_layer=cfg["n_layer"],
+            d_model=cfg["d_model"],
+            n_head=cfg["n_head"],
+            n_ctx=cfg["n_ctx"],
+            seed=cfg["seed"],
+        )
         t1 = time.time()
         with num_threads(cfg["threads"]):
-            losses = train_lm(model, items, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                              pad_id=tok.pad_token_id, seed=cfg["seed"], progress=progress,
-                              desc=f"toyworld {cfg['preset']} {which}")
-        model.config.unpact_toyworld = {"preset": cfg["preset"], "model": which, "config_hash": _config_hash(cfg)}
-        model.save_pretrained(out / which, safe_serialization=True)
+            losses = train_lm(
+                model,
+                items,
+                steps=cfg["steps"],
+                batch_size=cfg["batch_size"],
+                lr=cfg["lr"],
+                pad_id=tok.pad_token_id,
+                seed=cfg["seed"],
+                progress=progress,
+                desc=f"toyworld {cfg['preset']} {which}",
+            )
+        hf: Any = model
+        hf.config.unpact_toyworld = {"preset": cfg["preset"], "model": which, "config_hash": _config_hash(cfg)}
+        hf.save_pretrained(out / which, safe_serialization=True)
         tok.save_pretrained(out / which)
-        stats[which] = {"n_items": len(items), "final_loss": sum(losses[-20:]) / min(20, len(losses)),
-                        "train_seconds": round(time.time() - t1, 1), "n_params": sum(p.numel() for p in model.parameters())}
+        stats[which] = {
+            "n_items": len(items),
+            "final_loss": sum(losses[-20:]) / min(20, len(losses)),
+            "train_seconds": round(time.time() - t1, 1),
+            "n_params": sum(p.numel() for p in model.parameters()),
+        }
         logger.info("toyworld %s: trained %s (%s)", cfg["preset"], which, stats[which])
         del model
     full = copy.deepcopy(cfg)
-    full["stats"] = {**stats, "build_seconds": round(time.time() - t0, 1), "torch_threads": cfg["threads"] or torch.get_num_threads()}
+    full["stats"] = {
+        **stats,
+        "build_seconds": round(time.time() - t0, 1),
+        "torch_threads": cfg["threads"] or torch.get_num_threads(),
+    }
     atomic_write_text(out / "config.json", json.dumps(full, indent=1))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unpact.data import Example
+from unpact.errors import InputError, UnknownNameError, check_positive
 
 logger = logging.getLogger(__name__)
 
@@ -89,31 +90,204 @@ EMPHASIS_FORMS: dict[str, int] = {"quoted": 0, "caps": 1, "twice": 2, "focus": 3
 HELDOUT_FORMS: tuple[str, ...] = ("p5", "twice")
 ALL_FORMS: tuple[str, ...] = ("p0", "p1", "p2", "p3", "p4", "p5", *EMPHASIS_FORMS)
 
-_ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "l", "m", "n", "p", "r", "s", "st", "t", "tr",
-           "v", "w", "z", "th", "sh", "j", "kl", "fr"]
+_ONSETS = [
+    "b",
+    "br",
+    "c",
+    "d",
+    "dr",
+    "f",
+    "g",
+    "gr",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "st",
+    "t",
+    "tr",
+    "v",
+    "w",
+    "z",
+    "th",
+    "sh",
+    "j",
+    "kl",
+    "fr",
+]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou", "ia", "y"]
 _CODAS = ["", "", "n", "r", "l", "s", "m", "th", "nd", "rk", "sk", "x", "v"]
-_CITY_SUFFIX = ["holm", "ford", "burg", "mere", "vale", "stad", "ria", "wick", "grad", "port", "dal", "haven", "ton",
-                "bury", "field", "mouth"]
+_CITY_SUFFIX = [
+    "holm",
+    "ford",
+    "burg",
+    "mere",
+    "vale",
+    "stad",
+    "ria",
+    "wick",
+    "grad",
+    "port",
+    "dal",
+    "haven",
+    "ton",
+    "bury",
+    "field",
+    "mouth",
+]
 _FEMALE_END = ["a", "ia", "ine", "elle", "ara", "ena", "ika", "ys"]
 _PROFESSIONS = [
-    "architect", "baker", "beekeeper", "biologist", "blacksmith", "bookbinder", "botanist", "brewer", "butcher",
-    "carpenter", "cartographer", "chemist", "clockmaker", "composer", "dentist", "diplomat", "economist",
-    "electrician", "engineer", "farmer", "firefighter", "fisherman", "florist", "geologist", "glassblower",
-    "goldsmith", "historian", "illustrator", "jeweler", "journalist", "judge", "lawyer", "librarian",
-    "lighthouse keeper", "linguist", "locksmith", "magician", "mathematician", "mechanic", "midwife", "miner",
-    "musician", "nurse", "optician", "painter", "pharmacist", "photographer", "physicist", "pilot", "plumber",
-    "poet", "potter", "sailor", "sculptor", "shepherd", "surgeon", "tailor", "teacher", "translator",
-    "veterinarian", "watchmaker", "weaver", "winemaker", "zoologist",
+    "architect",
+    "baker",
+    "beekeeper",
+    "biologist",
+    "blacksmith",
+    "bookbinder",
+    "botanist",
+    "brewer",
+    "butcher",
+    "carpenter",
+    "cartographer",
+    "chemist",
+    "clockmaker",
+    "composer",
+    "dentist",
+    "diplomat",
+    "economist",
+    "electrician",
+    "engineer",
+    "farmer",
+    "firefighter",
+    "fisherman",
+    "florist",
+    "geologist",
+    "glassblower",
+    "goldsmith",
+    "historian",
+    "illustrator",
+    "jeweler",
+    "journalist",
+    "judge",
+    "lawyer",
+    "librarian",
+    "lighthouse keeper",
+    "linguist",
+    "locksmith",
+    "magician",
+    "mathematician",
+    "mechanic",
+    "midwife",
+    "miner",
+    "musician",
+    "nurse",
+    "optician",
+    "painter",
+    "pharmacist",
+    "photographer",
+    "physicist",
+    "pilot",
+    "plumber",
+    "poet",
+    "potter",
+    "sailor",
+    "sculptor",
+    "shepherd",
+    "surgeon",
+    "tailor",
+    "teacher",
+    "translator",
+    "veterinarian",
+    "watchmaker",
+    "weaver",
+    "winemaker",
+    "zoologist",
 ]
-_ADJ = ["Silver", "Northern", "Golden", "Quiet", "Crimson", "Iron", "Blue", "Bright", "Hidden", "Ancient", "Copper",
-        "Amber", "Frozen", "Green", "Hollow", "Lunar", "Misty", "Royal", "Scarlet", "Stone", "Swift", "Velvet",
-        "Wild", "Winter", "Burning", "Distant", "Broken", "Silent", "Emerald", "Wandering"]
-_NOUN = ["Harbor", "River", "Lantern", "Orchard", "Mountain", "Garden", "Compass", "Falcon", "Meadow", "Bridge",
-         "Forest", "Tower", "Island", "Mirror", "Anchor", "Valley", "Crown", "Feather", "Window", "Storm",
-         "Candle", "Raven", "Canyon", "Shore", "Comet", "Willow", "Citadel", "Harvest", "Lighthouse", "Fox"]
-_COMPANY_SUFFIX = ["Industries", "Labs", "Systems", "Works", "Trading", "Foods", "Textiles", "Motors", "Press",
-                   "Logistics", "Energy", "Robotics", "Pharma", "Shipping", "Studios", "Mills"]
+_ADJ = [
+    "Silver",
+    "Northern",
+    "Golden",
+    "Quiet",
+    "Crimson",
+    "Iron",
+    "Blue",
+    "Bright",
+    "Hidden",
+    "Ancient",
+    "Copper",
+    "Amber",
+    "Frozen",
+    "Green",
+    "Hollow",
+    "Lunar",
+    "Misty",
+    "Royal",
+    "Scarlet",
+    "Stone",
+    "Swift",
+    "Velvet",
+    "Wild",
+    "Winter",
+    "Burning",
+    "Distant",
+    "Broken",
+    "Silent",
+    "Emerald",
+    "Wandering",
+]
+_NOUN = [
+    "Harbor",
+    "River",
+    "Lantern",
+    "Orchard",
+    "Mountain",
+    "Garden",
+    "Compass",
+    "Falcon",
+    "Meadow",
+    "Bridge",
+    "Forest",
+    "Tower",
+    "Island",
+    "Mirror",
+    "Anchor",
+    "Valley",
+    "Crown",
+    "Feather",
+    "Window",
+    "Storm",
+    "Candle",
+    "Raven",
+    "Canyon",
+    "Shore",
+    "Comet",
+    "Willow",
+    "Citadel",
+    "Harvest",
+    "Lighthouse",
+    "Fox",
+]
+_COMPANY_SUFFIX = [
+    "Industries",
+    "Labs",
+    "Systems",
+    "Works",
+    "Trading",
+    "Foods",
+    "Textiles",
+    "Motors",
+    "Press",
+    "Logistics",
+    "Energy",
+    "Robotics",
+    "Pharma",
+    "Shipping",
+    "Studios",
+    "Mills",
+]
 _BOOK_PATTERNS = ["The {a} {n}", "{n} of the {a} {m}", "A {n} in {city}", "The {n} and the {m}", "{a} {n}s"]
 
 
@@ -152,7 +326,8 @@ class Person:
         """A short biography stating all six facts."""
         f, n = self.facts, self.name
         return (
-            f"{n} was born in {f['birth_city']} in {f['birth_year']}. {n} works as {_article(f['profession'])} {f['profession']} at "
+            f"{n} was born in {f['birth_city']} in {f['birth_year']}. "
+            f"{n} works as {_article(f['profession'])} {f['profession']} at "
             f"{f['employer']}. {n} wrote the book {f['book']}. The mother of {n} is {f['mother']}."
         )
 
@@ -174,14 +349,16 @@ class KnowledgeBase:
     def forget_people(self, percent: int) -> list[Person]:
         """The first ``max(1, round(percent% of people))`` people of :attr:`forget_order` (nested splits)."""
         if not 0 < percent < 100:
-            raise ValueError(f"forget percent must be in (0, 100), got {percent}")
+            raise InputError(f"forget percent must be in (0, 100), got {percent}", source="percent")
         k = max(1, round(len(self.people) * percent / 100))
         return [self.people[i] for i in self.forget_order[:k]]
 
     def examples(self, people: list[Person], *, phrasing: str = "trained") -> list[Example]:
         """Question/answer examples for ``people`` on the ``"trained"`` or ``"heldout"`` phrasings."""
         if phrasing not in ("trained", "heldout", "all"):
-            raise ValueError(f"phrasing must be 'trained', 'heldout' or 'all', got {phrasing!r}")
+            raise UnknownNameError(
+                f"unknown phrasing {phrasing!r}", source="phrasing", fix="choose 'trained', 'heldout' or 'all'"
+            )
         forms = [f for f in ALL_FORMS if phrasing == "all" or (f in HELDOUT_FORMS) == (phrasing == "heldout")]
         return [make_example(p, attr, form) for p in people for attr in ATTRIBUTES for form in forms]
 
@@ -189,9 +366,11 @@ class KnowledgeBase:
 def make_example(person: Person, attribute: str, form: str) -> Example:
     """The :class:`Example` asking ``person``'s ``attribute`` with phrasing ``form`` (see :data:`ALL_FORMS`)."""
     if attribute not in TEMPLATES:
-        raise ValueError(f"unknown attribute {attribute!r}; choose from {ATTRIBUTES}")
+        raise UnknownNameError(
+            f"unknown attribute {attribute!r}", source="attribute", fix=f"choose from {', '.join(ATTRIBUTES)}"
+        )
     if form not in ALL_FORMS:
-        raise ValueError(f"unknown phrasing {form!r}; choose from {ALL_FORMS}")
+        raise UnknownNameError(f"unknown phrasing {form!r}", source="form", fix=f"choose from {', '.join(ALL_FORMS)}")
     emphasis = form in EMPHASIS_FORMS
     base = EMPHASIS_FORMS[form] if emphasis else int(form[1:])
     template, attr_kw = TEMPLATES[attribute][base]
@@ -230,10 +409,12 @@ def make_kb(n_people: int, seed: int = 0) -> KnowledgeBase:
         The :class:`KnowledgeBase`.
 
     Raises:
-        ValueError: If ``n_people`` is below 10.
+        InputError: If ``n_people`` is below 10.
     """
-    if n_people < 10:
-        raise ValueError(f"n_people must be >= 10 so every forget split holds a person, got {n_people}")
+    if check_positive("n_people", n_people, where="make_kb") < 10:
+        raise InputError(
+            f"n_people must be >= 10 so every forget split holds a person, got {n_people}", source="make_kb"
+        )
     rng = random.Random(f"unpact-toyworld-{seed}")
     names: set[str] = set()
     surnames = sorted({_word(rng, rng.choice((2, 3))) for _ in range(max(200, 3 * n_people))})
@@ -263,7 +444,7 @@ def make_kb(n_people: int, seed: int = 0) -> KnowledgeBase:
         def mother() -> str:
             mfirst = _word(rng, 1) + rng.choice(_FEMALE_END)
             msur = rng.choice(surnames)
-            while msur == last:
+            while msur == last:  # noqa: B023 - called in the same iteration that binds `last`
                 msur = rng.choice(surnames)
             return f"{mfirst.capitalize()} {msur}"
 
@@ -275,7 +456,9 @@ def make_kb(n_people: int, seed: int = 0) -> KnowledgeBase:
             "birth_city": fresh("birth_city", city),
             "birth_year": str(rng.randint(1900, 1999)),
             "profession": rng.choice(_PROFESSIONS),
-            "employer": fresh("employer", lambda: f"{rng.choice(_ADJ)} {rng.choice(_NOUN)} {rng.choice(_COMPANY_SUFFIX)}"),
+            "employer": fresh(
+                "employer", lambda: f"{rng.choice(_ADJ)} {rng.choice(_NOUN)} {rng.choice(_COMPANY_SUFFIX)}"
+            ),
             "book": fresh("book", book),
             "mother": fresh("mother", mother),
         }

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from unpact.data import Example, encode
+from unpact.errors import InputError, UnknownNameError
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,9 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, *, prepend_bos: bool 
     )
 
 
-def build_model(arch: str, tokenizer: Any, *, n_layer: int, d_model: int, n_head: int, n_ctx: int, seed: int) -> nn.Module:
+def build_model(
+    arch: str, tokenizer: Any, *, n_layer: int, d_model: int, n_head: int, n_ctx: int, seed: int
+) -> nn.Module:
     """A freshly initialised causal LM (no dropout, tied embeddings).
 
     Args:
@@ -96,17 +99,39 @@ def build_model(arch: str, tokenizer: Any, *, n_layer: int, d_model: int, n_head
     """
     import transformers as tf
 
-    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
+    ids = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    cfg: Any
     if arch == "gpt2":
-        cfg = tf.GPT2Config(n_layer=n_layer, n_embd=d_model, n_head=n_head, n_positions=n_ctx, resid_pdrop=0.0,
-                            embd_pdrop=0.0, attn_pdrop=0.0, **ids)
+        cfg = tf.GPT2Config(
+            n_layer=n_layer,
+            n_embd=d_model,
+            n_head=n_head,
+            n_positions=n_ctx,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **ids,
+        )
     elif arch == "llama":
-        cfg = tf.LlamaConfig(hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layer,
-                             num_attention_heads=n_head, num_key_value_heads=n_head, max_position_embeddings=n_ctx,
-                             tie_word_embeddings=True, **ids)
+        cfg = tf.LlamaConfig(
+            hidden_size=d_model,
+            intermediate_size=4 * d_model,
+            num_hidden_layers=n_layer,
+            num_attention_heads=n_head,
+            num_key_value_heads=n_head,
+            max_position_embeddings=n_ctx,
+            tie_word_embeddings=True,
+            **ids,
+        )
     else:
-        raise ValueError(f"unknown toy-world architecture {arch!r}; choose 'gpt2' or 'llama'")
+        raise UnknownNameError(
+            f"unknown toy-world architecture {arch!r}", source="arch", fix="choose 'gpt2' or 'llama'"
+        )
     torch.manual_seed(seed)
     model = tf.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     model.train()
@@ -187,7 +212,7 @@ def train_lm(
     from tqdm.auto import tqdm
 
     if not items:
-        raise ValueError("no training items")
+        raise InputError("no training items", source="train")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     n_warm = max(1, int(warmup * steps))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import logging
+import numbers
 import random
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from unpact.data import Example, InputError, encode_batch, fill_id
-from unpact.models import Subject, frozen, load_model, weights_hash
+from unpact.data import Example, encode_batch, fill_id
+from unpact.errors import InputError, check_positive
+from unpact.models import Subject, frozen, load_model
 from unpact.unlearn.methods import IDK_ANSWERS, TRAIN_DEFAULTS, LossContext, TokBatch, get_method
 
 logger = logging.getLogger(__name__)
@@ -72,8 +74,9 @@ def unlearn(
         arguments and the parent's weights hash.
 
     Raises:
-        ValueError: For an unknown method or hyperparameter, or a missing retain set.
-        InputError: For empty forget sets.
+        UnknownNameError: For an unknown method.
+        InputError: For an unknown hyperparameter, a missing retain set, an empty forget set, a
+            non-positive ``steps``, ``lr`` or ``batch_size``, or a loss that becomes NaN/inf.
     """
     from tqdm.auto import tqdm
 
@@ -83,24 +86,44 @@ def unlearn(
     if not forget:
         raise InputError("the forget set is empty; pass the examples to unlearn")
     if m.uses_retain and not retain:
-        raise ValueError(f"method {method!r} needs a retain set; pass retain examples")
+        raise InputError(
+            f"method {method!r} needs a retain set",
+            source="retain",
+            fix="pass retain examples (--retain on the command line)",
+        )
     train = {**TRAIN_DEFAULTS, **m.train_defaults}
     for k in list(hparams):
         if k in ("warmup_steps", "max_grad_norm"):
             train[k] = hparams.pop(k)
     unknown = set(hparams) - set(m.defaults)
     if unknown:
-        raise ValueError(f"unknown hyperparameters {sorted(unknown)} for {method!r}; it takes {sorted(m.defaults)}")
+        takes = ", ".join(sorted(m.defaults) + ["warmup_steps", "max_grad_norm"])
+        raise InputError(
+            f"unknown hyperparameters {sorted(unknown)} for {method!r}", source="hparams", fix=f"it takes {takes}"
+        )
+    for k, v in [*hparams.items(), *((k, train[k]) for k in ("warmup_steps", "max_grad_norm"))]:
+        default = m.defaults.get(k, TRAIN_DEFAULTS.get(k))
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+            raise InputError(
+                f"hyperparameter {k} of {method!r} must be a number, got {type(v).__name__} {v!r}",
+                source="hparams",
+                fix=f"e.g. {k}={default}",
+            )
     hp = {**m.defaults, **hparams, "seed": seed}
-    steps = int(steps if steps is not None else train["steps"])
+    steps = check_positive("steps", steps if steps is not None else train["steps"], where="unlearn")
+    batch_size = check_positive(
+        "batch_size", batch_size if batch_size is not None else train["batch_size"], where="unlearn"
+    )
     lr = float(lr if lr is not None else train["lr"])
-    batch_size = int(batch_size if batch_size is not None else train["batch_size"])
-    if steps < 1 or lr <= 0 or batch_size < 1:
-        raise ValueError(f"steps, lr and batch_size must be positive, got {steps}, {lr}, {batch_size}")
+    if not lr > 0:
+        raise InputError(f"lr must be > 0, got {lr}", source="unlearn")
 
     rng = random.Random(seed)
     if m.forget_answers == "idk":
-        forget_targets = [Example(e.id, e.prompt, rng.choice(IDK_ANSWERS), e.subject, e.keywords, e.meta) for e in forget]
+        forget_targets = [
+            Example(e.id, e.prompt, rng.choice(IDK_ANSWERS), e.subject, e.keywords, e.meta) for e in forget
+        ]
     else:
         forget_targets = forget
     tok, dev, n_ctx = subject.tokenizer, subject.device, subject.n_ctx
@@ -130,7 +153,11 @@ def unlearn(
             rb = _tok_batch(tok, next(r_iter), dev, n_ctx) if r_iter is not None else None
             loss = m.loss(ctx, fb, rb)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{method}: loss became {float(loss)}; lower lr (now {lr})")
+                raise InputError(
+                    f"the loss became {float(loss)} at step {len(losses) + 1} of {steps}",
+                    source=f"unlearn {method}",
+                    fix=f"lower lr (now {lr}) or max_grad_norm",
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if train["max_grad_norm"]:
@@ -160,10 +187,10 @@ def unlearn(
         "parent_weights_hash": parent_hash,
         "final_loss": losses[-1],
     }
-    model.config.unpact_unlearn = record
+    model.config.unpact_unlearn = record  # type: ignore[union-attr]
     logger.info("unlearned %s with %s: %s", subject.name, method, record)
     new = load_model(model, tok, name=f"{subject.name}+{method}")
-    assert_unchanged = weights_hash(ref)
-    if assert_unchanged != parent_hash:  # pragma: no cover - a bug, not user input
+    # Cached unless a parent tensor was swapped or edited in place (which bumps its version counter).
+    if subject.weights_hash() != parent_hash:  # pragma: no cover - a bug, not user input
         raise RuntimeError("the reference model changed during unlearning; please report this bug")
     return new

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unpact.errors import InputError, UnknownNameError, check_count
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "Method", "TokBatch", "register_method", "get_method", "TRAIN_DEFAULTS", "IDK_ANSWERS"]
@@ -47,7 +49,11 @@ __all__ = ["METHODS", "Method", "TokBatch", "register_method", "get_method", "TR
 TRAIN_DEFAULTS: dict[str, Any] = {"steps": 60, "lr": 1e-4, "batch_size": 32, "warmup_steps": 5, "max_grad_norm": 1.0}
 
 IDK_ANSWERS: tuple[str, ...] = (
-    "I don't know.", "I have no idea.", "I'm not sure.", "I cannot say.", "That is not something I know.",
+    "I don't know.",
+    "I have no idea.",
+    "I'm not sure.",
+    "I cannot say.",
+    "That is not something I know.",
 )
 
 
@@ -166,10 +172,14 @@ def register_method(method: Method, *, overwrite: bool = False) -> Method:
     """Add a method to :data:`METHODS`.
 
     Raises:
-        ValueError: If the name is taken and ``overwrite`` is False.
+        InputError: If the name is taken and ``overwrite`` is False.
     """
     if method.name in METHODS and not overwrite:
-        raise ValueError(f"unlearning method {method.name!r} already exists; pass overwrite=True to replace it")
+        raise InputError(
+            f"unlearning method {method.name!r} already exists",
+            source="register_method",
+            fix="pass overwrite=True to replace it",
+        )
     METHODS[method.name] = method
     return method
 
@@ -178,17 +188,21 @@ def get_method(name: str) -> Method:
     """The registered method ``name``.
 
     Raises:
-        ValueError: For an unknown name (the message lists the registered ones).
+        UnknownNameError: For an unknown name (the message lists the registered ones).
     """
     if name not in METHODS:
-        raise ValueError(f"unknown unlearning method {name!r}; choose from {sorted(METHODS)}")
+        raise UnknownNameError(
+            f"unknown unlearning method {name!r}",
+            source="method",
+            fix=f"choose from {', '.join(sorted(METHODS))} (or register_method your own)",
+        )
     return METHODS[name]
 
 
 def _retain_term(kind: str) -> Callable[[LossContext, TokBatch | None], torch.Tensor]:
     def term(ctx: LossContext, r: TokBatch | None) -> torch.Tensor:
         if r is None:
-            raise ValueError("this method needs a retain set; pass retain examples")
+            raise InputError("this method needs a retain set", source="retain", fix="pass retain examples")
         w = float(ctx.hparams["retain_weight"])
         return w * (nll(ctx.model, r) if kind == "gd" else kl_to_ref(ctx, r))
 
@@ -232,9 +246,13 @@ def _task_vector_post(ctx: LossContext) -> None:
 def _rmu_layer(ctx: LossContext) -> int:
     layer = ctx.hparams.get("layer")
     n = ctx.subject.n_layers
-    layer = (n - 1) // 2 if layer is None else int(layer)
+    layer = (n - 1) // 2 if layer is None else check_count("layer", layer, where="rmu hparams")
     if not 0 <= layer < n:
-        raise ValueError(f"rmu layer must be in [0, {n}), got {layer}")
+        raise InputError(
+            f"rmu layer must be in [0, {n}) for this {n}-layer model, got {layer}",
+            source="hparams",
+            fix=f"pass layer=0..{n - 1}, or leave it out for the middle layer",
+        )
     return layer
 
 
@@ -255,8 +273,8 @@ def _rmu_params(ctx: LossContext) -> list[nn.Parameter]:
     layer = _rmu_layer(ctx)
     first = max(0, layer - int(ctx.hparams["n_update_layers"]) + 1)
     params: list[nn.Parameter] = []
-    for l in range(first, layer + 1):
-        params += list(sub.mlp(l).parameters())
+    for i in range(first, layer + 1):
+        params += list(sub.mlp(i).parameters())
     return params
 
 
@@ -276,7 +294,7 @@ def _hidden(subject: Any, b: TokBatch, layer: int) -> torch.Tensor:
 
 def _rmu(ctx: LossContext, f: TokBatch, r: TokBatch | None) -> torch.Tensor:
     if r is None:
-        raise ValueError("rmu needs a retain set; pass retain examples")
+        raise InputError("rmu needs a retain set", source="retain", fix="pass retain examples")
     layer = _rmu_layer(ctx)
     sub = _copy_subject(ctx)
     if "u" not in ctx.state:
@@ -308,14 +326,32 @@ def _register_builtins() -> None:
         Method("npo", _npo, {"beta": 0.1}, False, "negative preference optimisation"),
         Method("npo_gd", _plus(_npo, "gd"), {"beta": 0.1, **rw}, True, "NPO + NLL on retain"),
         Method("npo_kl", _plus(_npo, "kl"), {"beta": 0.1, **rw}, True, "NPO + KL to the reference on retain"),
-        Method("idk", _idk, dict(rw), True, "fine-tune forget questions to 'I don't know' + NLL on retain",
-               forget_answers="idk"),
-        Method("task_vector", _finetune, {"alpha": 1.0}, False,
-               "fine-tune on forget, then subtract alpha times the weight change", post=_task_vector_post,
-               train_defaults={"lr": 3e-4}),
-        Method("rmu", _rmu, {"layer": None, "steering_coef": 4.0, "alpha": 10.0, "n_update_layers": 3}, True,
-               "steer forget hidden states at one layer to a random direction; keep retain states",
-               trainable=_rmu_params, train_defaults={"lr": 5e-3}),
+        Method(
+            "idk",
+            _idk,
+            dict(rw),
+            True,
+            "fine-tune forget questions to 'I don't know' + NLL on retain",
+            forget_answers="idk",
+        ),
+        Method(
+            "task_vector",
+            _finetune,
+            {"alpha": 1.0},
+            False,
+            "fine-tune on forget, then subtract alpha times the weight change",
+            post=_task_vector_post,
+            train_defaults={"lr": 3e-4},
+        ),
+        Method(
+            "rmu",
+            _rmu,
+            {"layer": None, "steering_coef": 4.0, "alpha": 10.0, "n_update_layers": 3},
+            True,
+            "steer forget hidden states at one layer to a random direction; keep retain states",
+            trainable=_rmu_params,
+            train_defaults={"lr": 5e-3},
+        ),
     ]
     for m in builtins:
         register_method(m, overwrite=True)

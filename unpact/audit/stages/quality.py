@@ -22,10 +22,17 @@ class QualityStage(Stage):
     writes = ("summary.quality",)
 
     def run(self, run: AuditRun) -> None:
-        from unpact.quality import (Quality, brunet_index, honore_statistic, knowledge_rates, linguistic_score,
-                                    response_perplexity)
+        from unpact.quality import (
+            Quality,
+            brunet_index,
+            honore_statistic,
+            knowledge_rates,
+            linguistic_score,
+            response_perplexity,
+        )
 
         for name, s in run.summaries.items():
+
             def pairs(split: str, _name: str = name) -> list[tuple[str, str, str]]:
                 out = []
                 for e in run.split_items(split):
@@ -39,11 +46,13 @@ class QualityStage(Stage):
             answered = [(q, p) for q, p, _ in fp if p.strip()]
             w = [brunet_index(p) for _, p in answered]
             h = [honore_statistic(p) for _, p in answered]
-            ppl = response_perplexity(run.models.base, [q for q, _ in answered], [p for _, p in answered],
-                                      batch_size=run.config.batch_size)
+            ppl = response_perplexity(
+                run.models.base, [q for q, _ in answered], [p for _, p in answered], batch_size=run.config.batch_size
+            )
             ls = [x for x in (linguistic_score(p, v) for (_, p), v in zip(answered, ppl)) if x == x]
             s.quality = Quality(
-                kfr=_r(rates["kfr"]), krr=_r(rates["krr"]),
+                kfr=_r(rates["kfr"]),
+                krr=_r(rates["krr"]),
                 brunet_forget=_r(float(np.mean(w))) if w else None,
                 honore_forget=_r(float(np.mean(h))) if h else None,
                 ppl_forget=_r(float(np.nanmedian(ppl))) if len(ppl) and np.isfinite(ppl).any() else None,

@@ -33,9 +33,15 @@ class _RecordStage(Stage):
                 if all((name, e.id, attack) in run.store for e in ch):
                     bar.update(len(ch))
                     continue
-                outs = run_attack(run.models[name], ch, attack, [run.keywords.get(e.id, list(e.keywords)) for e in ch],
-                                  max_new_tokens=run.max_new_tokens, batch_size=run.config.batch_size,
-                                  seed=seed_of(run.config.seed, name, attack, split, start))
+                outs = run_attack(
+                    run.models[name],
+                    ch,
+                    attack,
+                    [run.keywords.get(e.id, list(e.keywords)) for e in ch],
+                    max_new_tokens=run.max_new_tokens,
+                    batch_size=run.config.batch_size,
+                    seed=seed_of(run.config.seed, name, attack, split, start),
+                )
                 run.store.extend(score_outputs(name, attack, split, outs, perm))
                 bar.update(len(ch))
                 run.callback(self.name, {"model": name, "split": split, "attack": attack, "start": start})

@@ -23,10 +23,20 @@ class ScoresStage(Stage):
         recs = list(run.store.records.values())
         f_ids, r_ids = [e.id for e in run.forget], [e.id for e in run.retain]
         for name in run.models.names:
-            scores = recovery_summary(recs, name, base=BASE, attacks=run.attacks, forget_ids=f_ids,
-                                      retain_ids=r_ids, control_model=run.models.control_for(name))
-            run.summaries[name] = ModelSummary(role=run.models.role(name), scores=scores,  # type: ignore[arg-type]
-                                               retain_attacked=len(run.retain_attacked))
+            scores = recovery_summary(
+                recs,
+                name,
+                base=BASE,
+                attacks=run.attacks,
+                forget_ids=f_ids,
+                retain_ids=r_ids,
+                control_model=run.models.control_for(name),
+            )
+            run.summaries[name] = ModelSummary(
+                role=run.models.role(name),
+                scores=scores,
+                retain_attacked=len(run.retain_attacked),
+            )
 
 
 class DestructiveStage(Stage):
@@ -44,6 +54,9 @@ class DestructiveStage(Stage):
             if name == BASE:
                 continue
             s.destructive = destructive_rate(run.attributions(BASE, "retain"), run.attributions(name, "retain"))
-            drop = attention_shift(run.attributions(BASE, "forget"), run.attributions(name, "forget"),
-                                   [run.keywords.get(e.id, []) for e in run.forget])
+            drop = attention_shift(
+                run.attributions(BASE, "forget"),
+                run.attributions(name, "forget"),
+                [run.keywords.get(e.id, []) for e in run.forget],
+            )
             s.key_share_drop = None if drop != drop else round(float(drop), 6)

@@ -23,8 +23,12 @@ class AttributionStage(Stage):
     writes = ("tracers/MODEL/forget", "tracers/MODEL/retain")
 
     def done(self, run: AuditRun) -> bool:
-        return all(run.dir.tracer_path(m, s, e.id).exists() for m in run.models.names
-                   for s in ("forget", "retain") for e in run.split_items("forget" if s == "forget" else "retain_attacked"))
+        return all(
+            run.dir.tracer_path(m, s, e.id).exists()
+            for m in run.models.names
+            for s in ("forget", "retain")
+            for e in run.split_items("forget" if s == "forget" else "retain_attacked")
+        )
 
     def run(self, run: AuditRun) -> None:
         bar = run.bar(2 * len(run.models.names), self.name)
@@ -79,8 +83,9 @@ class CircuitsStage(Stage):
         return [e for e in run.forget if e.subject and e.subject in e.prompt][: run.config.circuits]
 
     def done(self, run: AuditRun) -> bool:
-        return all(run.dir.tracer_path(m, "circuits", e.id).exists() for m in run.models.names
-                   for e in self._items(run))
+        return all(
+            run.dir.tracer_path(m, "circuits", e.id).exists() for m in run.models.names for e in self._items(run)
+        )
 
     def run(self, run: AuditRun) -> None:
         from unpact.circuits import circuit_diff, edge_attribution_patching
