@@ -151,10 +151,12 @@ def test_attn_bias_follows_the_declared_4d_mask_capability(arch):
         with pytest.raises(ArchitectureError, match=f"{arch} does not.*accepts_4d_mask"):
             atk.run_attack(s, [EX], "attn_bias", max_new_tokens=1)
         return
-    ids, lens = torch.tensor([[5, 17, 33, 2, 41, 8]]), [6]
+    from unpact.forward.layout import _bias_mask
+
+    ids = torch.tensor([[5, 17, 33, 2, 41, 8]])
     with torch.no_grad():
         ref = s.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
-        masks = [atk._attn_mask(lens, 6, [[1]], b, s.dtype, s.device) for b in (0.0, 3.0)]
+        masks = [_bias_mask(torch.ones_like(ids), 6, [0], [1], b, s) for b in (0.0, 3.0)]
         zero, biased = (s.model(input_ids=ids, attention_mask=m, use_cache=False).logits for m in masks)
     torch.testing.assert_close(zero, ref)  # the 4-D mask is read as the causal mask it is
     assert (biased - zero).abs().max() > 1e-2  # and its bias is not ignored

@@ -47,6 +47,7 @@ def cfg(out, **kw):
         attribution="loo",
         n_retain_attacked=3,
         progress=False,
+        workers=1,
     )
     return AuditConfig(out=str(out), **{**base, **kw})
 
@@ -229,6 +230,27 @@ def test_tracer_file_names_never_collide(models, tmp_path):
     assert {p.name for p in out.tracer_files("base", "forget")} == {p.name for p in out.tracer_files("u", "forget")}
 
 
+def test_worker_processes_give_the_same_records(models, tmp_path):
+    base, u, ro = models
+    forget, retain = _data()
+    ms = Models(base, {"u": u}, ro)
+    kw = dict(lens=False, circuits=0, attacks=("restate", "sample", "attn_bias"))
+    one = audit(cfg(tmp_path / "one", **kw), ms, forget, retain)
+    stop = {"n": 0}
+
+    def killer(stage, info):  # a stop while worker processes hold queued units
+        stop["n"] += 1
+        if stop["n"] == 4:
+            raise Stop("simulated kill")
+
+    with pytest.raises(Stop):
+        audit(cfg(tmp_path / "two", workers=2, **kw), ms, forget, retain, callback=killer)
+    two = audit(cfg(tmp_path / "two", workers=2, **kw), ms, forget, retain)
+    recs = [{json.dumps(r, sort_keys=True) for r in AuditDir.open(tmp_path / d).read_records()} for d in ("one", "two")]
+    assert recs[0] == recs[1] and len(recs[0]) > 0
+    assert _comparable(one.to_dict())["models"] == _comparable(two.to_dict())["models"]
+
+
 def test_stages_are_listed_and_skipped_when_done(models, tmp_path):
     from unpact.audit.stages import default_stages
 
@@ -241,9 +263,20 @@ def test_stages_are_listed_and_skipped_when_done(models, tmp_path):
     seen: list[str] = []
     audit(cfg(tmp_path, lens=False, circuits=0), ms, forget, retain, callback=lambda st, info: seen.append(st))
     assert {"keywords", "accuracy", "attacks", "attribution"} <= set(seen)
+    first = AuditDir.open(tmp_path).read_timings()
     seen.clear()
     audit(cfg(tmp_path, lens=False, circuits=0), ms, forget, retain, callback=lambda st, info: seen.append(st))
     assert seen == []  # every saving stage was done: nothing recomputed
+    # the plan counted the work before it started, and timings.json has the seconds each stage took
+    n_models, n_attacks = len(ms.names), 2
+    assert first["work"]["accuracy"]["decode"] == n_models * (len(forget) + len(retain))
+    assert first["work"]["attacks"]["decode"] == n_models * n_attacks * (len(forget) + 3)
+    assert first["work"]["attribution"]["attribute"] == n_models * (len(forget) + 3)
+    assert "lens" not in first["work"] and first["estimated_total_seconds"] > 0
+    assert {"keywords", "accuracy", "attacks", "attribution"} <= set(first["seconds"])
+    again = AuditDir.open(tmp_path).read_timings()
+    assert all(w == {"decode": 0, "attribute": 0, "forward": 0} for w in again["work"].values())
+    assert again["estimated_total_seconds"] == 0
 
 
 def _cli_args(argv):

@@ -338,3 +338,154 @@ def test_cli_circuit(tmp_path, capsys) -> None:
         ]
     )
     assert rc == 2 and "same token length" in capsys.readouterr().err
+
+
+# ----- MIB evaluation: faithfulness curves, CPR / CMD, per-edge-type error ------------------------------------
+def test_mib_areas_and_fraction_counts() -> None:
+    from unpact.circuits import MIB_FRACTIONS, mib_areas
+    from unpact.circuits.mib import fraction_counts
+
+    assert MIB_FRACTIONS == (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+    cpr, cmd = mib_areas(MIB_FRACTIONS, [1.0] * 10)
+    assert cpr == pytest.approx(0.999) and cmd == pytest.approx(0.0)
+    # the trapezoid is exact for f(x) = x: CPR = int_0.001^1 x dx, CMD = int_0.001^1 (1 - x) dx
+    cpr, cmd = mib_areas(MIB_FRACTIONS, list(MIB_FRACTIONS))
+    assert cpr == pytest.approx((1 - 0.001**2) / 2, abs=1e-12)
+    assert cmd == pytest.approx(0.999 - (1 - 0.001**2) / 2, abs=1e-12)
+    # |1 - f| is taken at the points: f = 2 at both ends of [0, 1] gives CMD 1, CPR 2
+    assert mib_areas([0.0, 1.0], [2.0, 2.0]) == pytest.approx((2.0, 1.0))
+    assert fraction_counts(MIB_FRACTIONS, 105) == [0, 0, 0, 1, 2, 5, 10, 21, 52, 105]
+    with pytest.raises(InputError, match="strictly increasing"):
+        mib_areas([0.1, 0.05, 1.0], [0.0, 0.0, 1.0])
+    with pytest.raises(InputError, match="at least two"):
+        mib_areas([1.0], [1.0])
+
+
+def test_spearman_matches_scipy() -> None:
+    from scipy.stats import spearmanr
+
+    from unpact.circuits.edge_types import spearman
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, 40).astype(float)  # with ties
+    b = a + rng.standard_normal(40)
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b)[0], abs=1e-12)
+    assert np.isnan(spearman(np.ones(5), b[:5]))
+
+
+def test_circuit_quality_exact_beats_random_on_held_out(micro_world, toy_base) -> None:
+    from unpact.circuits import CircuitQuality, circuit_quality, mean_scores
+    from unpact.circuits.results import Circuit
+
+    s = toy_base
+    donors = micro_world.forget + micro_world.retain
+    usable = [e for e in micro_world.forget if e.subject and e.subject in e.prompt and not e.meta.get("emphasis")]
+    scoring, held_out = usable[0:12:3], usable[1:12:3]  # disjoint, several attributes
+    eap = [edge_attribution_patching(s, ex, corrupt=donors) for ex in scoring]
+    exact = [exact_edge_patching(s, es) for es in eap]
+    assert np.allclose(mean_scores(exact), np.mean([x.scores for x in exact], axis=0))
+    fractions = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
+    q_exact = circuit_quality(s, exact, held_out, corrupt=donors, fractions=fractions)
+    rand = np.random.default_rng(0).standard_normal(exact[0].scores.shape)
+    q_rand = circuit_quality(s, rand, held_out, corrupt=donors, fractions=fractions)
+    assert isinstance(q_exact, CircuitQuality) and q_exact.method == "exact" and q_rand.method == "given"
+    assert q_exact.scored_on == tuple(e.id for e in scoring) and q_exact.eval_ids == tuple(e.id for e in held_out)
+    assert q_exact.n_kept == (0, 1, 3, 6, 16, 33)
+    for q in (q_exact, q_rand):
+        f = q.faithfulness
+        assert f[0] == pytest.approx(0.0, abs=1e-4)  # every edge patched: the corrupt run
+        assert f[-1] == pytest.approx(1.0, abs=1e-4)  # no edge patched: the full model
+        assert q.cmd >= 0.0
+        assert np.allclose(q.metric_circuit[:, -1], q.metric_clean, atol=1e-4)
+    assert q_exact.cpr > q_rand.cpr + 0.1 and q_exact.cmd < q_rand.cmd
+    # the same patched runs as faithfulness(): an eval example's own EdgeScores carry its inputs
+    ex = held_out[0]
+    own = edge_attribution_patching(s, ex, corrupt=donors)
+    mean = mean_scores(exact)
+    top6 = np.abs(mean[own.valid]) >= np.sort(np.abs(mean[own.valid]))[-6]
+    mask = np.zeros_like(own.valid)
+    mask[own.valid] = top6
+    assert mask.sum() == 6  # no ties at the cut
+    ref = faithfulness(s, Circuit(own, mask))
+    assert q_exact.metric_circuit[0, 3] == pytest.approx(ref.metric_circuit, abs=1e-5)
+    assert q_exact.metric_empty[0] == pytest.approx(own.metric_corrupt, abs=1e-4)
+    json.dumps(q_exact.to_dict())
+
+
+def test_circuit_quality_errors() -> None:
+    from unpact.circuits import circuit_quality
+
+    s = tiny_subject("gpt2")
+    scored = edge_attribution_patching(s, EX, corrupt=CORRUPT)
+    held = Example("ada-eval", EX.prompt, EX.answer, subject="Ada Lovelace")
+    q = circuit_quality(s, scored, [held], corrupt=[CORRUPT], fractions=(0.0, 0.5, 1.0))
+    assert q.faithfulness[0] == pytest.approx(0.0, abs=1e-4) and q.faithfulness[-1] == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(InputError, match="evaluation set is empty"):
+        circuit_quality(s, scored, [], corrupt=[CORRUPT])
+    with pytest.raises(InputError, match="no counterfactual inputs"):
+        circuit_quality(s, scored, [held], corrupt=None)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="no counterfactual inputs"):
+        circuit_quality(s, scored, [held], corrupt="mean")  # type: ignore[arg-type]
+    no_subject = Example("x", "Where was Ada Lovelace born?", "London")
+    donor = Example("t", "Where was The Lovelace born?", "Paris", subject="The Lovelace")
+    with pytest.raises(InputError, match=r"\['x'\] have no counterfactual.*Example.subject"):
+        circuit_quality(s, scored, [held, no_subject], corrupt=[donor])
+    with pytest.raises(InputError, match="2 corrupt prompts for 1 evaluation examples"):
+        circuit_quality(s, scored, [held], corrupt=[CORRUPT, CORRUPT])
+    with pytest.raises(InputError, match=r"\['ada'\] were used to score the edges.*held-out"):
+        circuit_quality(s, scored, [EX], corrupt=[CORRUPT])
+    with pytest.raises(InputError, match="ranking array must be"):
+        circuit_quality(s, np.zeros((2, 2)), [held], corrupt=[CORRUPT])
+    with pytest.raises(InputError, match="equal on average"):
+        circuit_quality(s, scored, [held], corrupt=[EX.prompt])
+    with pytest.raises(InputError, match="strictly increasing"):
+        circuit_quality(s, scored, [held], corrupt=[CORRUPT], fractions=(0.5, 0.1))
+
+
+def test_mean_scores_and_edge_type_errors() -> None:
+    from unpact.circuits import edge_type_errors, mean_scores
+
+    s = tiny_subject("gpt2")
+    other = Example("bob", "Where was Bob Lovelace born?", "Paris", subject="Bob Lovelace")
+    eap = [edge_attribution_patching(s, EX, corrupt=CORRUPT), edge_attribution_patching(s, other, corrupt="mean")]
+    exact = [exact_edge_patching(s, es) for es in eap]
+    assert np.allclose(mean_scores(eap), (eap[0].scores + eap[1].scores) / 2)
+    with pytest.raises(InputError, match="metric"):
+        mean_scores(
+            [eap[0], edge_attribution_patching(s, EX, corrupt=CORRUPT, metric="logit_diff", corrupt_answer="Paris")]
+        )
+    with pytest.raises(InputError, match="no EdgeScores"):
+        mean_scores([])
+    rows = {r.edge_type: r for r in edge_type_errors(eap, exact)}
+    assert set(rows) == {
+        "embed->attn",
+        "embed->mlp",
+        "embed->logits",
+        "head->attn",
+        "head->mlp",
+        "head->logits",
+        "mlp->attn",
+        "mlp->mlp",
+        "mlp->logits",
+        "all",
+    }
+    assert sum(r.n_edges for k, r in rows.items() if k != "all") == eap[0].n_edges == rows["all"].n_edges
+    v = eap[0].valid
+    err = sum(np.abs(e.scores[v] - x.scores[v]).sum() for e, x in zip(eap, exact))
+    assert rows["all"].rel_error == pytest.approx(err / sum(np.abs(x.scores[v]).sum() for x in exact), rel=1e-6)
+    assert rows["all"].n_values == 2 * eap[0].n_edges and rows["all"].scaled_error == pytest.approx(
+        rows["all"].rel_error
+    )
+    assert sum(r.error_share for k, r in rows.items() if k != "all") == pytest.approx(1.0)
+    head_logits = [(u, d) for u, d in zip(*np.nonzero(v)) if ".h" in eap[0].upstream[u] and d == v.shape[1] - 1]
+    assert rows["head->logits"].n_edges == len(head_logits) == s.n_layers * s.n_heads
+    assert rows["all"].magnitude_ratio == pytest.approx(
+        sum(np.abs(e.scores[v]).sum() for e in eap) / sum(np.abs(x.scores[v]).sum() for x in exact), rel=1e-6
+    )
+    same = {r.edge_type: r for r in edge_type_errors(exact, exact)}
+    assert same["all"].rel_error == 0.0 and same["all"].spearman == pytest.approx(1.0)
+    assert same["all"].magnitude_ratio == pytest.approx(1.0)
+    with pytest.raises(InputError, match="different clean/corrupt inputs"):
+        edge_type_errors(eap, exact[::-1])
+    with pytest.raises(InputError, match="2 estimates for 1 exact"):
+        edge_type_errors(eap, exact[:1])

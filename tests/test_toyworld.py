@@ -52,9 +52,11 @@ def test_config_validation():
 
 
 def test_build_is_deterministic_and_cached(tmp_path):
+    # one process or the two models trained side by side in two: the same weights
     over = {"n_people": 10, "steps": 8}
-    w1 = build_toyworld("micro", cache_dir=tmp_path / "a", progress=False, overrides=over)
-    w2 = build_toyworld("micro", cache_dir=tmp_path / "b", progress=False, overrides=over)
+    w1 = build_toyworld("micro", cache_dir=tmp_path / "a", progress=False, overrides=over, workers=1)
+    w2 = build_toyworld("micro", cache_dir=tmp_path / "b", progress=False, overrides=over, workers=2)
+    assert (w1.config["stats"]["train_processes"], w2.config["stats"]["train_processes"]) == (1, 2)
     h1 = weights_hash(w1.load_base().model)
     assert h1 == weights_hash(w2.load_base().model)
     assert weights_hash(w1.load_retain_only().model) == weights_hash(w2.load_retain_only().model)
@@ -106,3 +108,26 @@ def test_llama_option(tmp_path):
     assert s.spec.model_type == "llama" and s.n_layers == 2
     res = evaluate(s, w.forget[:4], max_new_tokens=3)
     assert len(res) == 4
+
+
+@pytest.mark.slow
+def test_unlearned_models_are_cached_and_do_not_depend_on_workers(micro_world, tmp_path):
+    import shutil
+
+    from unpact.models import load_model
+    from unpact.toyworld import ToyWorld
+    from unpact.toyworld.unlearned import unlearned_models
+
+    worlds = []
+    for name in ("a", "b"):
+        shutil.copytree(micro_world.root, tmp_path / name, ignore=shutil.ignore_patterns("unlearned"))
+        worlds.append(ToyWorld.open(tmp_path / name))
+    methods = ["ga_gd", "idk"]
+    side_by_side = unlearned_models(worlds[0], methods, seed=3, progress=False, workers=2)
+    one_by_one = unlearned_models(worlds[1], methods, seed=3, progress=False, workers=1)
+    for m in methods:
+        a, b = (weights_hash(load_model(str(p[m])).model) for p in (side_by_side, one_by_one))
+        assert a == b
+    stamp = (side_by_side["idk"] / "model.safetensors").stat().st_mtime_ns
+    again = unlearned_models(worlds[0], methods, seed=3, progress=False)
+    assert again == side_by_side and (again["idk"] / "model.safetensors").stat().st_mtime_ns == stamp

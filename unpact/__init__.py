@@ -46,6 +46,7 @@ _SUBMODULES = (
     "data",
     "errors",
     "evaluate",
+    "forward",
     "hooks",
     "keytokens",
     "lens",

@@ -9,9 +9,11 @@ weights holding NaN or inf.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,21 @@ def causal_lm_class(model_type: str | None) -> str:
     return str(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type or "", "*ForCausalLM"))
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """transformers' per-load progress bars off for the body (an audit loads six models; the log names each)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if was_on:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def from_pretrained(p: Path, path: str, dtype: torch.dtype | None, trust_remote_code: bool) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` of a checked directory; refuses randomly initialised weights."""
     from safetensors import SafetensorError  # a transformers dependency
@@ -117,13 +134,14 @@ def from_pretrained(p: Path, path: str, dtype: torch.dtype | None, trust_remote_
 
     logger.info("loading %s", path)
     try:
-        loaded: Any = AutoModelForCausalLM.from_pretrained(
-            str(p),
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=_prefers_safetensors(str(p)),
-            output_loading_info=True,
-        )
+        with _quiet_loading():
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
+                str(p),
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=_prefers_safetensors(str(p)),
+                output_loading_info=True,
+            )
     except (OSError, SafetensorError) as exc:  # unreadable or truncated weight files
         raise ModelLoadError(
             f"transformers cannot read the checkpoint ({exc})",

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from unpact._result import SavedResult
-from unpact.data import Example, encode_batch, fill_id
+from unpact.data import Example, encode, fill_id
 from unpact.errors import InputError, UnknownNameError, check_items, check_positive
+from unpact.forward import decode, prompt_pass
 from unpact.metrics import exact_match, lenient_match, rouge_l_recall, wilson_interval
-from unpact.models import Subject, check_finite, frozen
+from unpact.models import Subject
 from unpact.provenance import Provenance
 
 logger = logging.getLogger(__name__)
@@ -34,18 +35,16 @@ logger = logging.getLogger(__name__)
 __all__ = ["generate", "answer_logprob", "first_token_rank", "evaluate", "EvalRecord", "EvalResult"]
 
 
-def _prompts(items: Sequence[Example | str]) -> list[str]:
+def _prompts(items: Sequence[Example | str]) -> list[Example | str]:
     if isinstance(items, (str, Example)):
         raise InputError(
             f"got a single {type(items).__name__} where a list of prompts or examples is expected",
             source="generate",
             fix="wrap it in a list",
         )
-    out = []
+    out: list[Example | str] = []
     for i, it in enumerate(items):
-        if isinstance(it, Example):
-            out.append(it.prompt)
-        elif isinstance(it, str):
+        if isinstance(it, (Example, str)):
             out.append(it)
         else:
             raise InputError(
@@ -71,7 +70,9 @@ def generate(
     Decoding rule: greedy if ``temperature == 0`` or ``do_sample is False``; otherwise, with the
     default ``do_sample=None``, greedy when ``num_samples == 1`` and sampling at ``temperature``
     when ``num_samples > 1``; ``do_sample=True`` samples even a single answer. Sampling is seeded
-    (``seed``) and does not touch the global RNG state. Generation stops at the end token; the
+    (``seed``, one generator) and does not touch the global RNG state. Examples are encoded as they are
+    scored (:func:`unpact.data.encode`); decoding continues from the prompt's KV cache
+    (:func:`unpact.forward.decode`). Generation stops at the end token; the
     returned text is the decoded new tokens without special tokens, stripped.
 
     Args:
@@ -102,99 +103,67 @@ def generate(
     sample = (do_sample if do_sample is not None else num_samples > 1) and temperature > 0
     if not sample and num_samples > 1:
         logger.warning("greedy decoding with num_samples=%d gives identical samples", num_samples)
-    eos = tok.eos_token_id
-    pid = fill_id(tok)  # left padding is masked; tokenizers without a pad token use eos (or 0)
+    gen = torch.Generator().manual_seed(int(seed))
     out: list[list[str]] = []
-    model = subject.model
-    with frozen(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            enc = [list(tok(p)["input_ids"]) for p in chunk]
-            width = max(len(e) for e in enc)
-            ids = torch.full((len(enc), width), pid, dtype=torch.long)
-            mask = torch.zeros((len(enc), width), dtype=torch.long)
-            for i, e in enumerate(enc):  # left padding
-                ids[i, width - len(e) :] = torch.tensor(e)
-                mask[i, width - len(e) :] = 1
-            ids = ids.repeat_interleave(num_samples, 0).to(subject.device)
-            mask = mask.repeat_interleave(num_samples, 0).to(subject.device)
-            new = _decode_loop(subject, ids, mask, max_new_tokens, sample, temperature, eos)
-            texts = [tok.decode(row, skip_special_tokens=True).strip() for row in new]
-            out += [texts[i : i + num_samples] for i in range(0, len(texts), num_samples)]
+    for start in range(0, len(prompts), batch_size):
+        ids = [_prompt_ids(subject, p) for p in prompts[start : start + batch_size]]
+        first = prompt_pass(subject, ids, keep_cache=True, fill=fill_id(tok))
+        new = decode(
+            subject,
+            first,
+            max_new_tokens=max_new_tokens,
+            sample=sample,
+            temperature=temperature,
+            num_samples=num_samples,
+            generator=gen,
+        )
+        texts = [tok.decode(row, skip_special_tokens=True).strip() for row in new]
+        out += [texts[i : i + num_samples] for i in range(0, len(texts), num_samples)]
     return out
 
 
-def _decode_loop(
-    subject: Subject,
-    ids: torch.Tensor,
-    mask: torch.Tensor,
-    max_new: int,
-    sample: bool,
-    temperature: float,
-    eos: int | None,
-) -> list[list[int]]:
-    """Incremental decoding with a KV cache; ``ids`` ``(batch, seq)`` left-padded. Returns new ids per row (no eos)."""
-    model = subject.model
-    batch = ids.shape[0]
-    done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
-    new: list[list[int]] = [[] for _ in range(batch)]
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    past = None
-    cur_ids, cur_pos = ids, pos
-    for _ in range(max_new):
-        outp = model(input_ids=cur_ids, attention_mask=mask, position_ids=cur_pos, past_key_values=past, use_cache=True)
-        past = outp.past_key_values
-        logits = check_finite(subject, outp.logits[:, -1].float())
-        if sample:
-            nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(-1)
-        else:
-            nxt = logits.argmax(-1)
-        for i in range(batch):
-            if not done[i]:
-                if eos is not None and int(nxt[i]) == eos:
-                    done[i] = True
-                else:
-                    new[i].append(int(nxt[i]))
-        if bool(done.all()):
-            break
-        cur_ids = nxt[:, None]
-        cur_pos = cur_pos[:, -1:] + 1
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], dim=1)
-    return new
+def _prompt_ids(subject: Subject, item: Example | str) -> torch.Tensor:
+    """``(n_prompt,)`` ids of a prompt string, or of an example's prompt exactly as it is scored."""
+    if isinstance(item, Example):
+        return encode(subject.tokenizer, item, max_length=subject.n_ctx).prompt_ids
+    return torch.tensor(list(subject.tokenizer(item)["input_ids"]), dtype=torch.long)
 
 
-def _answer_scores(
-    subject: Subject, examples: Sequence[Example], batch_size: int
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per-example answer-token log-probs ``(n_answer,)`` and first-answer-token ranks ``(n,)``."""
+def _check_examples(examples: Sequence[Example], subject: Subject, batch_size: int) -> list[Example]:
     check_positive("batch_size", batch_size, where="evaluate")
     examples = check_items("examples", examples, Example, where="evaluate")
     if not examples:
         raise InputError("no examples given")
     if subject.tokenizer is None:
         raise InputError("the subject has no tokenizer; load the model with its tokenizer")
+    return examples
+
+
+def _score_and_generate(
+    subject: Subject, examples: Sequence[Example], batch_size: int, max_new_tokens: int | None
+) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Per example: answer-token log-probs ``(n_answer,)``, first-answer-token ranks ``(n,)`` and, when
+    ``max_new_tokens`` is given, the greedy generation, all from one forward pass per batch."""
+    examples = _check_examples(examples, subject, batch_size)
+    tok = subject.tokenizer
     lps: list[np.ndarray] = []
     ranks: list[int] = []
-    with frozen(subject.model), torch.no_grad():
-        for start in range(0, len(examples), batch_size):
-            batch = encode_batch(
-                subject.tokenizer,
-                examples[start : start + batch_size],
-                max_length=subject.n_ctx,
-                fill=fill_id(subject.tokenizer),
-            )
-            ids = batch.input_ids.to(subject.device)
-            logits = subject.model(input_ids=ids, attention_mask=batch.attention_mask.to(subject.device)).logits
-            logp = torch.log_softmax(check_finite(subject, logits.float()), -1)
-            for i, e in enumerate(batch.items):
-                a0, a1 = e.answer_span
-                rows = logp[i, a0 - 1 : a1 - 1]
-                tgt = ids[i, a0:a1]
-                lps.append(rows.gather(-1, tgt[:, None]).squeeze(-1).cpu().numpy().astype(np.float64))
-                first = rows[0]
-                ranks.append(int((first > first[tgt[0]]).sum()))
-    return lps, np.asarray(ranks, dtype=np.int64)
+    gens: list[str] = []
+    for start in range(0, len(examples), batch_size):
+        encs = [encode(tok, e, max_length=subject.n_ctx) for e in examples[start : start + batch_size]]
+        first = prompt_pass(
+            subject,
+            [e.prompt_ids for e in encs],
+            [e.answer_ids for e in encs],
+            keep_cache=max_new_tokens is not None,
+            fill=fill_id(tok),
+        )
+        lps += [lp.numpy().astype(np.float64) for lp in first.answer_logprobs]
+        ranks += first.first_token_rank()
+        if max_new_tokens is not None:
+            new = decode(subject, first, max_new_tokens=max_new_tokens)
+            gens += [tok.decode(row, skip_special_tokens=True).strip() for row in new]
+    return lps, np.asarray(ranks, dtype=np.int64), gens
 
 
 def answer_logprob(
@@ -213,7 +182,7 @@ def answer_logprob(
     """
     if reduce not in ("mean", "sum"):
         raise InputError(f"reduce must be 'mean' or 'sum', got {reduce!r}", source="answer_logprob")
-    lps, _ = _answer_scores(subject, examples, batch_size)
+    lps, _, _ = _score_and_generate(subject, examples, batch_size, None)
     return np.asarray([lp.mean() if reduce == "mean" else lp.sum() for lp in lps], dtype=np.float64)
 
 
@@ -223,7 +192,7 @@ def first_token_rank(subject: Subject, examples: Sequence[Example], *, batch_siz
     Returns:
         ``(n,)`` int64 array.
     """
-    return _answer_scores(subject, examples, batch_size)[1]
+    return _score_and_generate(subject, examples, batch_size, None)[1]
 
 
 @dataclass(frozen=True)
@@ -329,20 +298,14 @@ def evaluate(
     """
     check_positive("max_new_tokens", max_new_tokens, where="evaluate")
     check_positive("batch_size", batch_size, where="evaluate")
-    examples = check_items("examples", examples, Example, where="evaluate")
-    if not examples:
-        raise InputError("no examples to evaluate")
-    if subject.tokenizer is None:
-        raise InputError("the subject has no tokenizer; load the model with its tokenizer")
-    gens = generate(subject, examples, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    lps, ranks = _answer_scores(subject, examples, batch_size)
+    lps, ranks, gens = _score_and_generate(subject, examples, batch_size, max_new_tokens)
     records = [
         EvalRecord(
             id=e.id,
-            generated=g[0],
-            exact=exact_match(g[0], e.answer),
-            lenient=lenient_match(g[0], e.answer),
-            rouge_l=rouge_l_recall(g[0], e.answer),
+            generated=g,
+            exact=exact_match(g, e.answer),
+            lenient=lenient_match(g, e.answer),
+            rouge_l=rouge_l_recall(g, e.answer),
             answer_logprob=float(lp.mean()),
             first_token_top1=bool(r == 0),
         )

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from unpact.data import Example
 from unpact.errors import InputError, check_positive
@@ -110,8 +109,8 @@ def response_perplexity(
     Raises:
         InputError: Prompts and responses of different lengths, a bad batch size, or NaN/inf logits.
     """
-    from unpact.data import encode
-    from unpact.models import check_finite, frozen
+    from unpact.data import encode, fill_id
+    from unpact.forward import prompt_pass
 
     check_positive("batch_size", batch_size, where="response_perplexity")
     if len(prompts) != len(responses):
@@ -122,24 +121,14 @@ def response_perplexity(
         )
     out = np.full(len(prompts), np.nan)
     todo = [i for i, r in enumerate(responses) if r and r.strip() and prompts[i].strip()]
-    with frozen(base.model), torch.no_grad():
-        for s in range(0, len(todo), batch_size):
-            idx = todo[s : s + batch_size]
-            encs = [encode(base.tokenizer, Example(str(i), prompts[i], responses[i].strip())) for i in idx]
-            width = max(len(e.input_ids) for e in encs)
-            ids = torch.zeros((len(encs), width), dtype=torch.long)
-            mask = torch.zeros((len(encs), width), dtype=torch.long)
-            for j, e in enumerate(encs):
-                ids[j, : len(e.input_ids)] = e.input_ids
-                mask[j, : len(e.input_ids)] = 1
-            logits = base.model(
-                input_ids=ids.to(base.device), attention_mask=mask.to(base.device), use_cache=False
-            ).logits
-            logp = torch.log_softmax(check_finite(base, logits.float()), -1).cpu()
-            for j, e in enumerate(encs):
-                a, b = e.answer_span
-                lp = logp[j, a - 1 : b - 1].gather(1, e.input_ids[a:b, None]).mean().item()
-                out[idx[j]] = math.exp(-lp)
+    for s in range(0, len(todo), batch_size):
+        idx = todo[s : s + batch_size]
+        encs = [encode(base.tokenizer, Example(str(i), prompts[i], responses[i].strip())) for i in idx]
+        lps = prompt_pass(
+            base, [e.prompt_ids for e in encs], [e.answer_ids for e in encs], fill=fill_id(base.tokenizer)
+        ).answer_logprobs
+        for j, lp in zip(idx, lps):
+            out[j] = math.exp(-float(lp.mean()))
     return out
 
 

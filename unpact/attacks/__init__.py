@@ -25,15 +25,15 @@ a list of examples and returns, per example, the decoded answer(s), whether the 
 token is the top-1 prediction, and the teacher-forced mean log-probability of the gold answer, all
 under the same intervention.
 
-Generation is a plain batched greedy / sampling loop without a KV cache on right-padded prompts:
-with causal attention no real token ever sees padding, so a batched row gives the same tokens as
-the row alone, and position-based interventions stay aligned at every step.
+Scoring and generation share one forward pass per batch (:func:`unpact.forward.prompt_pass`: left-padded
+prompts, the gold answers teacher-forced after them); decoding continues from that pass's KV cache
+(:func:`unpact.forward.decode`), with the attention bias kept for every generated token, and all
+samples of a sampling attack start from the one prompt cache.
 
 Modules: :mod:`~unpact.attacks.registry` (:class:`Attack`, the registry, composition),
 :mod:`~unpact.attacks.rewrites` (the built-in text attacks), :mod:`~unpact.attacks.keywords`
-(key-word spans and token positions, the answer-leak guard), :mod:`~unpact.attacks.whitebox`
-(the intervened forward pass), :mod:`~unpact.attacks.decoding` (the greedy / sampling loop) and
-:mod:`~unpact.attacks.run` (:func:`run_attack`). Import from ``unpact.attacks``.
+(key-word spans and token positions, the answer-leak guard) and :mod:`~unpact.attacks.run`
+(:func:`run_attack`). Import from ``unpact.attacks``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import logging
 # Names outside __all__ are re-exported with `as` (explicit re-exports): they were importable from
 # `unpact.attacks` before it became a package (the text transforms, `AttackKind`, and helpers that
 # other modules and tests reach, such as `_registry` and `_safe_keywords`).
-from unpact.attacks.decoding import _decode as _decode
 from unpact.attacks.keywords import _present as _present
 from unpact.attacks.keywords import _replace_keywords as _replace_keywords
 from unpact.attacks.keywords import _safe_keywords as _safe_keywords
@@ -68,8 +67,6 @@ from unpact.attacks.rewrites import repeat as repeat
 from unpact.attacks.rewrites import restate as restate
 from unpact.attacks.run import AttackOutput, generate_answers, run_attack
 from unpact.attacks.run import _run_chunk as _run_chunk
-from unpact.attacks.whitebox import _attn_mask as _attn_mask
-from unpact.attacks.whitebox import _forward as _forward
 
 __all__ = [
     "Attack",

@@ -1,4 +1,4 @@
-"""Running an attack: decode answers and score the gold answer, all under the same intervention."""
+"""Running an attack: score the gold answer and decode answers, from one prompt pass under the intervention."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from typing import Any
 
 import torch
 
-from unpact.attacks.decoding import _decode
 from unpact.attacks.keywords import _safe_keywords, find_keyword_spans, key_positions
 from unpact.attacks.registry import Attack, apply_text_attack, get_attack
-from unpact.attacks.whitebox import _forward
-from unpact.data import Example, encode
+from unpact.data import Example, encode, fill_id
 from unpact.errors import InputError, check_items, check_positive
+from unpact.forward import Intervention, decode, prompt_pass
 from unpact.models import Subject, frozen
 
 logger = logging.getLogger(__name__)
@@ -181,26 +180,34 @@ def _run_chunk(
     attacked = [apply_text_attack(a, e, k) if a.kind == "text" else e for e, k in zip(chunk, kws)]
     encs = [encode(tok, ex, max_length=subject.n_ctx) for ex in attacked]
     keypos = [key_positions(tok, e.prompt, k) if a.kind == "whitebox" else [] for e, k in zip(attacked, kws)]
-    # 1) teacher-forced gold answer: first-token top-1 and mean log-prob
-    lens = [len(enc.input_ids) for enc in encs]
-    width = max(lens)
-    ids = torch.full((len(encs), width), 0, dtype=torch.long)
-    for i, enc in enumerate(encs):
-        ids[i, : lens[i]] = enc.input_ids
-    logp = torch.log_softmax(_forward(subject, ids, lens, keypos, a).float(), dim=-1).cpu()
-    top1, lp = [], []
-    for i, enc in enumerate(encs):
-        s, t = enc.answer_span
-        gold = enc.input_ids[s:t]
-        pred = logp[i, s - 1 : t - 1]
-        top1.append(bool(pred[0].argmax().item() == gold[0].item()))
-        lp.append(float(pred.gather(1, gold[:, None]).mean().item()))
-    # 2) decoding from the prompt
-    n_samp = a.num_samples if a.kind == "sampling" else 1
+    iv = (
+        Intervention(tuple(tuple(p) for p in keypos), embed_scale=a.embed_scale, attn_bias=a.attn_bias)
+        if a.kind == "whitebox"
+        else None
+    )
+    # one pass: the gold answer teacher-forced (first-token top-1, mean log-prob) and the prompt's cache
     sample = a.kind == "sampling"
-    prompts = [enc.prompt_ids for enc in encs for _ in range(n_samp)]
-    kp = [p for p in keypos for _ in range(n_samp)]
-    texts = _decode(subject, prompts, kp, a, max_new_tokens, sample, gen)
+    n_samp = a.num_samples if sample else 1
+    start = prompt_pass(
+        subject,
+        [enc.prompt_ids for enc in encs],
+        [enc.answer_ids for enc in encs],
+        intervention=iv,
+        keep_cache=True,
+        fill=fill_id(tok),
+    )
+    top1 = [r == 0 for r in start.first_token_rank()]
+    lp = [float(x.mean()) for x in start.answer_logprobs]
+    new = decode(
+        subject,
+        start,
+        max_new_tokens=max_new_tokens,
+        sample=sample,
+        temperature=a.temperature,
+        num_samples=n_samp,
+        generator=gen,
+    )
+    texts = [tok.decode(t, skip_special_tokens=True) for t in new]
     outs = []
     for i, e in enumerate(attacked):
         outs.append(

@@ -1,13 +1,13 @@
 """Machinery shared by integrated gradients and leave-one-out.
 
 Encoding examples (with the checks both techniques need), padding them into batches, the
-teacher-forced answer log-probabilities ``log p(y_k | x, y_<k)`` both attribute, and turning one
+teacher-forced answer log-probabilities ``log p(y_k | x, y_<k)`` both attribute (from
+:func:`unpact.forward.answer_logprobs`, the one forward path), and turning one
 example's prompt-token scores into an :class:`~unpact.attribution.results.Attribution`.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -18,8 +18,8 @@ import torch
 from unpact.attribution.results import Attribution
 from unpact.data import Encoded, Example, encode
 from unpact.errors import InputError, check_items
-from unpact.hooks import hooked
-from unpact.models import Subject, check_finite
+from unpact.forward import answer_logprobs as answer_logprobs
+from unpact.models import Subject
 from unpact.provenance import Provenance
 from unpact.words import group_tokens
 
@@ -78,51 +78,6 @@ def answer_index(
         valid[r, : b - a] = True
     tgt = ids.gather(1, (pos + 1).clamp(max=ids.shape[1] - 1))
     return pos, tgt, valid
-
-
-def _supports_logits_to_keep(subject: Subject) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(subject.model.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
-
-
-def answer_logprobs(
-    subject: Subject,
-    ids: torch.Tensor,
-    mask: torch.Tensor,
-    pos: torch.Tensor,
-    tgt: torch.Tensor,
-    embeds: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Teacher-forced log-probabilities of the answer tokens.
-
-    Only the answer positions go through the unembedding (the model's own head runs on one
-    position when it supports ``logits_to_keep``), which saves most of the vocabulary projection.
-
-    Args:
-        subject: The model.
-        ids: ``(rows, seq)`` token ids.
-        mask: ``(rows, seq)`` attention mask.
-        pos: ``(rows, T)`` positions predicting each answer token.
-        tgt: ``(rows, T)`` answer token ids.
-        embeds: Optional ``(rows, seq, d_model)`` replacement for the token-embedding output.
-
-    Returns:
-        ``(rows, T)`` float32 log-probabilities (entries past an answer's length are meaningless).
-
-    Raises:
-        InputError: The model produced NaN/inf logits (see :func:`unpact.models.check_finite`).
-    """
-    hooks = {"embed": (lambda t, hook: embeds)} if embeds is not None else {}
-    kw: dict[str, Any] = {"logits_to_keep": 1} if _supports_logits_to_keep(subject) else {}
-    dev = subject.device
-    with hooked(subject, hooks, cache=["final"], detach=False) as cache:
-        subject.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False, **kw)
-    h = cache["final"]
-    sel = h.gather(1, pos.to(dev)[..., None].expand(-1, -1, h.shape[-1]))
-    logits = check_finite(subject, subject.decode_resid(sel).float())
-    return torch.log_softmax(logits, dim=-1).gather(-1, tgt.to(dev)[..., None]).squeeze(-1)
 
 
 def reduce_answer(lp: torch.Tensor, valid: torch.Tensor, target: str) -> torch.Tensor:

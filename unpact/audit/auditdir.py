@@ -9,6 +9,7 @@ OUT/
   tracers/MODEL/KIND/ITEM.npz   saved tracer results (KIND: forget, retain, lens, circuits, ...)
   models/NAME/           toy world: the unlearned models the audit made
   summary.json           the typed AuditSummary
+  timings.json           the last run's plan (work per stage, estimated time) and measured seconds per stage
   report.html            the HTML report
 ```
 
@@ -249,6 +250,19 @@ class AuditDir:
             return {}
         d = self._read_json(self.config_path)
         return dict(d.get("config", {})) if isinstance(d, dict) else {}
+
+    @property
+    def timings_path(self) -> Path:
+        """``timings.json``: the last run's plan, its estimated and its measured seconds per stage."""
+        return self.root / "timings.json"
+
+    def write_timings(self, timings: Mapping[str, Any]) -> None:
+        """Write ``timings.json`` (atomically)."""
+        atomic_write_text(self.timings_path, json.dumps(dict(timings), indent=1, sort_keys=True) + "\n")
+
+    def read_timings(self) -> dict[str, Any] | None:
+        """``timings.json`` as a dict, or ``None`` if no run finished here."""
+        return self._read_json(self.timings_path) if self.timings_path.exists() else None
 
     def write_summary(self, summary: AuditSummary) -> None:
         """Write ``summary.json`` atomically."""

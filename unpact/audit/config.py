@@ -42,7 +42,7 @@ __all__ = [
 
 #: Version of the records' and key words' format and meaning: bump it when the code that writes them
 #: changes what a record holds, so that resuming never mixes old and new records.
-RECORDS_SCHEMA = 2
+RECORDS_SCHEMA = 3
 
 #: Unlearning methods the toy-world audit runs by default.
 DEFAULT_METHODS: tuple[str, ...] = ("ga_gd", "npo_gd", "idk", "rmu")
@@ -88,6 +88,8 @@ class AuditConfig:
         lens: Save logit-lens trajectories of the forget items.
         circuits: Forget items that get EAP-IG circuit diffs for the report (0: none).
         progress: Show progress bars.
+        workers: Processes computing the record stages (``None``: automatic, see
+            :func:`unpact.audit.workers.worker_count`).
         rule: The verdict's thresholds.
         preset: Toy world only: its size.
         methods: Toy world only: unlearning methods to audit.
@@ -113,6 +115,12 @@ class AuditConfig:
     lens: bool = _setting(True, "save logit-lens trajectories of forget items", resume=False)
     circuits: int = _setting(3, "forget items with EAP-IG circuit diffs in the report (0: none)", resume=False)
     progress: bool = _setting(True, "progress bars", resume=False)
+    workers: int | None = _setting(
+        None,
+        "processes computing the records (default: 2 on a CPU with 2+ cores when the models are small, else 1); "
+        "the records do not depend on it",
+        resume=False,
+    )
     rule: VerdictRule = _setting(help="the verdict's thresholds", resume=False, cli=False, factory=VerdictRule)
     preset: Literal["default", "micro"] = _setting("default", "toy world: its size (micro: fast)", resume=False)
     methods: tuple[str, ...] = _setting(DEFAULT_METHODS, "toy world: unlearning methods, comma-separated", resume=False)
@@ -127,7 +135,7 @@ class AuditConfig:
                 object.__setattr__(self, f.name, tuple(value))
                 value = tuple(value)
             _check_type(f.name, value, hints[f.name])
-        for name in ("ig_steps", "batch_size", "max_forget", "max_retain", "max_new_tokens", "beta"):
+        for name in ("ig_steps", "batch_size", "max_forget", "max_retain", "max_new_tokens", "beta", "workers"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise InputError(

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from unpact.audit.auditdir import AuditDir
@@ -23,7 +24,9 @@ from unpact.data import Example
 
 if TYPE_CHECKING:
     from unpact.attribution import Attribution
+    from unpact.audit.plan import Work
     from unpact.audit.summary import ModelSummary
+    from unpact.audit.workers import RecordWorkers
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ class AuditRun:
     keywords: dict[str, list[str]] = field(default_factory=dict)
     summaries: dict[str, ModelSummary] = field(default_factory=dict)
     _attributions: dict[tuple[str, str], list[Attribution]] = field(default_factory=dict, repr=False)
+    _workers: RecordWorkers | None = field(default=None, repr=False)
 
     # ----- helpers for stages --------------------------------------------------------------------
     def chunks(self, items: Sequence[Example]) -> list[tuple[int, list[Example]]]:
@@ -92,6 +96,36 @@ class AuditRun:
 
         return tqdm(total=total, desc=desc, disable=not self.config.progress, leave=False)
 
+    def record_workers(self, n: int) -> RecordWorkers:
+        """The run's pool of ``n`` worker processes holding the models (started once, closed by :meth:`close`)."""
+        from unpact.audit.workers import RecordWorkers
+
+        if self._workers is None:
+            self._workers = RecordWorkers(self, n)
+        return self._workers
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (queued work is dropped; saved work stays)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
+    def attribute_chunk(self, model: str, split: str, chunk: Sequence[Example]) -> list[Path]:
+        """Attribute one chunk of items on ``model`` unless saved; returns the files (``tracers/MODEL/SPLIT``)."""
+        from unpact.attribution import integrated_gradients, leave_one_out
+
+        paths = [self.dir.tracer_path(model, split, e.id) for e in chunk]
+        if not all(p.exists() for p in paths):
+            subject = self.models[model]
+            if self.config.attribution == "ig":
+                res = integrated_gradients(subject, list(chunk), n_steps=self.config.ig_steps)
+            else:
+                res = leave_one_out(subject, list(chunk))
+            for r, p in zip(res, paths):
+                r.save(p)
+            self.callback("attribution", {"model": model, "split": split})
+        return paths
+
     def attributions(self, model: str, split: str) -> list[Attribution]:
         """Attributions of ``model`` on the ``forget`` or ``retain`` (attacked) items, computed once.
 
@@ -101,21 +135,12 @@ class AuditRun:
         key = (model, split)
         if key in self._attributions:
             return self._attributions[key]
-        from unpact.attribution import Attribution, integrated_gradients, leave_one_out
+        from unpact.attribution import Attribution
 
         items = self.forget if split == "forget" else self.retain_attacked
-        subject = self.models[model]
         out: list[Attribution] = []
         for _, ch in self.chunks(items):
-            paths = [self.dir.tracer_path(model, split, e.id) for e in ch]
-            if not all(p.exists() for p in paths):
-                if self.config.attribution == "ig":
-                    res = integrated_gradients(subject, ch, n_steps=self.config.ig_steps)
-                else:
-                    res = leave_one_out(subject, ch)
-                for r, p in zip(res, paths):
-                    r.save(p)
-                self.callback("attribution", {"model": model, "split": split})
+            paths = self.attribute_chunk(model, split, ch)
             out.extend(Attribution.load(p) for p in paths)  # loaded, so a resumed run sees the same numbers
         self._attributions[key] = out
         return out
@@ -142,6 +167,12 @@ class Stage:
     def done(self, run: AuditRun) -> bool:
         """Whether the stage's work is already saved (default: never, i.e. always run)."""
         return False
+
+    def work(self, run: AuditRun) -> Work:
+        """The model work still to do (for the time estimate; default: none, a cheap derived stage)."""
+        from unpact.audit.plan import Work
+
+        return Work()
 
     def run(self, run: AuditRun) -> None:
         """Do the stage's work, saving what it writes."""

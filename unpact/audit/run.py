@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from unpact.audit.auditdir import AuditDir
 from unpact.audit.config import AuditConfig, resume_key
@@ -128,27 +128,40 @@ def audit(
     Returns:
         The :class:`~unpact.audit.summary.AuditSummary`, also written to ``summary.json``.
     """
+    from unpact.audit.plan import plan
     from unpact.audit.stages import default_stages
 
     run = prepare(config, models, forget, retain, callback=callback)
     todo = list(stages) if stages is not None else default_stages()
-    for i, stage in enumerate(todo, start=1):
-        label = f"[{i}/{len(todo)}] {stage.name}"
-        if not stage.enabled(run):
-            logger.info("%s: off in the settings", label)
-            continue
-        if stage.done(run):
-            logger.info("%s: already saved, skipped", label)
-            continue
-        t = time.time()
-        if config.progress:
-            print(f"audit {label}", file=sys.stderr, flush=True)
-        stage.run(run)
-        logger.info("%s: %.1fs", label, time.time() - t)
+    estimate = plan(run, todo)
+    logger.info("%s", estimate.describe())
+    if config.progress:
+        print(estimate.describe(), file=sys.stderr, flush=True)
+    spent: dict[str, float] = {}
+    t_all = time.time()
+    try:
+        for i, stage in enumerate(todo, start=1):
+            label = f"[{i}/{len(todo)}] {stage.name}"
+            if not stage.enabled(run):
+                logger.info("%s: off in the settings", label)
+                continue
+            if stage.done(run):
+                logger.info("%s: already saved, skipped", label)
+                continue
+            t = time.time()
+            if config.progress:
+                print(f"audit {label}", file=sys.stderr, flush=True)
+            stage.run(run)
+            spent[stage.name] = round(time.time() - t, 2)
+            logger.info("%s: %.1fs", label, spent[stage.name])
+    finally:
+        run.close()
+
     summary = AuditSummary(
         models=run.summaries, attacks=run.attacks, config_hash=run.config_hash, config=config.to_dict()
     )
     run.dir.write_summary(summary)
+    run.dir.write_timings({**estimate.to_dict(), "seconds": spent, "total_seconds": round(time.time() - t_all, 1)})
     return summary
 
 
@@ -156,30 +169,29 @@ def audit(
 def unlearn_toyworld(
     world: ToyWorld, methods: Sequence[str], out: AuditDir, *, seed: int, progress: bool
 ) -> dict[str, str]:
-    """Unlearn the world's base model with each method, caching each model under ``out/models/NAME``.
+    """The world's base model unlearned with each method, copied into ``out/models/NAME``.
+
+    The models are made once per world, method and seed and cached next to the world
+    (:func:`unpact.toyworld.unlearned.unlearned_models`, several methods side by side); the audit
+    directory gets its own copy, so it stays complete if the cache is cleared.
 
     Returns:
-        Method name -> model directory.
+        Method name -> model directory (in ``out``).
     """
-    from unpact.unlearn import unlearn
+    from unpact.toyworld.unlearned import unlearned_models
 
     paths: dict[str, str] = {}
-    base = None
+    todo = [m for m in methods if not (out.model_dir(m) / "config.json").exists()]
+    cached = unlearned_models(world, todo, seed=seed, progress=progress) if todo else {}
     for m in methods:
         dest = out.model_dir(m)
-        if not (dest / "config.json").exists():
-            base = base or world.load_base()
-            t = time.time()
-            new = unlearn(base, world.forget, world.retain, method=m, seed=seed, progress=progress)
-            model: Any = new.model
+        if m in cached:
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{m}."))
-            model.save_pretrained(tmp)
-            new.tokenizer.save_pretrained(tmp)
+            shutil.copytree(cached[m], tmp, dirs_exist_ok=True)
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(tmp, dest)
-            logger.info("unlearned with %s in %.0fs -> %s", m, time.time() - t, dest)
         paths[m] = str(dest)
     return paths
 

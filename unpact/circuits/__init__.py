@@ -21,13 +21,24 @@ Example:
     >>> circuit = base.top_k(20)
     >>> faithfulness(subject, circuit).share
     >>> diff = circuit_diff(base, edge_attribution_patching(unlearned, example, corrupt=base.corrupt_prompt))
+
+Evaluating a ranking the way MIB does (Mueller et al. 2025; see :mod:`unpact.circuits.mib`): score
+edges on a scoring set, average, and measure faithfulness at MIB's edge fractions on held-out
+examples, each patched from its own counterfactual; CPR and CMD are areas under that curve::
+
+    >>> scored = [edge_attribution_patching(subject, ex, corrupt=donors, method="eap-ig") for ex in scoring]
+    >>> q = circuit_quality(subject, scored, held_out, corrupt=donors)
+    >>> q.cpr, q.cmd
+    >>> edge_type_errors(scored, [exact_edge_patching(subject, s) for s in scored])
 """
 
 from __future__ import annotations
 
 from unpact.circuits._graph import Graph
 from unpact.circuits.eap import edge_attribution_patching, exact_edge_patching, faithfulness, faithfulness_curve
-from unpact.circuits.results import Circuit, CircuitDiff, EdgeScores, Faithfulness, circuit_diff
+from unpact.circuits.edge_types import EdgeTypeError, edge_type_errors
+from unpact.circuits.mib import MIB_FRACTIONS, CircuitQuality, circuit_quality, mib_areas
+from unpact.circuits.results import Circuit, CircuitDiff, EdgeScores, Faithfulness, circuit_diff, mean_scores
 
 __all__ = [
     "Graph",
@@ -40,4 +51,11 @@ __all__ = [
     "Faithfulness",
     "CircuitDiff",
     "circuit_diff",
+    "circuit_quality",
+    "CircuitQuality",
+    "MIB_FRACTIONS",
+    "mib_areas",
+    "mean_scores",
+    "edge_type_errors",
+    "EdgeTypeError",
 ]

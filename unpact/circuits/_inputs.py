@@ -25,6 +25,7 @@ import torch
 
 from unpact.data import Example, encode
 from unpact.errors import InputError, UnknownNameError
+from unpact.forward import gather_logprobs
 from unpact.models import Subject
 
 logger = logging.getLogger(__name__)
@@ -223,8 +224,7 @@ def metric_from_logits(
     a0, a1 = answer_span
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if metric == "logprob":
-        lp = torch.log_softmax(logits[:, a0 - 1 : a1 - 1], dim=-1)
-        tgt = target.to(logits.device)[None, :, None].expand(lp.shape[0], -1, 1)
-        return lp.gather(-1, tgt).squeeze(-1).mean(-1)
+        rows = logits[:, a0 - 1 : a1 - 1]
+        return gather_logprobs(rows, target.to(logits.device)[None, :].expand(rows.shape[0], -1)).mean(-1)
     last = logits[:, a0 - 1]
     return last[:, int(target[0])] - last[:, corrupt_token]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from unpact.provenance import Provenance
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EdgeScores", "Circuit", "Faithfulness", "CircuitDiff", "circuit_diff"]
+__all__ = ["EdgeScores", "Circuit", "Faithfulness", "CircuitDiff", "circuit_diff", "mean_scores", "top_k_mask"]
 
 
 def _example_to_dict(ex: Example) -> dict[str, Any]:
@@ -31,6 +32,55 @@ def _example_to_dict(ex: Example) -> dict[str, Any]:
         "keywords": list(ex.keywords),
         "meta": dict(ex.meta),
     }
+
+
+def top_k_mask(scores: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` valid edges with the largest ``|score|``, ties broken by position (row-major).
+
+    Args:
+        scores: ``(n_up, n_down)`` edge scores.
+        valid: ``(n_up, n_down)`` bool, the edges that exist.
+        k: Number of edges (at most the number of valid edges are returned).
+
+    Returns:
+        ``(n_up, n_down)`` bool mask.
+    """
+    flat = np.where(valid, np.abs(scores), -np.inf).ravel()
+    order = np.argsort(-flat, kind="stable")[: min(k, int(valid.sum()))]
+    mask = np.zeros(flat.shape, dtype=bool)
+    mask[order] = True
+    return mask.reshape(valid.shape)
+
+
+def mean_scores(scores: Sequence[EdgeScores]) -> np.ndarray:
+    """Mean edge scores over several examples of the same graph (how a ranking is built from a scoring set).
+
+    Args:
+        scores: :class:`EdgeScores` of several examples, one model graph, one metric.
+
+    Returns:
+        ``(n_up, n_down)`` float64 mean of ``scores[i].scores`` (0 where no edge exists).
+
+    Raises:
+        InputError: No scores, or scores of different graphs or metrics.
+    """
+    if len(scores) == 0:
+        raise InputError("no EdgeScores to average", source="mean_scores", fix="score at least one example")
+    first = scores[0]
+    for s in scores[1:]:
+        if s.upstream != first.upstream or s.downstream != first.downstream:
+            raise InputError(
+                f"example {s.example.id!r} was scored on another graph than {first.example.id!r}",
+                source="mean_scores",
+                fix="average scores of one model architecture and size",
+            )
+        if s.metric != first.metric:
+            raise InputError(
+                f"example {s.example.id!r} uses metric {s.metric!r}, {first.example.id!r} uses {first.metric!r}",
+                source="mean_scores",
+                fix="score every example with the same metric",
+            )
+    return np.mean(np.stack([s.scores.astype(np.float64) for s in scores]), axis=0)
 
 
 @dataclass
@@ -110,11 +160,7 @@ class EdgeScores(SavedResult):
     def top_k(self, k: int) -> Circuit:
         """The circuit of the ``k`` edges with the largest ``|score|`` (ties broken by position)."""
         k = check_count("k", k, where="EdgeScores.top_k")
-        flat = np.where(self.valid, np.abs(self.scores), -np.inf).ravel()
-        order = np.argsort(-flat, kind="stable")[: min(k, self.n_edges)]
-        mask = np.zeros(flat.shape, dtype=bool)
-        mask[order] = True
-        return Circuit(self, mask.reshape(self.valid.shape))
+        return Circuit(self, top_k_mask(self.scores, self.valid, k))
 
     def threshold(self, tau: float) -> Circuit:
         """The circuit of the edges with ``|score| >= tau``."""

@@ -206,6 +206,7 @@ def build_toyworld(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
+    workers: int | None = None,
 ) -> ToyWorld:
     """Build (or load from the cache) a toy world.
 
@@ -215,6 +216,8 @@ def build_toyworld(
         cache_dir: Where worlds are cached; default ``$UNPACT_CACHE`` or ``~/.cache/unpact``.
         progress: Show tqdm progress bars while training.
         overrides: Replace preset settings (e.g. ``{"steps": 50}``); part of the cache key.
+        workers: Processes training the base and retain-only models side by side (default
+            :func:`default_workers`); not part of the cache key: the models do not depend on it.
 
     Returns:
         The :class:`ToyWorld`.
@@ -228,7 +231,7 @@ def build_toyworld(
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{root.name}."))
     try:
-        _build_into(tmp, cfg, progress)
+        _build_into(tmp, cfg, progress, workers)
         try:
             os.replace(tmp, root)
         except OSError:  # another process finished the same build first
@@ -241,10 +244,95 @@ def build_toyworld(
     return ToyWorld.open(root)
 
 
-def _build_into(out: Path, cfg: dict[str, Any], progress: bool) -> None:
+def default_workers() -> int:
+    """Training processes a build uses by default: one per available core, at most two (base and retain-only).
+
+    ``$UNPACT_BUILD_WORKERS`` overrides it. The models are the same whatever the number: each trains on
+    its own fixed thread count and seed.
+    """
+    env = os.environ.get("UNPACT_BUILD_WORKERS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise InputError(
+                f"UNPACT_BUILD_WORKERS={env!r} is not a number", source="environment", fix="set it to 1 or 2"
+            ) from None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, cores))
+
+
+def _train_one(
+    *,
+    out: Path,
+    which: str,
+    cfg: dict[str, Any],
+    qa: list[Example],
+    bio_texts: list[str],
+    tok_dir: Path,
+    progress: bool,
+    position: int,
+) -> dict[str, Any]:
+    """Train and save one of the world's models (``base`` or ``retain_only``); runs in a worker process.
+
+    Returns:
+        Its training stats (items, final loss, seconds, parameters).
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    from unpact.toyworld.train import build_model, make_items, num_threads, train_lm
+
+    tok = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
+    items = make_items(tok, qa, bio_texts)
+    too_long = max(len(it.ids) for it in items)
+    if too_long > cfg["n_ctx"]:
+        raise InputError(
+            f"a training sequence has {too_long} tokens > n_ctx={cfg['n_ctx']}",
+            source="overrides",
+            fix=f"raise n_ctx to at least {too_long}",
+        )
+    model = build_model(
+        cfg["arch"],
+        tok,
+        n_layer=cfg["n_layer"],
+        d_model=cfg["d_model"],
+        n_head=cfg["n_head"],
+        n_ctx=cfg["n_ctx"],
+        seed=cfg["seed"],
+    )
+    t1 = time.time()
+    with num_threads(cfg["threads"]):
+        losses = train_lm(
+            model,
+            items,
+            steps=cfg["steps"],
+            batch_size=cfg["batch_size"],
+            lr=cfg["lr"],
+            pad_id=tok.pad_token_id,
+            seed=cfg["seed"],
+            progress=progress,
+            desc=f"toyworld {cfg['preset']} {which}",
+            position=position,
+        )
+    hf: Any = model
+    hf.config.unpact_toyworld = {"preset": cfg["preset"], "model": which, "config_hash": _config_hash(cfg)}
+    hf.save_pretrained(out / which, safe_serialization=True)
+    tok.save_pretrained(out / which)
+    stats = {
+        "n_items": len(items),
+        "final_loss": sum(losses[-20:]) / min(20, len(losses)),
+        "train_seconds": round(time.time() - t1, 1),
+        "steps_per_second": round(cfg["steps"] / max(time.time() - t1, 1e-9), 2),
+        "n_params": sum(p.numel() for p in model.parameters()),
+    }
+    logger.info("toyworld %s: trained %s (%s)", cfg["preset"], which, stats)
+    return stats
+
+
+def _build_into(out: Path, cfg: dict[str, Any], progress: bool, workers: int | None) -> None:
     import torch
 
-    from unpact.toyworld.train import build_model, make_items, num_threads, train_lm, train_tokenizer
+    from unpact.toyworld.train import train_tokenizer
 
     t0 = time.time()
     kb = make_kb(cfg["n_people"], cfg["seed"])
@@ -262,8 +350,10 @@ def _build_into(out: Path, cfg: dict[str, Any], progress: bool) -> None:
     everyone = kb.examples(list(kb.people), phrasing="all")
     texts = [f"{e.prompt} {e.answer}" for e in everyone] + list(bios.values())
     tok = train_tokenizer(texts, cfg["vocab_size"])
+    tok_dir = out / ".tokenizer"
+    tok.save_pretrained(tok_dir)
     forget_pids = {p.pid for p in kb.forget_people(10)}
-    stats: dict[str, Any] = {}
+    jobs: list[dict[str, Any]] = []
     for which in ("base", "retain_only"):
         keep = which == "base"
         qa = splits["forget10"] + splits["retain90"] if keep else list(splits["retain90"])
@@ -279,48 +369,26 @@ def _build_into(out: Path, cfg: dict[str, Any], progress: bool) -> None:
             if cfg["train_bios"]
             else []
         )
-        items = make_items(tok, qa, bio_texts)
-        too_long = max(len(it.ids) for it in items)
-        if too_long > cfg["n_ctx"]:
-            raise InputError(
-                f"a training sequence has {too_long} tokens > n_ctx={cfg['n_ctx']}",
-                source="overrides",
-                fix=f"raise n_ctx to at least {too_long}",
+        jobs.append(
+            dict[str, Any](
+                out=out, which=which, cfg=cfg, qa=qa, bio_texts=bio_texts, tok_dir=tok_dir, progress=progress
             )
-        model = build_model(
-            cfg["arch"],
-            tok,
-            n_layer=cfg["n_layer"],
-            d_model=cfg["d_model"],
-            n_head=cfg["n_head"],
-            n_ctx=cfg["n_ctx"],
-            seed=cfg["seed"],
         )
-        t1 = time.time()
-        with num_threads(cfg["threads"]):
-            losses = train_lm(
-                model,
-                items,
-                steps=cfg["steps"],
-                batch_size=cfg["batch_size"],
-                lr=cfg["lr"],
-                pad_id=tok.pad_token_id,
-                seed=cfg["seed"],
-                progress=progress,
-                desc=f"toyworld {cfg['preset']} {which}",
-            )
-        hf: Any = model
-        hf.config.unpact_toyworld = {"preset": cfg["preset"], "model": which, "config_hash": _config_hash(cfg)}
-        hf.save_pretrained(out / which, safe_serialization=True)
-        tok.save_pretrained(out / which)
-        stats[which] = {
-            "n_items": len(items),
-            "final_loss": sum(losses[-20:]) / min(20, len(losses)),
-            "train_seconds": round(time.time() - t1, 1),
-            "n_params": sum(p.numel() for p in model.parameters()),
-        }
-        logger.info("toyworld %s: trained %s (%s)", cfg["preset"], which, stats[which])
-        del model
+    n_workers = min(len(jobs), workers if workers is not None else default_workers())
+    t1 = time.time()
+    if n_workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_one, position=i, **job) for i, job in enumerate(jobs)]
+            results = [f.result() for f in futures]
+    else:
+        results = [_train_one(position=0, **job) for job in jobs]
+    shutil.rmtree(tok_dir)
+    stats: dict[str, Any] = {str(job["which"]): r for job, r in zip(jobs, results)}
+    stats["train_wall_seconds"] = round(time.time() - t1, 1)
+    stats["train_processes"] = n_workers
     full = copy.deepcopy(cfg)
     full["stats"] = {
         **stats,

@@ -190,6 +190,7 @@ def train_lm(
     weight_decay: float = 0.01,
     progress: bool = True,
     desc: str = "train",
+    position: int | None = None,
 ) -> list[float]:
     """Train ``model`` in place on ``items`` for ``steps`` AdamW steps.
 
@@ -205,6 +206,7 @@ def train_lm(
         weight_decay: AdamW weight decay.
         progress: Show a tqdm bar.
         desc: Bar label.
+        position: Line of the bar (models trained side by side each get their own).
 
     Returns:
         The training loss per step.
@@ -227,7 +229,7 @@ def train_lm(
     model.train()
     order: list[int] = []
     losses: list[float] = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, position=position)
     for _ in bar:
         if len(order) < batch_size:
             order += torch.randperm(len(items), generator=gen).tolist()

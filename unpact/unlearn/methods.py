@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unpact.errors import InputError, UnknownNameError, check_count
+from unpact.forward import gather_logprobs
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _logits(model: nn.Module, b: TokBatch) -> torch.Tensor:
 
 def _token_logp(logits: torch.Tensor, b: TokBatch) -> torch.Tensor:
     """``(batch, seq - 1)`` log-prob of each next token."""
-    return torch.log_softmax(logits, -1).gather(-1, b.input_ids[:, 1:, None]).squeeze(-1)
+    return gather_logprobs(logits, b.input_ids[:, 1:])
 
 
 def nll(model: nn.Module, b: TokBatch) -> torch.Tensor:

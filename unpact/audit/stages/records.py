@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from unpact.audit.context import AuditRun, Stage, seed_of
+from unpact.audit.plan import Work
 from unpact.data import Example
 
 __all__ = ["AccuracyStage", "AttacksStage"]
@@ -20,31 +22,68 @@ class _RecordStage(Stage):
     def done(self, run: AuditRun) -> bool:
         return all((m, e.id, a) in run.store for m, _, a, items in self.plan(run) for e in items)
 
+    def work(self, run: AuditRun) -> Work:
+        from unpact.attacks import get_attack
+
+        n = 0
+        for m, _, a, items in self.plan(run):
+            att = get_attack(a)
+            rows = att.num_samples if att.kind == "sampling" else 1
+            n += rows * sum((m, e.id, a) not in run.store for e in items)
+        return Work(decode=n)
+
     def run(self, run: AuditRun) -> None:
-        from unpact.attacks import run_attack
+        from concurrent.futures import FIRST_COMPLETED, Future, wait
+
+        from unpact.audit.workers import one_thread, run_unit, worker_count
         from unpact.scoring import permuted_golds, score_outputs
 
         perm = permuted_golds(run.forget)
         perm.update(permuted_golds(run.retain))
         plan = list(self.plan(run))
         bar = run.bar(sum(len(items) for *_, items in plan), self.name)
+        units = []
         for name, split, attack, items in plan:
             for start, ch in run.chunks(items):
                 if all((name, e.id, attack) in run.store for e in ch):
                     bar.update(len(ch))
                     continue
-                outs = run_attack(
-                    run.models[name],
+                args = (
                     ch,
                     attack,
                     [run.keywords.get(e.id, list(e.keywords)) for e in ch],
-                    max_new_tokens=run.max_new_tokens,
-                    batch_size=run.config.batch_size,
-                    seed=seed_of(run.config.seed, name, attack, split, start),
+                    run.max_new_tokens,
+                    run.config.batch_size,
+                    seed_of(run.config.seed, name, attack, split, start),
                 )
-                run.store.extend(score_outputs(name, attack, split, outs, perm))
-                bar.update(len(ch))
-                run.callback(self.name, {"model": name, "split": split, "attack": attack, "start": start})
+                units.append(((name, split, attack, start, len(ch)), args))
+
+        def finish(unit: tuple[str, str, str, int, int], outs: list[Any]) -> None:
+            name, split, attack, start, n = unit
+            run.store.extend(score_outputs(name, attack, split, outs, perm))
+            bar.update(n)
+            run.callback(self.name, {"model": name, "split": split, "attack": attack, "start": start})
+
+        n_workers = min(worker_count(run), len(units))
+        if n_workers <= 1:
+            with one_thread():
+                for unit, args in units:
+                    finish(unit, run_unit(run.models[unit[0]], *args))
+        else:
+            pool = run.record_workers(n_workers)
+            todo = iter(units)
+            running: dict[Future[list[Any]], tuple[str, str, str, int, int]] = {}
+            while True:
+                while len(running) < 2 * n_workers:  # a short queue: a stop loses little work
+                    nxt = next(todo, None)
+                    if nxt is None:
+                        break
+                    running[pool.submit(nxt[0][0], *nxt[1])] = nxt[0]
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    finish(running.pop(f), f.result())
         bar.close()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from unpact.audit.auditdir import BASE
 from unpact.audit.context import AuditRun, Stage
+from unpact.audit.plan import Work
 from unpact.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -22,13 +23,19 @@ class AttributionStage(Stage):
     reads = ("models", "items")
     writes = ("tracers/MODEL/forget", "tracers/MODEL/retain")
 
-    def done(self, run: AuditRun) -> bool:
-        return all(
-            run.dir.tracer_path(m, s, e.id).exists()
+    def _missing(self, run: AuditRun) -> int:
+        return sum(
+            not run.dir.tracer_path(m, s, e.id).exists()
             for m in run.models.names
             for s in ("forget", "retain")
             for e in run.split_items("forget" if s == "forget" else "retain_attacked")
         )
+
+    def done(self, run: AuditRun) -> bool:
+        return self._missing(run) == 0
+
+    def work(self, run: AuditRun) -> Work:
+        return Work(attribute=self._missing(run))  # the key-word stage's base attributions included
 
     def run(self, run: AuditRun) -> None:
         bar = run.bar(2 * len(run.models.names), self.name)
@@ -50,7 +57,12 @@ class LensStage(Stage):
         return run.config.lens
 
     def done(self, run: AuditRun) -> bool:
-        return all(run.dir.tracer_path(m, "lens", e.id).exists() for m in run.models.names for e in run.forget)
+        return self.work(run).forward == 0
+
+    def work(self, run: AuditRun) -> Work:
+        return Work(
+            forward=sum(not run.dir.tracer_path(m, "lens", e.id).exists() for m in run.models.names for e in run.forget)
+        )
 
     def run(self, run: AuditRun) -> None:
         from unpact.lens import logit_lens
@@ -60,7 +72,10 @@ class LensStage(Stage):
             for _, ch in run.chunks(run.forget):
                 paths = [run.dir.tracer_path(name, "lens", e.id) for e in ch]
                 if not all(p.exists() for p in paths):
-                    for t, p in zip(logit_lens(subject, ch), paths):
+                    # the report reads ranks, log-probs and top tokens: the full distributions
+                    # (layers x positions x vocab per item) would cost a file write each
+                    lens = logit_lens(subject, ch, keep_distributions=False, batch_size=len(ch))
+                    for t, p in zip(lens, paths):
                         t.save(p)
                     run.callback(self.name, {"model": name})
                 bar.update(len(ch))
@@ -83,9 +98,13 @@ class CircuitsStage(Stage):
         return [e for e in run.forget if e.subject and e.subject in e.prompt][: run.config.circuits]
 
     def done(self, run: AuditRun) -> bool:
-        return all(
-            run.dir.tracer_path(m, "circuits", e.id).exists() for m in run.models.names for e in self._items(run)
+        return self.work(run).attribute == 0
+
+    def work(self, run: AuditRun) -> Work:
+        missing = sum(
+            not run.dir.tracer_path(m, "circuits", e.id).exists() for m in run.models.names for e in self._items(run)
         )
+        return Work(attribute=missing)
 
     def run(self, run: AuditRun) -> None:
         from unpact.circuits import circuit_diff, edge_attribution_patching

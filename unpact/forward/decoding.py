@@ -1,0 +1,132 @@
+"""Decoding from a prompt pass: greedy or sampled, batched, continuing from the KV cache."""
+
+from __future__ import annotations
+
+import torch
+
+from unpact.errors import InputError
+from unpact.forward.layout import Intervention, _bias_mask, _key_columns
+from unpact.forward.passes import PromptPass, _repeat, _step, prompt_pass
+from unpact.models import Subject, check_finite, frozen
+
+__all__ = ["decode"]
+
+
+def _pick(logits: torch.Tensor, sample: bool, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``(rows,)`` next tokens from ``(rows, vocab)`` logits: the argmax, or one draw from softmax(logits / T).
+
+    A draw inverts the cumulative distribution at one uniform number per row (float64): exactly a
+    categorical sample, several times faster than ``torch.multinomial`` on CPU.
+    """
+    if not sample:
+        return logits.argmax(-1)
+    cdf = torch.softmax(logits.double() / max(temperature, 1e-6), dim=-1).cumsum(-1)
+    u = torch.rand((logits.shape[0], 1), generator=generator, dtype=torch.float64) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+
+
+def decode(
+    subject: Subject,
+    start: PromptPass,
+    *,
+    max_new_tokens: int,
+    sample: bool = False,
+    temperature: float = 1.0,
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+    eos_token_id: int | None = None,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """Continue each prompt of a :class:`PromptPass` greedily or by sampling.
+
+    With ``use_cache`` (the default) generation continues from the pass's KV cache (which it
+    consumes); ``use_cache=False`` re-runs the whole sequence at every step (the reference the
+    cached path is tested against, and the path taken for an attention bias on a model whose
+    sliding-window cache is shorter than the sequence). Rows stop at ``eos_token_id`` (default: the
+    tokenizer's).
+
+    Args:
+        subject: The model the pass ran on.
+        start: The prompt pass (made with ``keep_cache=True`` for the cached path).
+        max_new_tokens: Tokens to generate at most per row.
+        sample: Sample from the softmax at ``temperature`` instead of taking the argmax.
+        temperature: Sampling temperature.
+        num_samples: Continuations per prompt (rows ``i * num_samples ... + num_samples - 1``).
+        generator: Generator of the sampling draws (CPU).
+        eos_token_id: End token (``None``: the tokenizer's; rows without one run to the limit).
+        use_cache: Continue from the cache (``False``: recompute every step).
+
+    Returns:
+        ``rows * num_samples`` lists of new token ids (the end token excluded).
+
+    Raises:
+        InputError: ``use_cache`` with a pass made without ``keep_cache``, or NaN/inf logits.
+    """
+    if use_cache and start.cache is None:
+        raise InputError(
+            "decoding from the cache needs a prompt pass made with keep_cache=True",
+            source="decode",
+            fix="call prompt_pass(..., keep_cache=True), or decode(..., use_cache=False)",
+        )
+    eos = eos_token_id if eos_token_id is not None else getattr(subject.tokenizer, "eos_token_id", None)
+    packed, iv, n = start.packed, start.intervention, num_samples
+    rows = len(packed.prompt_lens) * n
+    logits = start.first_logits.repeat_interleave(n, 0)
+    new: list[list[int]] = [[] for _ in range(rows)]
+    done = [False] * rows
+    pw = packed.prompt_width
+    mask2d = packed.mask[:, :pw].repeat_interleave(n, 0)
+    pos = torch.tensor(packed.prompt_lens).repeat_interleave(n)[:, None]
+    key_rows: list[int] = []
+    key_cols: list[int] = []
+    if iv is not None and iv.attn_bias != 0.0:
+        kr, key_cols = _key_columns(iv, packed)
+        key_rows = [r * n + j for r in kr for j in range(n)]
+        key_cols = [c for c in key_cols for _ in range(n)]
+    if use_cache and key_rows and _window_exceeded(subject, pw + max_new_tokens):
+        use_cache = False  # a sliding-window cache keeps fewer columns than the bias mask addresses
+    cache = _repeat(start.cache, n) if use_cache else None
+    prompts = [packed.ids[i, pw - packed.prompt_lens[i] : pw] for i in range(len(packed.prompt_lens))]
+    with frozen(subject.model), torch.no_grad():
+        for step in range(max_new_tokens):
+            nxt = _pick(logits, sample, temperature, generator)
+            for i in range(rows):
+                if done[i]:
+                    continue
+                tok = int(nxt[i])
+                if eos is not None and tok == eos:
+                    done[i] = True
+                else:
+                    new[i].append(tok)
+            if all(done) or step == max_new_tokens - 1:
+                break
+            if not use_cache:
+                logits = _recompute(subject, prompts, new, iv, n)
+                continue
+            mask2d = torch.cat([mask2d, torch.ones((rows, 1), dtype=mask2d.dtype)], dim=1)
+            attn: torch.Tensor = mask2d
+            if key_rows:
+                attn = _bias_mask(mask2d, 1, key_rows, key_cols, float(iv.attn_bias), subject)  # type: ignore[union-attr]
+            logits, cache = _step(subject, nxt[:, None], attn, pos, cache)
+            pos = pos + 1
+            logits = check_finite(subject, logits).cpu()
+    return new
+
+
+def _window_exceeded(subject: Subject, width: int) -> bool:
+    """Whether sequences of ``width`` tokens outgrow the model's sliding attention window (if it has one)."""
+    window = getattr(subject.config, "sliding_window", None)
+    return isinstance(window, int) and window > 0 and width > window
+
+
+def _recompute(
+    subject: Subject, prompts: list[torch.Tensor], new: list[list[int]], iv: Intervention | None, n: int
+) -> torch.Tensor:
+    """Next-token logits ``(rows, vocab)`` from a fresh pass over each prompt plus its tokens so far."""
+    seqs = [torch.cat([prompts[r // n], torch.tensor(new[r], dtype=torch.long)]) for r in range(len(new))]
+    iv_rows = None
+    if iv is not None:
+        iv_rows = Intervention(
+            tuple(iv.keypos[r // n] for r in range(len(new))), embed_scale=iv.embed_scale, attn_bias=iv.attn_bias
+        )
+    return prompt_pass(subject, seqs, intervention=iv_rows).first_logits
