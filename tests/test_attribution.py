@@ -260,3 +260,87 @@ def test_input_errors(tiny) -> None:
     long = Example("long", "word " * 200, "x")
     with pytest.raises(InputError, match="longer than the model's context"):
         leave_one_out(tiny, [long])
+
+
+def test_ig_chunking_gives_the_same_attributions(tiny) -> None:
+    """One row per forward, a few rows per forward, or all rows in one forward: the same numbers."""
+    whole = integrated_gradients(tiny, EXAMPLES, n_steps=6, per_answer_token=True, internal_batch_size=10**6)
+    for rows in (1, 4):
+        part = integrated_gradients(tiny, EXAMPLES, n_steps=6, per_answer_token=True, internal_batch_size=rows)
+        for a, b in zip(part, whole):
+            np.testing.assert_allclose(a.token_scores, b.token_scores, rtol=1e-5, atol=1e-7)
+            assert a.matrix is not None and b.matrix is not None
+            np.testing.assert_allclose(a.matrix, b.matrix, rtol=1e-5, atol=1e-7)
+            assert a.value == pytest.approx(b.value, abs=1e-6)
+            assert a.baseline_value == pytest.approx(b.baseline_value, abs=1e-6)
+
+
+def test_ig_small_memory_budget(tiny) -> None:
+    """A tiny budget runs one row per gradient forward, with no parameter requiring grad, same results."""
+    seen: list[tuple[int, bool]] = []
+
+    def record(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if torch.is_grad_enabled():
+            seen.append((args[0].shape[0], any(p.requires_grad for p in tiny.model.parameters())))
+
+    handle = tiny.embed.register_forward_hook(record)
+    try:
+        small = integrated_gradients(tiny, EXAMPLES, n_steps=4, memory_budget_mb=1e-3)
+    finally:
+        handle.remove()
+    assert seen == [(1, False)] * (len(EXAMPLES) * 4)
+    default = integrated_gradients(tiny, EXAMPLES, n_steps=4)
+    for a, b in zip(small, default):
+        np.testing.assert_allclose(a.token_scores, b.token_scores, rtol=1e-5, atol=1e-7)
+        assert a.completeness_error == pytest.approx(b.completeness_error, abs=1e-6)
+    with pytest.raises(InputError, match="memory_budget_mb"):
+        integrated_gradients(tiny, EXAMPLES, memory_budget_mb=0)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+def test_row_bytes_covers_what_autograd_keeps(arch: str) -> None:
+    """The per-row estimate that sizes IG's chunks is above the activations autograd saves."""
+    from unpact.attribution._batching import answer_index, pad_rows
+    from unpact.attribution.ig import row_bytes
+    from unpact.forward import answer_logprobs
+
+    s = tiny_subject(arch)
+    encs = [encode(s.tokenizer, ex) for ex in EXAMPLES]
+    ids, mask = pad_rows([e.input_ids for e in encs], s.tokenizer.pad_token_id)
+    pos, tgt, _ = answer_index([e.answer_span for e in encs], ids)
+    params = {p.untyped_storage().data_ptr() for p in s.model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with frozen(s.model):
+        z = s.embed(ids).detach().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            answer_logprobs(s, ids, mask, pos, tgt, z)
+    assert 0 < sum(saved.values()) <= len(encs) * row_bytes(s, ids.shape[1], pos.shape[1])
+
+
+def test_answer_logprobs_runs_the_unembedding_on_answer_positions_only(tiny) -> None:
+    """The model's own head never runs; the values equal a full forward's log-softmax."""
+    from unpact.attribution._batching import answer_index, pad_rows
+    from unpact.forward import answer_logprobs
+
+    encs = [encode(tiny.tokenizer, ex) for ex in EXAMPLES]
+    ids, mask = pad_rows([e.input_ids for e in encs], tiny.tokenizer.pad_token_id)
+    pos, tgt, valid = answer_index([e.answer_span for e in encs], ids)
+    shapes: list[tuple[int, ...]] = []
+    handle = tiny.unembed.register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape)))
+    try:
+        with torch.no_grad():
+            lp = answer_logprobs(tiny, ids, mask, pos, tgt)
+    finally:
+        handle.remove()
+    assert shapes == [(*pos.shape, tiny.d_model)]
+    with torch.no_grad():
+        full = torch.log_softmax(tiny.model(ids, attention_mask=mask).logits.float(), -1)
+    ref = full.gather(1, pos[..., None].expand(-1, -1, full.shape[-1])).gather(-1, tgt[..., None]).squeeze(-1)
+    np.testing.assert_allclose(lp[valid].numpy(), ref[valid].numpy(), atol=1e-5)

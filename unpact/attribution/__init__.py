@@ -13,8 +13,9 @@ to the prompt tokens ``x_i``:
   nodes ``alpha_k`` and weights ``w_k`` (``method``: ``"gausslegendre"``, ``"riemann_left"``,
   ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"``). One IG run attributes the whole
   multi-token answer (captum's ``LLMGradientAttribution`` runs one IG per answer token). Many examples
-  and many alphas share one forward/backward; the model's parameters never require gradients, so
-  autograd keeps only what the input gradient needs. Completeness error
+  and many alphas share one forward/backward, in chunks sized to a memory budget
+  (``memory_budget_mb``); the model's parameters never require gradients, so autograd keeps only
+  what the input gradient needs. Completeness error
   ``sum_i attr_i - (F(x) - F(x'))`` is reported; it shrinks as ``n_steps`` grows.
 * **Leave-one-out** (:func:`leave_one_out`), the unPact paper's contribution
   ``C(x_i, y) = LP(x, y) - LP(x without x_i, y)``: each prompt token is deleted in turn (the

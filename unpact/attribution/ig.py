@@ -6,7 +6,8 @@ are), and ``attr_i = (x_i - x'_i) . sum_k w_k dF(x' + alpha_k (x - x'))/dx_i`` w
 nodes ``alpha_k`` and weights ``w_k`` (``method``: ``"gausslegendre"``, ``"riemann_left"``,
 ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"``). One IG run attributes the whole
 multi-token answer (captum's ``LLMGradientAttribution`` runs one IG per answer token). Many examples
-and many alphas share one forward/backward; the model's parameters never require gradients, so
+and many alphas share one forward/backward, in chunks sized to a memory budget (examples sorted by
+length, each chunk cut to its longest row); the model's parameters never require gradients, so
 autograd keeps only what the input gradient needs. Completeness error
 ``sum_i attr_i - (F(x) - F(x'))`` is reported; it shrinks as ``n_steps`` grows.
 """
@@ -38,7 +39,15 @@ from unpact.provenance import Provenance
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["integrated_gradients", "ig_nodes", "IG_METHODS", "BASELINES", "DEFAULT_N_STEPS"]
+__all__ = [
+    "integrated_gradients",
+    "ig_nodes",
+    "default_memory_budget_mb",
+    "row_bytes",
+    "IG_METHODS",
+    "BASELINES",
+    "DEFAULT_N_STEPS",
+]
 
 IG_METHODS: tuple[str, ...] = (
     "gausslegendre",
@@ -49,8 +58,15 @@ IG_METHODS: tuple[str, ...] = (
 )
 BASELINES: tuple[str, ...] = ("pad", "eos", "bos", "unk", "mask", "zero")
 DEFAULT_N_STEPS = 50
-# Rows (example x alpha) x tokens per forward when internal_batch_size is not given.
-_AUTO_TOKENS_PER_FORWARD = 8192
+# Activations a forward keeps for the input gradient, per token and layer, in d_model-sized vectors:
+# measured with saved-tensor hooks at 24 (GPT-2), 14 (Llama) and 9 (GPT-NeoX), plus the backward's
+# transient gradients (tests/test_attribution.py checks the estimate stays above the measurement).
+_ACT_VECTORS_PER_LAYER = 28
+# Vectors per token a no-grad forward holds at once (a block's input, output and MLP hidden state).
+_NO_GRAD_VECTORS = 8
+# Default activation budget: this fraction of the weights' bytes, at least _MIN_BUDGET_MB.
+_BUDGET_FRACTION = 0.5
+_MIN_BUDGET_MB = 64.0
 
 
 def ig_nodes(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,6 +148,40 @@ def _baseline_token(subject: Subject, baseline: str | int) -> int | None:
     return int(value)
 
 
+def default_memory_budget_mb(subject: Subject) -> float:
+    """The default activation budget of :func:`integrated_gradients`, in MB.
+
+    Half the model's weight bytes, at least 64 MB. Any forward holds the weights, so IG's peak stays
+    under 1.5x the peak of a plain inference forward over the same examples (``bench/attribution.py``
+    measures both).
+    """
+    weights = sum(p.numel() * p.element_size() for p in subject.model.parameters())
+    return max(_MIN_BUDGET_MB, _BUDGET_FRACTION * weights / 2**20)
+
+
+def row_bytes(subject: Subject, seq: int, n_answer: int, *, grad: bool = True) -> int:
+    """Estimated bytes one (example, alpha) row of a forward holds.
+
+    Args:
+        subject: The model.
+        seq: Tokens in the row.
+        n_answer: Answer positions sent through the unembedding.
+        grad: A forward whose input gradient follows (else a no-grad forward).
+
+    Returns:
+        With ``grad``: ``seq`` tokens x ``n_layers`` x (``_ACT_VECTORS_PER_LAYER`` d_model-vectors +
+        two attention rows per head) in the model's dtype, plus the float32 logits, log-softmax and
+        their gradient at the answer positions. Without: a few d_model-vectors per token and two
+        float32 ``(n_answer, vocab)`` tensors.
+    """
+    elt = torch.empty((), dtype=subject.dtype).element_size()
+    d, vocab = subject.d_model, subject.vocab_size
+    if not grad:
+        return seq * (_NO_GRAD_VECTORS * d + 2 * subject.n_heads * seq) * elt + 2 * n_answer * vocab * 4
+    per_token = subject.n_layers * (_ACT_VECTORS_PER_LAYER * d + 2 * subject.n_heads * seq) * elt
+    return seq * per_token + 3 * n_answer * vocab * 4
+
+
 def integrated_gradients(
     subject: Subject,
     examples: Sequence[Example],
@@ -141,11 +191,18 @@ def integrated_gradients(
     baseline: str | int = "pad",
     target: Target = "mean",
     internal_batch_size: int | None = None,
+    memory_budget_mb: float | None = None,
     batch_size: int = 16,
     per_answer_token: bool = False,
     progress: bool = False,
 ) -> list[Attribution]:
     """Integrated gradients of the answer log-probability w.r.t. the prompt token embeddings.
+
+    Examples are sorted by length; ``batch_size`` of them at a time are embedded, and their
+    ``examples x n_steps`` interpolation rows go through forward/backward passes in chunks of
+    ``internal_batch_size`` rows, each cut to its longest row. Only the gradient w.r.t. the
+    interpolated embeddings is computed; the results do not depend on the chunking (up to float
+    round-off).
 
     Args:
         subject: The model (its weights, mode and grad flags are left as they were).
@@ -156,9 +213,11 @@ def integrated_gradients(
             ``"unk"``, ``"mask"`` (the tokenizer's token of that name), ``"zero"`` (zero embedding)
             or a token id.
         target: ``"mean"`` (unPact's ``LP``) or ``"sum"`` of the answer tokens' log-probabilities.
-        internal_batch_size: Rows (example x alpha) per forward pass; default: about 8,192 tokens
-            per forward. Smaller values save memory, results are the same.
-        batch_size: Examples encoded and padded together.
+        internal_batch_size: Rows (example x alpha) per forward pass; overrides ``memory_budget_mb``.
+        memory_budget_mb: About how many MB the activations kept for one backward pass may take;
+            the rows per forward follow from it (:func:`row_bytes`). Default
+            :func:`default_memory_budget_mb` (half the weights' bytes, at least 64 MB).
+        batch_size: Examples embedded and padded together.
         per_answer_token: Also compute the ``(n_answer, n_prompt)`` matrix (one extra backward per
             answer token on the same forward). ``token_scores`` then equal its mean (or sum) over rows.
         progress: Show a progress bar.
@@ -168,16 +227,23 @@ def integrated_gradients(
 
     Raises:
         UnknownNameError: Unknown method or baseline name.
-        InputError: Bad target, step or batch sizes, a baseline token the tokenizer lacks, malformed
-            examples (empty prompt, too long for the model, ...) or NaN/inf logits.
+        InputError: Bad target, step, batch sizes or budget, a baseline token the tokenizer lacks,
+            malformed examples (empty prompt, too long for the model, ...) or NaN/inf logits.
     """
     check_target(target)
     alphas_np, weights_np = ig_nodes(method, n_steps)
     if internal_batch_size is not None:
         check_positive("internal_batch_size", internal_batch_size, where="integrated_gradients")
+    if memory_budget_mb is not None and not memory_budget_mb > 0:
+        raise InputError(
+            f"memory_budget_mb must be > 0, got {memory_budget_mb!r}",
+            source="integrated_gradients",
+            fix="give a positive number of MB (or leave it unset)",
+        )
     check_positive("batch_size", batch_size, where="integrated_gradients")
     base_tok = _baseline_token(subject, baseline)
     encoded = encode_all(subject, examples)
+    budget = float(memory_budget_mb or default_memory_budget_mb(subject)) * 2**20
     prov = Provenance.of(
         subject,
         "integrated_gradients",
@@ -187,39 +253,69 @@ def integrated_gradients(
         target=target,
         per_answer_token=per_answer_token,
     )
-    results: list[Attribution] = []
+    # Similar lengths together: less padding, and chunks of short rows are cut shorter.
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    results: list[Attribution | None] = [None] * len(encoded)
+    nodes = (alphas_np, weights_np)
     with frozen(subject.model):
-        starts = range(0, len(encoded), batch_size)
+        starts = range(0, len(order), batch_size)
         for s in progress_bar(starts, progress, "integrated gradients", total=len(starts)):
-            chunk = list(zip(examples[s : s + batch_size], encoded[s : s + batch_size]))
-            results.extend(
-                _ig_batch(
-                    subject, chunk, alphas_np, weights_np, base_tok, target, internal_batch_size, per_answer_token, prov
-                )
+            idx = order[s : s + batch_size]
+            batch = [(examples[i], encoded[i]) for i in idx]
+            out = _ig_batch(
+                subject, batch, nodes, base_tok, target, internal_batch_size, budget, per_answer_token, prov
             )
-    return results
+            for i, r in zip(idx, out):
+                results[i] = r
+    return [r for r in results if r is not None]
+
+
+def _values(
+    subject: Subject,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    pos: torch.Tensor,
+    tgt: torch.Tensor,
+    valid: torch.Tensor,
+    embs: torch.Tensor,
+    target: str,
+    rows_per_forward: int,
+) -> torch.Tensor:
+    """``F`` of ``(rows, seq, d)`` embeddings in no-grad chunks: ``(rows,)`` float64 on the CPU."""
+    out = []
+    with torch.no_grad():
+        for r0 in range(0, len(ids), rows_per_forward):
+            r = slice(r0, r0 + rows_per_forward)
+            width = int(mask[r].sum(1).max())  # padding past the longest row is dropped
+            lp = answer_logprobs(subject, ids[r, :width], mask[r, :width], pos[r], tgt[r], embs[r, :width])
+            out.append(reduce_answer(lp, valid[r], target).double().cpu())
+    return torch.cat(out)
 
 
 def _ig_batch(
     subject: Subject,
     chunk: list[tuple[Example, Encoded]],
-    alphas_np: np.ndarray,
-    weights_np: np.ndarray,
+    nodes: tuple[np.ndarray, np.ndarray],
     base_tok: int | None,
     target: str,
     internal_batch_size: int | None,
+    budget: float,
     per_answer_token: bool,
     prov: Provenance,
 ) -> list[Attribution]:
+    """IG of one batch of examples sorted by length (shortest first)."""
     dev = subject.device
     encs = [e for _, e in chunk]
     ids, mask = pad_rows([e.input_ids for e in encs], fill_id(subject.tokenizer))
+    lengths = [len(e.input_ids) for e in encs]
     n_ex, seq = ids.shape
     prompt_mask = torch.zeros((n_ex, seq), dtype=torch.bool)
     for i, e in enumerate(encs):
         prompt_mask[i, e.prompt_span[0] : e.prompt_span[1]] = True
     pos, tgt, valid = answer_index([e.answer_span for e in encs], ids)
     t_max = pos.shape[1]
+    rows_per_forward = internal_batch_size or max(1, int(budget // row_bytes(subject, seq, t_max)))
+    rows_no_grad = internal_batch_size or max(1, int(budget // row_bytes(subject, seq, t_max, grad=False)))
     with torch.no_grad():
         x_emb = subject.embed(ids.to(dev))  # (n_ex, seq, d)
         if base_tok is None:
@@ -227,38 +323,48 @@ def _ig_batch(
         else:
             b_emb = subject.embed(torch.where(prompt_mask, base_tok, ids).to(dev))
         delta = x_emb - b_emb  # zero outside the prompt positions
-        # F(x) and F(x') in one forward.
-        two = torch.cat([x_emb, b_emb])
-        lp2 = answer_logprobs(subject, ids.repeat(2, 1), mask.repeat(2, 1), pos.repeat(2, 1), tgt.repeat(2, 1), two)
-        f2 = reduce_answer(lp2, valid.repeat(2, 1), target).double().cpu()
+    # F(x) and F(x'), (n_ex,) each.
+    f2 = _values(
+        subject,
+        ids.repeat(2, 1),
+        mask.repeat(2, 1),
+        pos.repeat(2, 1),
+        tgt.repeat(2, 1),
+        valid.repeat(2, 1),
+        torch.cat([x_emb, b_emb]),
+        target,
+        rows_no_grad,
+    )
     f_x, f_b = f2[:n_ex], f2[n_ex:]
 
+    alphas_np, weights_np = nodes
     n_steps = len(alphas_np)
     alphas = torch.tensor(alphas_np, dtype=x_emb.dtype, device=dev)
     weights = torch.tensor(weights_np, dtype=torch.float64)
-    rows_per_forward = internal_batch_size or max(1, _AUTO_TOKENS_PER_FORWARD // seq)
     # Accumulators: (n_ex, seq) for the target, (n_ex, T, seq) for the matrix.
     acc = torch.zeros((n_ex, seq), dtype=torch.float64)
     acc_m = torch.zeros((n_ex, t_max, seq), dtype=torch.float64) if per_answer_token else None
     n_rows = n_ex * n_steps
     for r0 in range(0, n_rows, rows_per_forward):
         r = torch.arange(r0, min(n_rows, r0 + rows_per_forward))
-        ex_i, st_i = r // n_steps, r % n_steps
+        ex_i, st_i = r // n_steps, r % n_steps  # rows are example-major
+        width = max(lengths[int(ex_i[0]) : int(ex_i[-1]) + 1])  # padding past the longest row is dropped
+        ex_d = ex_i.to(dev)
+        d_rows = delta[ex_d, :width]  # (rows, width, d)
         a = alphas[st_i.to(dev)][:, None, None]
-        z = (b_emb[ex_i] + a * delta[ex_i]).detach().requires_grad_(True)  # (rows, seq, d)
+        z = (b_emb[ex_d, :width] + a * d_rows).requires_grad_(True)
+        w = weights[st_i].to(device=dev, dtype=torch.float32)
+        v = valid[ex_i].to(dev)
         with torch.enable_grad():
-            lp = answer_logprobs(subject, ids[ex_i], mask[ex_i], pos[ex_i], tgt[ex_i], z)  # (rows, T)
-            w = weights[st_i].to(device=dev, dtype=lp.dtype)
-            v = valid[ex_i].to(dev)
+            lp = answer_logprobs(subject, ids[ex_i, :width], mask[ex_i, :width], pos[ex_i], tgt[ex_i], z)  # (rows, T)
             if acc_m is not None:
                 for k in range(t_max):
                     (g,) = torch.autograd.grad((lp[:, k] * v[:, k] * w).sum(), z, retain_graph=k < t_max - 1)
-                    contrib = (g * delta[ex_i]).sum(-1).double().cpu() * v[:, k, None].cpu()
-                    acc_m[:, k].index_add_(0, ex_i, contrib)
+                    contrib = (g * d_rows).sum(-1).cpu().double() * v[:, k, None].cpu()
+                    acc_m[:, k, :width].index_add_(0, ex_i, contrib)
             else:
-                f = reduce_answer(lp, v, target)
-                (g,) = torch.autograd.grad((f * w).sum(), z)
-                acc.index_add_(0, ex_i, (g * delta[ex_i]).sum(-1).double().cpu())
+                (g,) = torch.autograd.grad((reduce_answer(lp, v, target) * w).sum(), z)
+                acc[:, :width].index_add_(0, ex_i, (g * d_rows).sum(-1).cpu().double())
         del z, lp
     results = []
     for i, (ex, enc) in enumerate(chunk):
