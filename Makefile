@@ -36,9 +36,11 @@ lint: install
 test: install browser lint
 	$(BIN)/python -m pytest -q tests
 
+# Every benchmark, one table of ratios against references measured in the same run (bench/results/table.md,
+# also written into docs/speed.md). AUDIT names a finished audit whose per-stage times go into the table.
+AUDIT ?= runs/demo
 bench: install
-	$(BIN)/python bench/attribution.py
-	$(BIN)/python bench/circuits.py
+	$(BIN)/python bench/run.py --audit $(AUDIT)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -8,7 +8,8 @@ Runs, one after the other (each in its own process, so one's memory does not hid
 * ``bench/circuits.py``: EAP / EAP-IG vs exact patching (CPR, CMD, speed-up).
 
 and writes ``bench/results/table.md`` and ``table.json``: one row per figure with its value, the
-reference it is measured against in the same run, their ratio and the target (where the project set one).
+reference it is measured against in the same run, their ratio and the target (where the project set one);
+the table also replaces the marked block of ``docs/speed.md`` (``--docs``).
 
 Usage:
     .venv/bin/python bench/run.py [--preset default] [--audit runs/demo] [--skip attribution,circuits]
@@ -21,6 +22,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,30 +119,48 @@ def _speed_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _attribution_rows(d: Any) -> list[dict[str, Any]]:
+def _attribution_rows(d: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for r in d if isinstance(d, list) else d.get("rows", []):
+    for r in d:
         model = r.get("model", "?")
-        if "speedup" in r:
+        u = r.get("unpact") or {}
+        if r.get("speedup") is not None:
+            target = ">= 10x" if model == "gpt2-small" else ""
             rows.append(
                 _row(
-                    f"IG vs captum ({model}), speed",
+                    f"IG vs captum ({model}), wall-clock speed-up",
                     r["speedup"],
                     "x",
-                    "captum, same examples and steps",
+                    f"captum LLMGradientAttribution, same examples and steps ({r['captum']['seconds']:.2f} s)",
                     r["speedup"],
-                    ">= 10x",
-                    r["speedup"] >= 10,
+                    target,
+                    r["speedup"] >= 10 if target else None,
                 )
             )
-        for key, label, target, ok in (
-            ("efficiency", "IG FLOP rate / fp32 matmul rate", ">= 0.5", lambda v: v >= 0.5),
-            ("memory_ratio", "IG peak / inference peak", "<= 1.5", lambda v: v <= 1.5),
-        ):
-            if key in r and r[key] is not None:
-                rows.append(
-                    _row(f"{label} ({model})", r[key], "", "measured in the same process", r[key], target, ok(r[key]))
+        if r.get("unpact_peak_over_inference") is not None:
+            rows.append(
+                _row(
+                    f"IG peak memory ({model})",
+                    u.get("rss_peak_mb", float("nan")),
+                    "MB",
+                    "a no-grad forward over the same batch",
+                    r["unpact_peak_over_inference"],
+                    "<= 1.5",
+                    r["unpact_peak_over_inference"] <= 1.5,
                 )
+            )
+        if u.get("efficiency") is not None:
+            rows.append(
+                _row(
+                    f"IG FLOP rate ({model})",
+                    u["gflops_achieved"],
+                    "GFLOP/s",
+                    f"fp32 1024x1024 matmul in the same process ({u['gflops_matmul']:.0f} GFLOP/s)",
+                    u["efficiency"],
+                    ">= 0.5",
+                    u["efficiency"] >= 0.5,
+                )
+            )
     return rows
 
 
@@ -196,7 +216,10 @@ def write_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             _fmt(r["met"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    head = f"Measured {meta['date']} with `{meta['command']}` ({meta['machine']}).\n\n"
+    head = f"Measured {meta['date']} with `{meta['command']}` ({meta['machine']})."
+    if meta.get("reused"):
+        head += f" Rows from {', '.join(meta['reused'])} are from that file's previous run (skipped this time)."
+    head += "\n\n"
     return head + "\n".join(lines) + "\n"
 
 
@@ -204,22 +227,32 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="default", choices=("micro", "default"))
     ap.add_argument("--audit", default="runs/demo", help="a finished audit directory (for the per-stage times)")
-    ap.add_argument("--skip", default="", help="comma list of: speed, attribution, circuits")
+    ap.add_argument(
+        "--skip", default="", help="comma list of: speed, attribution, circuits (their last results are reused)"
+    )
     ap.add_argument("--out", default=str(RESULTS), help="results directory (default bench/results)")
+    ap.add_argument(
+        "--docs", default=str(ROOT.parent / "docs" / "speed.md"), help="page whose marked table block is replaced"
+    )
     args = ap.parse_args()
     skip = {s for s in args.skip.split(",") if s}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    if "speed" not in skip:
-        _run("speed.py", ["--preset", args.preset, "--audit", args.audit, "--out", str(out / "speed.json")])
-        rows += _speed_rows(json.loads((out / "speed.json").read_text()))
-    if "attribution" not in skip:
-        _run("attribution.py", ["--out", str(out / "attribution.json")])
-        rows += _attribution_rows(json.loads((out / "attribution.json").read_text()))
-    if "circuits" not in skip:
-        _run("circuits.py", ["--preset", args.preset, "--out", str(out / f"circuits_{args.preset}.json")])
-        rows += _circuit_rows(json.loads((out / f"circuits_{args.preset}.json").read_text()))
+    parts: list[tuple[str, str, list[str], str, Callable[[Any], list[dict[str, Any]]]]] = [
+        ("speed", "speed.py", ["--preset", args.preset, "--audit", args.audit], "speed.json", _speed_rows),
+        ("attribution", "attribution.py", [], "attribution.json", _attribution_rows),
+        ("circuits", "circuits.py", ["--preset", args.preset], f"circuits_{args.preset}.json", _circuit_rows),
+    ]
+    reused = []
+    for name, script, extra, file, to_rows in parts:
+        if name not in skip:
+            _run(script, [*extra, "--out", str(out / file)])
+        elif (out / file).exists():
+            reused.append(file)  # a skipped part keeps the rows of its last run
+        else:
+            continue
+        rows += to_rows(json.loads((out / file).read_text()))
     import os
     import platform
 
@@ -227,11 +260,29 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "command": "python bench/run.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "reused": reused,
     }
     (out / "table.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    (out / "table.md").write_text(write_table(rows, meta))
-    print((out / "table.md").read_text())
+    table = write_table(rows, meta)
+    (out / "table.md").write_text(table)
+    if args.docs:
+        _into_docs(Path(args.docs), table)
+    print(table)
     return 0
+
+
+MARK_BEGIN, MARK_END = "<!-- bench/run.py table: begin -->", "<!-- bench/run.py table: end -->"
+
+
+def _into_docs(path: Path, table: str) -> None:
+    """Replace the block between the bench markers in ``path`` with ``table`` (the docs quote the last run)."""
+    text = path.read_text()
+    if MARK_BEGIN not in text or MARK_END not in text:
+        print(f"{path}: no bench markers ({MARK_BEGIN} ... {MARK_END}); docs not updated", file=sys.stderr)
+        return
+    head, rest = text.split(MARK_BEGIN, 1)
+    _, tail = rest.split(MARK_END, 1)
+    path.write_text(f"{head}{MARK_BEGIN}\n{table}{MARK_END}{tail}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ modules.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -284,6 +285,7 @@ def logit_lens(
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="logit lens", leave=False)
+    token_text = functools.lru_cache(maxsize=None)(lambda t: tok.decode([t]))  # each id decoded once per call
     with frozen(subject.model), torch.no_grad():
         for s in starts:
             encs = encoded[s : s + batch_size]
@@ -309,11 +311,11 @@ def logit_lens(
                 if keep is None:
                     keep = lp.numel() <= _AUTO_KEEP_MAX
                 top_np = top_ids.cpu().numpy()
-                flat = [tok.decode([int(t)]) for t in top_np.reshape(-1)]
+                flat = [token_text(int(t)) for t in top_np.reshape(-1)]
                 out.append(
                     LensTrajectory(
                         example=ex,
-                        tokens=[tok.decode([int(t)]) for t in e.input_ids.tolist()],
+                        tokens=[token_text(int(t)) for t in e.input_ids.tolist()],
                         token_ids=e.input_ids.numpy().astype(np.int64),
                         prompt_span=tuple(e.prompt_span),  # type: ignore[arg-type]
                         answer_span=tuple(e.answer_span),  # type: ignore[arg-type]

@@ -301,12 +301,15 @@ class RecoveryReport:
     recovery_any: AttackRecovery
 
     def best_attack(self) -> tuple[str, AttackRecovery] | None:
-        """The attack with the largest excess over its control, or ``None`` if none has one."""
-        best: tuple[str, AttackRecovery, float] | None = None
-        for name, e in self.recovery.items():
-            if e.excess is not None and (best is None or e.excess > best[2]):
-                best = (name, e, e.excess)
-        return None if best is None else (best[0], best[1])
+        """The attack with the largest excess over its control, or ``None`` if none has one.
+
+        Ties go to the higher recovery rate, then to the name first in alphabetical order, so a summary
+        read back from JSON names the same attack as the one computed.
+        """
+        have = [(name, e) for name, e in self.recovery.items() if e.excess is not None]
+        if not have:
+            return None
+        return min(have, key=lambda ne: (-(ne[1].excess or 0.0), -(ne[1].rate.value or 0.0), ne[0]))
 
 
 def recovery_summary(

@@ -112,36 +112,57 @@ class AuditRun:
 
     def attribute_chunk(self, model: str, split: str, chunk: Sequence[Example]) -> list[Path]:
         """Attribute one chunk of items on ``model`` unless saved; returns the files (``tracers/MODEL/SPLIT``)."""
-        from unpact.attribution import integrated_gradients, leave_one_out
+        from unpact.audit.workers import attribute_unit, unit_threads
 
         paths = [self.dir.tracer_path(model, split, e.id) for e in chunk]
         if not all(p.exists() for p in paths):
-            subject = self.models[model]
-            if self.config.attribution == "ig":
-                res = integrated_gradients(subject, list(chunk), n_steps=self.config.ig_steps)
-            else:
-                res = leave_one_out(subject, list(chunk))
-            for r, p in zip(res, paths):
-                r.save(p)
+            with unit_threads(self):
+                attribute_unit(
+                    self.models[model], chunk, [str(p) for p in paths], self.config.attribution, self.config.ig_steps
+                )
             self.callback("attribution", {"model": model, "split": split})
         return paths
 
     def attributions(self, model: str, split: str) -> list[Attribution]:
         """Attributions of ``model`` on the ``forget`` or ``retain`` (attacked) items, computed once.
 
-        Saved per item under ``tracers/MODEL/SPLIT`` in chunks; a chunk already on disk is loaded, so a
-        resumed run sees the same numbers as an uninterrupted one.
+        Saved per item under ``tracers/MODEL/SPLIT`` in chunks (in worker processes when the run has
+        them); a chunk already on disk is loaded, so a resumed run sees the same numbers as an
+        uninterrupted one.
         """
         key = (model, split)
         if key in self._attributions:
             return self._attributions[key]
+        from concurrent.futures import as_completed
+
         from unpact.attribution import Attribution
+        from unpact.audit.workers import worker_count
 
         items = self.forget if split == "forget" else self.retain_attacked
+        chunks = [ch for _, ch in self.chunks(items)]
+        missing = [ch for ch in chunks if not all(self.dir.tracer_path(model, split, e.id).exists() for e in ch)]
+        n = worker_count(self)
+        if n > 1 and len(missing) > 1:
+            pool = self.record_workers(n)
+            futures = [
+                pool.submit_attribution(
+                    model,
+                    ch,
+                    [str(self.dir.tracer_path(model, split, e.id)) for e in ch],
+                    self.config.attribution,
+                    self.config.ig_steps,
+                )
+                for ch in missing
+            ]
+            for f in as_completed(futures):
+                f.result()
+                self.callback("attribution", {"model": model, "split": split})
+        else:
+            for ch in missing:
+                self.attribute_chunk(model, split, ch)
         out: list[Attribution] = []
-        for _, ch in self.chunks(items):
-            paths = self.attribute_chunk(model, split, ch)
-            out.extend(Attribution.load(p) for p in paths)  # loaded, so a resumed run sees the same numbers
+        for ch in chunks:  # loaded, so a resumed run sees the same numbers
+            out.extend(Attribution.load(self.dir.tracer_path(model, split, e.id)) for e in ch)
         self._attributions[key] = out
         return out
 

@@ -94,14 +94,14 @@ def _probe(run: AuditRun, total: Work) -> dict[str, float]:
     which the audit needs anyway (it is saved, not thrown away).
     """
     from unpact.attacks import run_attack
-    from unpact.audit.workers import one_thread
+    from unpact.audit.workers import unit_threads
 
     base = run.models.base
     items = run.forget[: min(len(run.forget), run.config.batch_size)]
     per = {"decode": 0.0, "attribute": 0.0, "forward": 0.0}
     if total.decode or total.forward:
         m, b = run.max_new_tokens, run.config.batch_size
-        with one_thread():
+        with unit_threads(run):
             run_attack(base, items[:2], "plain", max_new_tokens=m, batch_size=b)
             t = time.perf_counter()
             run_attack(base, items, "plain", max_new_tokens=m, batch_size=b)
@@ -127,9 +127,9 @@ def plan(run: AuditRun, stages: list[Stage]) -> Estimate:
     per = _probe(run, total) if total else {"decode": 0.0, "attribute": 0.0, "forward": 0.0}
     from unpact.audit.workers import worker_count
 
-    parallel = worker_count(run) if total.decode else 1  # record units run side by side
+    parallel = worker_count(run)  # record and attribution units run side by side
     seconds = {
-        name: w.decode * per["decode"] / parallel + w.attribute * per["attribute"] + w.forward * per["forward"]
+        name: (w.decode * per["decode"] + w.attribute * per["attribute"]) / parallel + w.forward * per["forward"]
         for name, w in work.items()
     }
     return Estimate(work, per, seconds)

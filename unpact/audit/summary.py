@@ -145,7 +145,8 @@ def format_table(summary: AuditSummary) -> str:
         f"{'ctrl':>6} {'any':>6} {'ctrl':>6} {'destr':>6} verdict"
     )
     lines = [head, "-" * len(head)]
-    for name, m in summary.models.items():
+    order = {"base": 0, "retain_only": 1}  # then the unlearned models (a summary read from JSON has them sorted)
+    for name, m in sorted(summary.models.items(), key=lambda nm: order.get(nm[1].role, 2)):
         s = m.scores
         best = s.best_attack()
         a = s.recovery_any

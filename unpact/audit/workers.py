@@ -1,4 +1,4 @@
-"""Worker processes for the record stages: independent (model, split, attack, chunk) units run side by side.
+"""Worker processes for the audit's units: (model, split, attack, chunk) records and (model, split, chunk) attributions.
 
 Decoding a small model is a chain of small matrix products that a second torch thread barely
 speeds up; a second process doing another unit does. :class:`RecordWorkers` sends each worker the
@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["worker_count", "RecordWorkers", "run_unit", "one_thread"]
+__all__ = [
+    "worker_count",
+    "small_models",
+    "unit_threads",
+    "RecordWorkers",
+    "run_unit",
+    "attribute_unit",
+    "lens_unit",
+    "one_thread",
+]
 
 #: Models with more parameters than this (all together) are not copied into worker processes.
 MAX_PARAMS_FOR_WORKERS = 200_000_000
@@ -36,17 +45,29 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def worker_count(run: AuditRun) -> int:
-    """Processes for the record stages: ``config.workers`` if set; else 2 when every model is on the CPU,
-    the machine has 2+ cores and the models hold under :data:`MAX_PARAMS_FOR_WORKERS` parameters; else 1."""
-    if run.config.workers is not None:
-        return run.config.workers
+def small_models(run: AuditRun) -> bool:
+    """Whether every model is on the CPU and all together hold under :data:`MAX_PARAMS_FOR_WORKERS` parameters."""
     subjects = [s for _, s in run.models.items()]
     if any(s.device.type != "cpu" for s in subjects):
-        return 1
-    if sum(p.numel() for s in subjects for p in s.model.parameters()) > MAX_PARAMS_FOR_WORKERS:
-        return 1
-    return max(1, min(2, _cores()))
+        return False
+    return sum(p.numel() for s in subjects for p in s.model.parameters()) <= MAX_PARAMS_FOR_WORKERS
+
+
+def worker_count(run: AuditRun) -> int:
+    """Processes for the record and attribution units: ``config.workers`` if set; else 2 when the models are
+    small (:func:`small_models`) and the machine has 2+ cores; else 1."""
+    if run.config.workers is not None:
+        return run.config.workers
+    return max(1, min(2, _cores())) if small_models(run) else 1
+
+
+def unit_threads(run: AuditRun) -> Any:
+    """The thread setting every unit runs under: one torch thread for small models (or whenever workers are
+    used), so a unit gives the same numbers in the parent and in a worker; unchanged otherwise (a big
+    model on the CPU wants all its threads)."""
+    from contextlib import nullcontext
+
+    return one_thread() if small_models(run) or worker_count(run) > 1 else nullcontext()
 
 
 @contextmanager
@@ -85,8 +106,41 @@ def run_unit(
     return run_attack(subject, items, attack, keywords, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
 
 
+def attribute_unit(subject: Subject, items: Sequence[Example], paths: Sequence[str], method: str, n_steps: int) -> None:
+    """One attribution unit: integrated gradients (or leave-one-out) of a chunk of items, saved to ``paths``."""
+    from unpact.attribution import integrated_gradients, leave_one_out
+
+    res = (
+        integrated_gradients(subject, list(items), n_steps=n_steps)
+        if method == "ig"
+        else leave_one_out(subject, list(items))
+    )
+    for r, p in zip(res, paths):
+        r.save(p)
+
+
+def lens_unit(subject: Subject, items: Sequence[Example], paths: Sequence[str]) -> None:
+    """One lens unit: logit-lens trajectories of a chunk of items, saved to ``paths``.
+
+    The report reads ranks, log-probs and top tokens: the full distributions (layers x positions x
+    vocabulary per item) are not kept.
+    """
+    from unpact.lens import logit_lens
+
+    for t, p in zip(logit_lens(subject, list(items), keep_distributions=False, batch_size=len(items)), paths):
+        t.save(p)
+
+
+def _worker_lens(name: str, *args: Any) -> None:
+    lens_unit(_MODELS[name], *args)
+
+
 def _worker_unit(name: str, *args: Any) -> list[Any]:
     return run_unit(_MODELS[name], *args)
+
+
+def _worker_attribute(name: str, *args: Any) -> None:
+    attribute_unit(_MODELS[name], *args)
 
 
 class RecordWorkers:
@@ -108,6 +162,14 @@ class RecordWorkers:
     def submit(self, name: str, *args: Any) -> Future[list[Any]]:
         """Run :func:`run_unit` on model ``name`` in a worker."""
         return self._pool.submit(_worker_unit, name, *args)
+
+    def submit_lens(self, name: str, *args: Any) -> Future[None]:
+        """Run :func:`lens_unit` on model ``name`` in a worker (it saves the results)."""
+        return self._pool.submit(_worker_lens, name, *args)
+
+    def submit_attribution(self, name: str, *args: Any) -> Future[None]:
+        """Run :func:`attribute_unit` on model ``name`` in a worker (it saves the results)."""
+        return self._pool.submit(_worker_attribute, name, *args)
 
     def close(self) -> None:
         """Stop the workers; queued units are dropped (units already saved stay saved)."""

@@ -1,8 +1,9 @@
 """The forward passes: teacher-forced log-probabilities at chosen positions, and the prompt pass.
 
 Every pass runs the model once with the final-norm output cached, and sends only the positions it
-needs through the unembedding (the model's own head runs on one position where it supports
-``logits_to_keep``).
+needs through the unembedding: :func:`answer_logprobs` stops the forward at the final norm (the
+model's own head never runs), :func:`prompt_pass` lets the head run on one position where the model
+supports ``logits_to_keep`` (it needs the KV cache the full forward returns).
 """
 
 from __future__ import annotations

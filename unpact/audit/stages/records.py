@@ -35,7 +35,7 @@ class _RecordStage(Stage):
     def run(self, run: AuditRun) -> None:
         from concurrent.futures import FIRST_COMPLETED, Future, wait
 
-        from unpact.audit.workers import one_thread, run_unit, worker_count
+        from unpact.audit.workers import run_unit, unit_threads, worker_count
         from unpact.scoring import permuted_golds, score_outputs
 
         perm = permuted_golds(run.forget)
@@ -66,7 +66,7 @@ class _RecordStage(Stage):
 
         n_workers = min(worker_count(run), len(units))
         if n_workers <= 1:
-            with one_thread():
+            with unit_threads(run):
                 for unit, args in units:
                     finish(unit, run_unit(run.models[unit[0]], *args))
         else:

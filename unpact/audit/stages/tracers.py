@@ -65,20 +65,36 @@ class LensStage(Stage):
         )
 
     def run(self, run: AuditRun) -> None:
-        from unpact.lens import logit_lens
+        from concurrent.futures import Future, as_completed
+
+        from unpact.audit.workers import lens_unit, unit_threads, worker_count
 
         bar = run.bar(len(run.models.names) * len(run.forget), self.name)
-        for name, subject in run.models.items():
+        units: list[tuple[str, list[Any], list[str]]] = []
+        for name in run.models.names:
             for _, ch in run.chunks(run.forget):
-                paths = [run.dir.tracer_path(name, "lens", e.id) for e in ch]
-                if not all(p.exists() for p in paths):
-                    # the report reads ranks, log-probs and top tokens: the full distributions
-                    # (layers x positions x vocab per item) would cost a file write each
-                    lens = logit_lens(subject, ch, keep_distributions=False, batch_size=len(ch))
-                    for t, p in zip(lens, paths):
-                        t.save(p)
+                files = [run.dir.tracer_path(name, "lens", e.id) for e in ch]
+                if all(p.exists() for p in files):
+                    bar.update(len(ch))
+                else:
+                    units.append((name, ch, [str(p) for p in files]))
+        n = worker_count(run)
+        if n > 1 and len(units) > 1:
+            pool = run.record_workers(n)
+            futures: dict[Future[None], tuple[str, int]] = {
+                pool.submit_lens(name, ch, paths): (name, len(ch)) for name, ch, paths in units
+            }
+            for f in as_completed(futures):
+                f.result()
+                name, k = futures[f]
+                run.callback(self.name, {"model": name})
+                bar.update(k)
+        else:
+            with unit_threads(run):
+                for name, ch, paths in units:
+                    lens_unit(run.models[name], ch, paths)
                     run.callback(self.name, {"model": name})
-                bar.update(len(ch))
+                    bar.update(len(ch))
         bar.close()
 
 
