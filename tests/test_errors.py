@@ -433,3 +433,20 @@ def test_every_error_is_one_line_with_source_and_fix() -> None:
     err = InputError("batch_size must be >= 1, got 0", source="logit_lens", fix="use 8")
     assert str(err) == "logit_lens: batch_size must be >= 1, got 0; use 8"
     assert isinstance(UnknownNameError("x"), UnpactError) and str(UnknownNameError("x")) == "x"
+
+
+def test_every_error_survives_pickling():
+    # errors raised in worker processes reach the parent through pickle
+    import inspect
+    import pickle
+
+    import unpact.errors as E
+
+    classes = [c for _, c in inspect.getmembers(E, inspect.isclass) if issubclass(c, E.UnpactError)]
+    assert len(classes) >= 10
+    for cls in classes:
+        params = inspect.signature(cls).parameters
+        kw = {k: v for k, v in {"path": "/x/f.json", "line": 3, "source": "src", "fix": "do y"}.items() if k in params}
+        err = cls("went wrong", **kw)
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is cls and str(back) == str(err) and back.__dict__ == err.__dict__

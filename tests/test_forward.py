@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from unpact._arch import sliding_window
 from unpact.attacks import get_attack, key_positions
 from unpact.data import Example, encode
 from unpact.errors import ArchitectureError, InputError
@@ -38,6 +39,13 @@ def test_cached_decoding_equals_recomputing_every_step(arch, attack):
     if iv is not None and iv.attn_bias and not s.spec.accepts_4d_mask:
         with pytest.raises(ArchitectureError, match="accepts_4d_mask"):
             prompt_pass(s, [e.prompt_ids for e in encs], intervention=iv)
+        return
+    window = sliding_window(s.config)
+    width = max(len(e.prompt_ids) for e in encs) + max(len(e.answer_ids) for e in encs)
+    if iv is not None and iv.attn_bias and window is not None and width > window:
+        # one 4-D mask cannot carry a sliding window: refused, not silently computed without the window
+        with pytest.raises(ArchitectureError, match="sliding window"):
+            prompt_pass(s, [e.prompt_ids for e in encs], [e.answer_ids for e in encs], intervention=iv)
         return
     sample = a.kind == "sampling"
     n = 3 if sample else 1
@@ -131,3 +139,12 @@ def test_sampling_draws_follow_the_softmax():
     assert _pick(logits, False, 1.0, None).tolist() == [2, 0]
     cold = torch.stack([_pick(logits, True, 1e-3, gen) for _ in range(50)])
     assert (cold == torch.tensor([2, 0])).all()  # temperature -> 0 is greedy
+
+
+def test_a_prompt_pass_is_decoded_once():
+    s = tiny_subject("llama")
+    encs = [encode(s.tokenizer, e) for e in ITEMS]
+    first = prompt_pass(s, [e.prompt_ids for e in encs], keep_cache=True)
+    decode(s, first, max_new_tokens=2, sample=True, num_samples=2, generator=torch.Generator())
+    with pytest.raises(InputError, match="keep_cache=True"):  # the cache was consumed, not silently reused
+        decode(s, first, max_new_tokens=2)

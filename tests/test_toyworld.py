@@ -131,3 +131,20 @@ def test_unlearned_models_are_cached_and_do_not_depend_on_workers(micro_world, t
     stamp = (side_by_side["idk"] / "model.safetensors").stat().st_mtime_ns
     again = unlearned_models(worlds[0], methods, seed=3, progress=False)
     assert again == side_by_side and (again["idk"] / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_workers_in_an_unguarded_script_fail_with_the_fix(tmp_path):
+    # spawned workers import the calling script: without a main guard they cannot start, and the error says so
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from unpact.toyworld import build_toyworld\n"
+        f"build_toyworld('micro', cache_dir={str(tmp_path / 'cache')!r}, progress=False,\n"
+        "               overrides={'n_people': 10, 'steps': 2}, workers=2)\n"
+    )
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert 'if __name__ == "__main__":' in res.stderr and "workers=1" in res.stderr

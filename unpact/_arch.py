@@ -359,3 +359,21 @@ def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
     if cap is None or cap <= 0:
         return logits
     return cap * torch.tanh(logits / cap)
+
+
+def sliding_window(config: Any) -> int | None:
+    """The attention window of a model whose layers (some or all) attend to a sliding window, else ``None``.
+
+    Reads ``config.layer_types`` (``"sliding_attention"``) where the config has it, else
+    ``use_sliding_window`` (Qwen2 keeps a ``sliding_window`` value with the window off) and
+    ``sliding_window`` (Mistral, Gemma 2).
+    """
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return window if any("sliding" in str(t) for t in layer_types) else None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None
+    return window

@@ -57,6 +57,18 @@ class UnpactError(Exception):
             text = f"{text.rstrip('.')}; {self.fix}"
         return text
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt without calling __init__, so subclasses with keyword-only arguments (path=...) survive
+        # pickling: an error raised in a worker process reaches the parent whole
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild_error(cls: type[UnpactError], args: tuple[Any, ...], state: dict[str, Any]) -> UnpactError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
 
 class InputError(UnpactError, ValueError):
     """An argument or data value the computation cannot use (empty prompt, bad count, wrong type...)."""

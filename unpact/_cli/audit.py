@@ -68,6 +68,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{i:2d}. {st.name:<12} reads {', '.join(st.reads) or '-'}; writes {', '.join(st.writes)}")
         return 0
     config = from_namespace(args)
+    if config.workers is None:  # the command line uses worker processes unless told otherwise
+        config = config.replace(workers=0)
     user_mode = any(x is not None for x in (args.base, args.forget, args.retain, args.retain_only)) or args.unlearned
     t = time.time()
     if user_mode:

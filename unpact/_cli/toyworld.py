@@ -29,7 +29,9 @@ def _build(args: argparse.Namespace) -> int:
     from unpact.errors import InputError
     from unpact.toyworld import build_toyworld
 
-    world = build_toyworld(args.preset, seed=args.seed, cache_dir=args.cache_dir, progress=not args.no_progress)
+    world = build_toyworld(
+        args.preset, seed=args.seed, cache_dir=args.cache_dir, progress=not args.no_progress, workers=0
+    )
     root = world.root
     if args.out:
         out = Path(args.out)
@@ -37,7 +39,7 @@ def _build(args: argparse.Namespace) -> int:
             raise InputError(
                 "the directory exists and is not empty", source=f"--out {out}", fix="choose a new directory"
             )
-        shutil.copytree(world.root, out, dirs_exist_ok=True)
+        shutil.copytree(world.root, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("unlearned"))
         root = out
     print(
         json.dumps(

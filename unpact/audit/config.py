@@ -88,8 +88,10 @@ class AuditConfig:
         lens: Save logit-lens trajectories of the forget items.
         circuits: Forget items that get EAP-IG circuit diffs for the report (0: none).
         progress: Show progress bars.
-        workers: Processes computing the record stages (``None``: automatic, see
-            :func:`unpact.audit.workers.worker_count`).
+        workers: Worker processes for the record, attribution and lens units: ``None`` none (everything
+            in this process), ``0`` automatic (the command line's default), or a number; see
+            :func:`unpact.audit.workers.worker_count`. A script that asks for workers must keep its top
+            level under ``if __name__ == "__main__":`` (:mod:`unpact._procs`).
         rule: The verdict's thresholds.
         preset: Toy world only: its size.
         methods: Toy world only: unlearning methods to audit.
@@ -117,8 +119,8 @@ class AuditConfig:
     progress: bool = _setting(True, "progress bars", resume=False)
     workers: int | None = _setting(
         None,
-        "processes computing the records (default: 2 on a CPU with 2+ cores when the models are small, else 1); "
-        "the records do not depend on it",
+        "worker processes for the records, attributions and lens (0: automatic, 2 on a CPU with 2+ cores when the "
+        "models are small, the command line's default; Python's default: none); the results do not depend on it",
         resume=False,
     )
     rule: VerdictRule = _setting(help="the verdict's thresholds", resume=False, cli=False, factory=VerdictRule)
@@ -135,7 +137,7 @@ class AuditConfig:
                 object.__setattr__(self, f.name, tuple(value))
                 value = tuple(value)
             _check_type(f.name, value, hints[f.name])
-        for name in ("ig_steps", "batch_size", "max_forget", "max_retain", "max_new_tokens", "beta", "workers"):
+        for name in ("ig_steps", "batch_size", "max_forget", "max_retain", "max_new_tokens", "beta"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise InputError(
@@ -143,7 +145,7 @@ class AuditConfig:
                     source=_where(name),
                     fix="give a positive number" + (" (or leave it unset)" if name != "batch_size" else ""),
                 )
-        for name in ("n_retain_attacked", "circuits", "seed"):
+        for name in ("n_retain_attacked", "circuits", "seed", "workers"):
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise InputError(f"{name} must be >= 0, got {v}", source=_where(name), fix="give 0 or more")

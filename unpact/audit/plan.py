@@ -2,7 +2,7 @@
 
 Before the first stage runs, :func:`plan` sums each enabled stage's remaining :class:`Work` (what is
 already saved in the output directory is not counted) and times two probes on the base model (a
-few items decoded greedily, two items attributed) to turn the counts into an estimated time. The
+few items decoded greedily, one chunk attributed) to turn the counts into an estimated time. The
 estimate, the per-stage times actually spent, and the probes go to ``timings.json`` (see
 :meth:`unpact.audit.auditdir.AuditDir.write_timings`), so a user sees the cost of every stage and
 the bench reads it.
@@ -86,12 +86,13 @@ class Estimate:
         }
 
 
-def _probe(run: AuditRun, total: Work) -> dict[str, float]:
-    """Seconds per unit of each kind of work, measured on the base model (only for kinds with work).
+def _probe(run: AuditRun, total: Work, attribution_work: bool) -> dict[str, float]:
+    """Seconds per unit of each kind of work (only for kinds with work).
 
-    Decoding runs once untimed first (first calls pay one-time costs), then timed on one torch thread,
-    as the record stages run. Attribution is timed on the first chunk of the base model's forget items,
-    which the audit needs anyway (it is saved, not thrown away).
+    Decoding runs once untimed first (first calls pay one-time costs), then timed on the base model
+    under the units' thread setting. Attribution is timed on the first chunk still to attribute (any
+    model, either split) when the attribution stage has work: the audit needs that chunk anyway, so it
+    is saved, not thrown away. Otherwise (circuits only) attribution is not estimated.
     """
     from unpact.attacks import run_attack
     from unpact.audit.workers import unit_threads
@@ -107,7 +108,7 @@ def _probe(run: AuditRun, total: Work) -> dict[str, float]:
             run_attack(base, items, "plain", max_new_tokens=m, batch_size=b)
             per["decode"] = (time.perf_counter() - t) / len(items)
         per["forward"] = per["decode"] / max(1, run.max_new_tokens)
-    if total.attribute:
+    if attribution_work:
         # the first chunk still to attribute: work the audit needs anyway (saved, not thrown away)
         for model in run.models.names:
             for split in ("forget", "retain"):
@@ -124,12 +125,16 @@ def plan(run: AuditRun, stages: list[Stage]) -> Estimate:
     """The remaining work of each enabled stage and its estimated time (probes run only if there is work)."""
     work = {s.name: s.work(run) for s in stages if s.enabled(run)}
     total = sum(work.values(), Work())
-    per = _probe(run, total) if total else {"decode": 0.0, "attribute": 0.0, "forward": 0.0}
+    per = (
+        _probe(run, total, bool(work.get("attribution", Work()).attribute))
+        if total
+        else {"decode": 0.0, "attribute": 0.0, "forward": 0.0}
+    )
     from unpact.audit.workers import worker_count
 
     parallel = worker_count(run)  # record and attribution units run side by side
     seconds = {
-        name: (w.decode * per["decode"] + w.attribute * per["attribute"]) / parallel + w.forward * per["forward"]
+        name: (w.decode * per["decode"] + w.attribute * per["attribute"] + w.forward * per["forward"]) / parallel
         for name, w in work.items()
     }
     return Estimate(work, per, seconds)

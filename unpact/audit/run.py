@@ -128,6 +128,9 @@ def audit(
     Returns:
         The :class:`~unpact.audit.summary.AuditSummary`, also written to ``summary.json``.
     """
+    from concurrent.futures.process import BrokenProcessPool
+
+    from unpact._procs import pool_broke
     from unpact.audit.plan import plan
     from unpact.audit.stages import default_stages
 
@@ -154,6 +157,8 @@ def audit(
             stage.run(run)
             spent[stage.name] = round(time.time() - t, 2)
             logger.info("%s: %.1fs", label, spent[stage.name])
+    except BrokenProcessPool as exc:
+        raise pool_broke(exc, "of the audit") from exc
     finally:
         run.close()
 
@@ -167,7 +172,7 @@ def audit(
 
 # ----- the toy world -----------------------------------------------------------------------------
 def unlearn_toyworld(
-    world: ToyWorld, methods: Sequence[str], out: AuditDir, *, seed: int, progress: bool
+    world: ToyWorld, methods: Sequence[str], out: AuditDir, *, seed: int, progress: bool, workers: int | None = None
 ) -> dict[str, str]:
     """The world's base model unlearned with each method, copied into ``out/models/NAME``.
 
@@ -182,7 +187,7 @@ def unlearn_toyworld(
 
     paths: dict[str, str] = {}
     todo = [m for m in methods if not (out.model_dir(m) / "config.json").exists()]
-    cached = unlearned_models(world, todo, seed=seed, progress=progress) if todo else {}
+    cached = unlearned_models(world, todo, seed=seed, progress=progress, workers=workers) if todo else {}
     for m in methods:
         dest = out.model_dir(m)
         if m in cached:
@@ -222,7 +227,9 @@ def audit_toyworld(config: AuditConfig | None = None, *, callback: Callback | No
             fix=f"choose from {sorted(METHODS)}",
         )
     out = AuditDir.create(config.out)  # refuse a foreign directory before hours of work
-    world = build_toyworld(config.preset, seed=config.seed, progress=config.progress)
-    unlearned = unlearn_toyworld(world, config.methods, out, seed=config.seed, progress=config.progress)
+    world = build_toyworld(config.preset, seed=config.seed, progress=config.progress, workers=config.workers)
+    unlearned = unlearn_toyworld(
+        world, config.methods, out, seed=config.seed, progress=config.progress, workers=config.workers
+    )
     models = Models(world.load_base(), unlearned, retain_only=world.load_retain_only())
     return audit(config, models, world.forget, world.retain, callback=callback)

@@ -11,9 +11,8 @@ sampling seed is keyed by the unit, so the records are the same for any number o
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +40,6 @@ MAX_PARAMS_FOR_WORKERS = 200_000_000
 _MODELS: dict[str, Subject] = {}
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def small_models(run: AuditRun) -> bool:
     """Whether every model is on the CPU and all together hold under :data:`MAX_PARAMS_FOR_WORKERS` parameters."""
     subjects = [s for _, s in run.models.items()]
@@ -54,11 +49,24 @@ def small_models(run: AuditRun) -> bool:
 
 
 def worker_count(run: AuditRun) -> int:
-    """Processes for the record and attribution units: ``config.workers`` if set; else 2 when the models are
-    small (:func:`small_models`) and the machine has 2+ cores; else 1."""
-    if run.config.workers is not None:
-        return run.config.workers
-    return max(1, min(2, _cores())) if small_models(run) else 1
+    """Processes for the audit's units.
+
+    ``config.workers``: ``None`` (the Python API's default) 1, i.e. everything in this process; ``0``
+    (the command line's default) automatic: :func:`unpact._procs.auto_workers` when the models are
+    small (:func:`small_models`), else 1; a number: that many, except that models off the CPU are
+    never copied into workers (1, with a warning).
+    """
+    from unpact._procs import auto_workers
+
+    w = run.config.workers
+    if w is None:
+        return 1
+    if w == 0:
+        return auto_workers() if small_models(run) else 1
+    if w > 1 and any(s.device.type != "cpu" for _, s in run.models.items()):
+        logger.warning("workers=%d ignored: the models are not on the CPU (each worker would copy them)", w)
+        return 1
+    return w
 
 
 def unit_threads(run: AuditRun) -> Any:
@@ -152,12 +160,9 @@ class RecordWorkers:
     """
 
     def __init__(self, run: AuditRun, n: int) -> None:
-        import multiprocessing
+        from unpact._procs import process_pool
 
-        models = dict(run.models.items())
-        self._pool = ProcessPoolExecutor(
-            n, mp_context=multiprocessing.get_context("spawn"), initializer=_init, initargs=(models,)
-        )
+        self._pool = process_pool(n, _init, (dict(run.models.items()),))
 
     def submit(self, name: str, *args: Any) -> Future[list[Any]]:
         """Run :func:`run_unit` on model ``name`` in a worker."""

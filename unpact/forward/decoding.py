@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from unpact.errors import InputError
-from unpact.forward.layout import Intervention, _bias_mask, _key_columns
+from unpact.forward.layout import Intervention, _bias_mask, _key_columns, check_bias_window
 from unpact.forward.passes import PromptPass, _repeat, _step, prompt_pass
 from unpact.models import Subject, check_finite, frozen
 
@@ -22,7 +22,7 @@ def _pick(logits: torch.Tensor, sample: bool, temperature: float, generator: tor
         return logits.argmax(-1)
     cdf = torch.softmax(logits.double() / max(temperature, 1e-6), dim=-1).cumsum(-1)
     u = torch.rand((logits.shape[0], 1), generator=generator, dtype=torch.float64) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=logits.shape[-1] - 1)
 
 
 def decode(
@@ -41,9 +41,7 @@ def decode(
 
     With ``use_cache`` (the default) generation continues from the pass's KV cache (which it
     consumes); ``use_cache=False`` re-runs the whole sequence at every step (the reference the
-    cached path is tested against, and the path taken for an attention bias on a model whose
-    sliding-window cache is shorter than the sequence). Rows stop at ``eos_token_id`` (default: the
-    tokenizer's).
+    cached path is tested against). Rows stop at ``eos_token_id`` (default: the tokenizer's).
 
     Args:
         subject: The model the pass ran on.
@@ -61,6 +59,7 @@ def decode(
 
     Raises:
         InputError: ``use_cache`` with a pass made without ``keep_cache``, or NaN/inf logits.
+        ArchitectureError: An attention bias on a sequence longer than the model's sliding window.
     """
     if use_cache and start.cache is None:
         raise InputError(
@@ -83,9 +82,11 @@ def decode(
         kr, key_cols = _key_columns(iv, packed)
         key_rows = [r * n + j for r in kr for j in range(n)]
         key_cols = [c for c in key_cols for _ in range(n)]
-    if use_cache and key_rows and _window_exceeded(subject, pw + max_new_tokens):
-        use_cache = False  # a sliding-window cache keeps fewer columns than the bias mask addresses
+    if key_rows:
+        check_bias_window(subject, pw + max_new_tokens)
     cache = _repeat(start.cache, n) if use_cache else None
+    if use_cache:
+        start.cache = None  # consumed: decoding grows it in place
     prompts = [packed.ids[i, pw - packed.prompt_lens[i] : pw] for i in range(len(packed.prompt_lens))]
     with frozen(subject.model), torch.no_grad():
         for step in range(max_new_tokens):
@@ -111,12 +112,6 @@ def decode(
             pos = pos + 1
             logits = check_finite(subject, logits).cpu()
     return new
-
-
-def _window_exceeded(subject: Subject, width: int) -> bool:
-    """Whether sequences of ``width`` tokens outgrow the model's sliding attention window (if it has one)."""
-    window = getattr(subject.config, "sliding_window", None)
-    return isinstance(window, int) and window > 0 and width > window
 
 
 def _recompute(

@@ -105,6 +105,27 @@ def _check_bias_support(subject: Subject) -> None:
         )
 
 
+def check_bias_window(subject: Subject, width: int) -> None:
+    """Refuse an attention bias on sequences longer than the model's sliding window.
+
+    The bias travels as one 4-D mask that transformers applies to every layer as it is, so on a model
+    with sliding-window layers it would also lift their window: past the window the numbers would be
+    those of another model.
+
+    Raises:
+        ArchitectureError: ``width`` tokens exceed the window.
+    """
+    from unpact._arch import sliding_window
+
+    window = sliding_window(subject.config)
+    if window is not None and width > window:
+        raise ArchitectureError(
+            f"attn_bias on {subject.spec.model_type} with {width} tokens: its layers attend to a sliding window of "
+            f"{window} tokens, which one 4-D attention mask cannot express",
+            fix="use embed_scale or a text attack on this model, or shorter prompts and answers",
+        )
+
+
 def _key_columns(iv: Intervention, packed: Packed) -> tuple[list[int], list[int]]:
     """Row and column indices (in the packed layout) of every key position."""
     rows = [i for i, kp in enumerate(iv.keypos) for _ in kp]
@@ -124,6 +145,9 @@ def _bias_mask(
     q_cols = torch.arange(kv - n_query, kv)[:, None]
     k_cols = torch.arange(kv)[None, :]
     allowed = (k_cols <= q_cols)[None] & mask2d.bool()[:, None, :]  # (batch, n_query, kv)
+    # a padding query would see no key at all: let it see itself (its output is never read), so that no
+    # row is all -inf in half precision (NaN)
+    allowed |= (k_cols == q_cols)[None]
     out = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
     if rows:
         r = torch.tensor(rows)
@@ -166,3 +190,4 @@ def _check_intervention(iv: Intervention | None, packed: Packed, subject: Subjec
             )
     if iv.attn_bias != 0.0:
         _check_bias_support(subject)
+        check_bias_window(subject, packed.ids.shape[1])

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from unpact._io import atomic_write_text
+from unpact._procs import pool_broke, process_pool, resolve_workers
 from unpact.data import Example, load_examples, save_examples
 from unpact.errors import InputError, MissingFileError, UnknownNameError
 from unpact.toyworld.kb import make_kb
@@ -216,8 +217,10 @@ def build_toyworld(
         cache_dir: Where worlds are cached; default ``$UNPACT_CACHE`` or ``~/.cache/unpact``.
         progress: Show tqdm progress bars while training.
         overrides: Replace preset settings (e.g. ``{"steps": 50}``); part of the cache key.
-        workers: Processes training the base and retain-only models side by side (default
-            :func:`default_workers`); not part of the cache key: the models do not depend on it.
+        workers: Processes training the base and retain-only models side by side: ``None`` (default)
+            one after the other in this process, ``0`` automatic (one per core, at most two, as the
+            command line does), or a number (see :mod:`unpact._procs` for what a script then needs). Not
+            part of the cache key: the models do not depend on it.
 
     Returns:
         The :class:`ToyWorld`.
@@ -242,24 +245,6 @@ def build_toyworld(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ToyWorld.open(root)
-
-
-def default_workers() -> int:
-    """Training processes a build uses by default: one per available core, at most two (base and retain-only).
-
-    ``$UNPACT_BUILD_WORKERS`` overrides it. The models are the same whatever the number: each trains on
-    its own fixed thread count and seed.
-    """
-    env = os.environ.get("UNPACT_BUILD_WORKERS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise InputError(
-                f"UNPACT_BUILD_WORKERS={env!r} is not a number", source="environment", fix="set it to 1 or 2"
-            ) from None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(2, cores))
 
 
 def _train_one(
@@ -374,15 +359,17 @@ def _build_into(out: Path, cfg: dict[str, Any], progress: bool, workers: int | N
                 out=out, which=which, cfg=cfg, qa=qa, bio_texts=bio_texts, tok_dir=tok_dir, progress=progress
             )
         )
-    n_workers = min(len(jobs), workers if workers is not None else default_workers())
+    n_workers = min(len(jobs), resolve_workers(workers, where="build_toyworld(workers=...)"))
     t1 = time.time()
     if n_workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
-        with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with process_pool(n_workers) as pool:
             futures = [pool.submit(_train_one, position=i, **job) for i, job in enumerate(jobs)]
-            results = [f.result() for f in futures]
+            try:
+                results = [f.result() for f in futures]
+            except BrokenProcessPool as exc:
+                raise pool_broke(exc, "training a toy-world model") from exc
     else:
         results = [_train_one(position=0, **job) for job in jobs]
     shutil.rmtree(tok_dir)

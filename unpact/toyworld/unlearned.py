@@ -2,10 +2,11 @@
 
 :func:`unlearned_models` unlearns the world's base model with each built-in method (its default
 hyperparameters, the given seed) and stores the result under ``<world>/unlearned/<method>-<hash>``,
-where the hash covers the method's defaults, the shared training defaults, the seed and
-:data:`UNLEARN_RECIPE`. A second audit of the same world reuses them. Several methods are trained
-side by side in worker processes (one torch thread each, as in the world build), so the weights do
-not depend on how many run at once.
+where the hash covers the method's defaults, the shared training defaults, the seed, the source of
+``unpact.unlearn`` and :data:`UNLEARN_RECIPE` (delete ``<world>/unlearned`` to make them again). A
+second audit of the same world reuses them. Several methods can be unlearned side by side in worker
+processes (``workers``); each runs on one torch thread, so the weights do not depend on how many run
+at once.
 """
 
 from __future__ import annotations
@@ -33,10 +34,15 @@ _THREADS = 1
 
 
 def _key(method: str, seed: int) -> str:
+    import unpact.unlearn as unlearn_pkg
     from unpact.unlearn import TRAIN_DEFAULTS, get_method
 
     m = get_method(method)
+    code = hashlib.sha256()
+    for f in sorted(Path(unlearn_pkg.__file__).parent.glob("*.py")):  # any change of the unlearning code
+        code.update(f.read_bytes())
     spec = {
+        "code": code.hexdigest()[:16],
         "method": method,
         "defaults": m.defaults,
         "train_defaults": {**TRAIN_DEFAULTS, **m.train_defaults},
@@ -52,7 +58,7 @@ def unlearned_path(world: ToyWorld, method: str, seed: int) -> Path:
     return world.root / "unlearned" / f"{method}-{_key(method, seed)}"
 
 
-def _unlearn_one(root: str, method: str, seed: int, dest: str, progress: bool, position: int) -> float:
+def _unlearn_one(root: str, method: str, seed: int, dest: str, progress: bool) -> float:
     """Unlearn in a worker: load the world, unlearn, save atomically to ``dest``. Returns seconds."""
     from unpact.toyworld.build import ToyWorld
     from unpact.toyworld.train import num_threads
@@ -70,8 +76,10 @@ def _unlearn_one(root: str, method: str, seed: int, dest: str, progress: bool, p
     new.tokenizer.save_pretrained(tmp)
     try:
         os.replace(tmp, out)
-    except OSError:  # another process saved the same model first
+    except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "config.json").exists():  # not "another process saved the same model first"
+            raise
     return time.time() - t
 
 
@@ -85,23 +93,26 @@ def unlearned_models(
         methods: Names in :data:`unpact.unlearn.METHODS`.
         seed: Unlearning seed.
         progress: Progress bars.
-        workers: Methods unlearned side by side (default: :func:`unpact.toyworld.build.default_workers`).
+        workers: Methods unlearned side by side: ``None`` one after the other in this process, ``0``
+            automatic, or a number (see :mod:`unpact._procs`).
 
     Returns:
         Method name -> model directory (in the world's cache).
     """
-    from unpact.toyworld.build import default_workers
+    from unpact._procs import pool_broke, process_pool, resolve_workers
 
     paths = {m: unlearned_path(world, m, seed) for m in methods}
     todo = [m for m in methods if not (paths[m] / "config.json").exists()]
-    n = min(len(todo), workers if workers is not None else default_workers())
-    jobs = [(str(world.root), m, seed, str(paths[m]), progress, i % max(n, 1)) for i, m in enumerate(todo)]
+    n = min(len(todo), resolve_workers(workers, where="unlearned_models(workers=...)"))
+    jobs = [(str(world.root), m, seed, str(paths[m]), progress) for m in todo]
     if n > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
-        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-            secs = list(pool.map(_unlearn_one, *zip(*jobs)))
+        with process_pool(n) as pool:
+            try:
+                secs = list(pool.map(_unlearn_one, *zip(*jobs)))
+            except BrokenProcessPool as exc:
+                raise pool_broke(exc, "unlearning a toy-world model") from exc
     else:
         secs = [_unlearn_one(*job) for job in jobs]
     for m, s in zip(todo, secs):
