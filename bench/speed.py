@@ -79,18 +79,11 @@ def _train_steps(cfg: dict[str, Any], threads: int, steps: int) -> float:
     import torch
 
     from unpact.testing import tiny_tokenizer
-    from unpact.toyworld.train import TrainItem, build_model, num_threads, train_lm
+    from unpact.toyworld.build import model_for
+    from unpact.toyworld.train import TrainItem, num_threads, train_lm
 
     tok = tiny_tokenizer(cfg["vocab_size"])
-    model = build_model(
-        cfg["arch"],
-        tok,
-        n_layer=cfg["n_layer"],
-        d_model=cfg["d_model"],
-        n_head=cfg["n_head"],
-        n_ctx=cfg["n_ctx"],
-        seed=0,
-    )
+    model = model_for(cfg, tok)
     gen = torch.Generator().manual_seed(0)
     items = []
     for _ in range(4 * cfg["batch_size"]):

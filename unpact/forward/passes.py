@@ -57,6 +57,29 @@ def _cache_in(out: Any) -> Any:
     return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
+def _inputs(
+    subject: Subject,
+    ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor | None,
+    *,
+    use_cache: bool,
+    past: Any = None,
+) -> dict[str, Any]:
+    """The keyword arguments of one model forward, on the model's device (the head on one position where
+    the model supports ``logits_to_keep``; the cache under its name in this transformers version)."""
+    dev = subject.device
+    params = _forward_params(subject)
+    kw: dict[str, Any] = {"input_ids": ids.to(dev), "attention_mask": attention_mask.to(dev), "use_cache": use_cache}
+    if "logits_to_keep" in params:
+        kw["logits_to_keep"] = 1
+    if position_ids is not None:
+        kw["position_ids"] = position_ids.to(dev)
+    if past is not None:
+        kw["cache" if "cache" in params else "past_key_values"] = past
+    return kw
+
+
 def _run(
     subject: Subject,
     ids: torch.Tensor,
@@ -65,18 +88,10 @@ def _run(
     hooks: Mapping[str, Any],
     *,
     use_cache: bool,
-    past: Any = None,
 ) -> tuple[torch.Tensor, Any]:
     """One model forward; returns the final-normed residual ``(rows, seq, d_model)`` and the KV cache."""
-    dev = subject.device
-    params = _forward_params(subject)
-    kw: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-    if position_ids is not None:
-        kw["position_ids"] = position_ids.to(dev)
-    if past is not None:
-        kw["cache" if "cache" in params else "past_key_values"] = past
     with hooked(subject, hooks, cache=["final"], detach=False) as cache:
-        out = subject.model(input_ids=ids.to(dev), attention_mask=attention_mask.to(dev), use_cache=use_cache, **kw)
+        out = subject.model(**_inputs(subject, ids, attention_mask, position_ids, use_cache=use_cache))
     return cache["final"], (_cache_in(out) if use_cache else None)
 
 
@@ -85,17 +100,7 @@ def _step(
 ) -> tuple[torch.Tensor, Any]:
     """One decoding step from the cache: ``(rows, vocab)`` float32 next-token logits (the model's own
     head on the last position, no hooks) and the grown cache."""
-    dev = subject.device
-    params = _forward_params(subject)
-    kw: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-    kw["cache" if "cache" in params else "past_key_values"] = past
-    out = subject.model(
-        input_ids=ids.to(dev),
-        attention_mask=attention_mask.to(dev),
-        position_ids=position_ids.to(dev),
-        use_cache=True,
-        **kw,
-    )
+    out = subject.model(**_inputs(subject, ids, attention_mask, position_ids, use_cache=True, past=past))
     return out.logits[:, -1].float(), _cache_in(out)
 
 
@@ -146,14 +151,9 @@ def answer_logprobs(
         all_hooks["embed"] = lambda t, hook: embeds
     earlier = all_hooks.get("final", [])
     all_hooks["final"] = [*(earlier if isinstance(earlier, (list, tuple)) else [earlier]), stop]
-    dev = subject.device
-    params = _forward_params(subject)
-    kw: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-    if position_ids is not None:
-        kw["position_ids"] = position_ids.to(dev)
     with hooked(subject, all_hooks):
         try:
-            subject.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False, **kw)
+            subject.model(**_inputs(subject, ids, mask, position_ids, use_cache=False))
         except _Stop:
             pass
     h = final[-1]  # (rows, seq, d_model), final-normed

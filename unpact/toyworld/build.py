@@ -36,7 +36,7 @@ from unpact.toyworld.kb import make_kb
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRESETS", "SPLITS", "ToyWorld", "build_toyworld", "world_config", "default_cache_dir"]
+__all__ = ["PRESETS", "SPLITS", "ToyWorld", "build_toyworld", "world_config", "default_cache_dir", "model_for"]
 
 RECIPE_VERSION = 1
 
@@ -247,6 +247,21 @@ def build_toyworld(
     return ToyWorld.open(root)
 
 
+def model_for(cfg: dict[str, Any], tokenizer: Any) -> Any:
+    """A freshly initialised model of a world config (``arch``, sizes and ``seed``; see :func:`world_config`)."""
+    from unpact.toyworld.train import build_model
+
+    return build_model(
+        cfg["arch"],
+        tokenizer,
+        n_layer=cfg["n_layer"],
+        d_model=cfg["d_model"],
+        n_head=cfg["n_head"],
+        n_ctx=cfg["n_ctx"],
+        seed=cfg["seed"],
+    )
+
+
 def _train_one(
     *,
     out: Path,
@@ -265,7 +280,7 @@ def _train_one(
     """
     from transformers import PreTrainedTokenizerFast
 
-    from unpact.toyworld.train import build_model, make_items, num_threads, train_lm
+    from unpact.toyworld.train import make_items, num_threads, train_lm
 
     tok = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
     items = make_items(tok, qa, bio_texts)
@@ -276,15 +291,7 @@ def _train_one(
             source="overrides",
             fix=f"raise n_ctx to at least {too_long}",
         )
-    model = build_model(
-        cfg["arch"],
-        tok,
-        n_layer=cfg["n_layer"],
-        d_model=cfg["d_model"],
-        n_head=cfg["n_head"],
-        n_ctx=cfg["n_ctx"],
-        seed=cfg["seed"],
-    )
+    model = model_for(cfg, tok)
     t1 = time.time()
     with num_threads(cfg["threads"]):
         losses = train_lm(
