@@ -148,3 +148,14 @@ def test_a_prompt_pass_is_decoded_once():
     decode(s, first, max_new_tokens=2, sample=True, num_samples=2, generator=torch.Generator())
     with pytest.raises(InputError, match="keep_cache=True"):  # the cache was consumed, not silently reused
         decode(s, first, max_new_tokens=2)
+
+
+def test_answer_logprobs_refuses_embeds_and_an_embed_hook_together():
+    from unpact.forward import answer_logprobs
+
+    s = tiny_subject("gpt2")
+    ids = torch.tensor([[5, 17, 33, 2]])
+    mask, pos, tgt = torch.ones_like(ids), torch.tensor([[2]]), torch.tensor([[2]])
+    embeds = torch.zeros(1, 4, s.d_model)
+    with pytest.raises(InputError, match="both embeds and a hook"):
+        answer_logprobs(s, ids, mask, pos, tgt, embeds, hooks={"embed": lambda t, hook: t})

@@ -148,6 +148,12 @@ def answer_logprobs(
 
     all_hooks: dict[str, Any] = dict(hooks or {})
     if embeds is not None:
+        if "embed" in all_hooks:
+            raise InputError(
+                "answer_logprobs got both embeds and a hook on the 'embed' site; embeds would replace the hook",
+                source="answer_logprobs",
+                fix="apply the hook's change to embeds, or pass the hook alone",
+            )
         all_hooks["embed"] = lambda t, hook: embeds
     earlier = all_hooks.get("final", [])
     all_hooks["final"] = [*(earlier if isinstance(earlier, (list, tuple)) else [earlier]), stop]
@@ -205,7 +211,7 @@ def _crop(cache: Any, keep: int) -> Any:
         if n > keep:
             try:
                 cache.crop(keep - n)  # a negative value removes that many positions, in every version
-            except (RuntimeError, ValueError):
+            except (RuntimeError, ValueError, NotImplementedError, TypeError):  # a cache that cannot be cut back
                 return None
         return cache
     return tuple(tuple(t[..., :keep, :] for t in layer) for layer in cache)
