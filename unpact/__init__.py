@@ -39,6 +39,7 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 # Submodules reachable as attributes after a plain ``import unpact`` (``unpact.circuits.edge_attribution_patching``),
 # imported on first access.
 _SUBMODULES = (
+    "adapters",
     "attacks",
     "attribution",
     "audit",

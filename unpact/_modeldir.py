@@ -72,6 +72,14 @@ def check_model_dir(path: str) -> Path:
         }.get(p.suffix, "a file")
         raise ModelLoadError(f"this is {what}, not a model directory", source=path, fix=_LOCAL_ONLY)
     cfg_path = p / "config.json"
+    if not cfg_path.exists() and (p / "adapter_config.json").exists():
+        raise ModelLoadError(
+            "this is a PEFT adapter, not a full model: it needs the base model it was trained on",
+            source=path,
+            fix="audit it with --base BASE_DIR --unlearned NAME="
+            + path
+            + " (in Python: unpact.adapters.load_adapter(base_subject, path))",
+        )
     world_fix = f"this looks like a toy world: pass {str(p / 'base')!r} or {str(p / 'retain_only')!r}"
     if not cfg_path.is_file():
         found = sorted(x.name + ("/" if x.is_dir() else "") for x in p.iterdir())

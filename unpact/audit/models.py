@@ -20,11 +20,15 @@ __all__ = ["Models", "ModelLike"]
 ModelLike = Union[Subject, str, "os.PathLike[str]"]
 
 
-def _resolve(model: ModelLike, name: str) -> Subject:
+def _resolve(model: ModelLike, name: str, base: Subject | None = None) -> Subject:
     if isinstance(model, Subject):
         return model
     if isinstance(model, (str, os.PathLike)):
+        from unpact.adapters import is_adapter_dir, load_adapter
         from unpact.models import load_model
+
+        if base is not None and is_adapter_dir(model):  # a PEFT adapter: applied to a copy of the base
+            return load_adapter(base, model, name=str(model))
 
         if not Path(model).exists():
             raise ModelLoadError(
@@ -46,7 +50,8 @@ class Models:
 
     Args:
         base: The model before unlearning (a :class:`~unpact.models.Subject` or a model directory).
-        unlearned: Name -> unlearned model. Names are safe path components (see
+        unlearned: Name -> unlearned model: a subject, a model directory, or a PEFT adapter directory
+            (applied to a copy of the base, see :mod:`unpact.adapters`). Names are safe path components (see
             :func:`unpact.audit.auditdir.check_model_name`); ``base`` and ``retain_only`` are reserved.
         retain_only: A model trained without the forget facts: the control of every test.
 
@@ -77,8 +82,8 @@ class Models:
                         p,
                     )
         self.base = _resolve(base, BASE)
-        self.retain_only = None if retain_only is None else _resolve(retain_only, RETAIN_ONLY)
-        self.unlearned = {n: _resolve(m, n) for n, m in unlearned.items()}
+        self.retain_only = None if retain_only is None else _resolve(retain_only, RETAIN_ONLY, self.base)
+        self.unlearned = {n: _resolve(m, n, self.base) for n, m in unlearned.items()}
         self._check_tokenizers()
 
     def _check_tokenizers(self) -> None:
