@@ -180,3 +180,14 @@ def test_transformer_bridge_is_accepted_and_matches(tiny_bridge) -> None:
     assert count_hooks(s.model) == before
     assert (s.decode_resid(cache["final"]) - bridge_logits).abs().max().item() <= 1e-5
     assert ModelState.capture(s.model) == ModelState.capture(model)
+
+
+def test_sharded_safetensors_checkpoint_loads(tmp_path):
+    from unpact.models import weights_hash
+
+    model, tok = tiny_model("llama")
+    model.save_pretrained(tmp_path, max_shard_size="100KB", safe_serialization=True)
+    tok.save_pretrained(tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) > 1 and (tmp_path / "model.safetensors.index.json").exists()
+    s = load_model(str(tmp_path))
+    assert weights_hash(s.model) == weights_hash(model)
