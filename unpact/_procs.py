@@ -1,4 +1,5 @@
-"""Worker processes: how many, how they start, and the error when they cannot.
+"""Threads and worker processes: torch threads for a block, how many workers, how they start, and the error
+when they cannot.
 
 Workers start with the ``spawn`` method (a fresh interpreter: no inherited threads or locks). Such a
 worker imports the main module of the program that started it, so a script that starts workers must
@@ -9,20 +10,39 @@ Jupyter needs nothing. The Python API therefore starts workers only when asked (
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from unpact.errors import InputError, UnpactError
 
-__all__ = ["auto_workers", "resolve_workers", "process_pool", "pool_broke"]
+__all__ = ["num_threads", "auto_workers", "resolve_workers", "process_pool", "pool_broke"]
 
 #: What a broken pool most often means, and what to do.
 _GUARD_FIX = (
     "a script that runs unpact with worker processes must keep its top level under "
     '`if __name__ == "__main__":` (each worker imports the script); or pass workers=1'
 )
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(n)`` (``None``: unchanged); the old value is restored.
+
+    Small models train fastest, and reproducibly, on one thread; on a shared machine more threads
+    than free cores slow training by an order of magnitude.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    try:
+        if n is not None:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def auto_workers() -> int:

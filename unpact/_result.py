@@ -36,9 +36,18 @@ import numpy as np
 from unpact._io import load_bundle, save_bundle
 from unpact.errors import DataFileError
 
-__all__ = ["SavedResult"]
+__all__ = ["SavedResult", "fields_dict"]
 
 R = TypeVar("R", bound="SavedResult")
+
+
+def fields_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass instance's fields as a JSON-ready dict: arrays as lists, objects with ``to_dict`` through it."""
+    out: dict[str, Any] = {}
+    for name in obj.__dataclass_fields__:
+        v = getattr(obj, name)
+        out[name] = v.to_dict() if hasattr(v, "to_dict") else v.tolist() if isinstance(v, np.ndarray) else v
+    return out
 
 
 class SavedResult:

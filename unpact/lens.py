@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unpact._result import SavedResult
+from unpact._result import SavedResult, fields_dict
 from unpact.data import Example, encode
 from unpact.errors import InputError, check_items, check_positive
 from unpact.hooks import run_with_cache
@@ -185,11 +185,7 @@ class LensDiff:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            v = getattr(self, name)
-            out[name] = v.to_dict() if isinstance(v, Example) else v.tolist() if isinstance(v, np.ndarray) else v
-        return out
+        return fields_dict(self)
 
 
 def lens_diff(before: LensTrajectory, after: LensTrajectory) -> LensDiff:

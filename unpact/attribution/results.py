@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from unpact._result import SavedResult
+from unpact._result import SavedResult, fields_dict
 from unpact.data import Example, InputError
 from unpact.provenance import Provenance
 
@@ -211,11 +211,7 @@ class AttributionDiff(SavedResult):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field."""
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            v = getattr(self, name)
-            out[name] = v.to_dict() if isinstance(v, Example) else v.tolist() if isinstance(v, np.ndarray) else v
-        return out
+        return fields_dict(self)
 
 
 def diff(before: Attribution, after: Attribution) -> AttributionDiff:

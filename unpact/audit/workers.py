@@ -11,9 +11,8 @@ sampling seed is keyed by the unit, so the records are the same for any number o
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,7 +30,6 @@ __all__ = [
     "run_unit",
     "attribute_unit",
     "lens_unit",
-    "one_thread",
 ]
 
 #: Models with more parameters than this (all together) are not copied into worker processes.
@@ -75,20 +73,9 @@ def unit_threads(run: AuditRun) -> Any:
     model on the CPU wants all its threads)."""
     from contextlib import nullcontext
 
-    return one_thread() if small_models(run) or worker_count(run) > 1 else nullcontext()
+    from unpact._procs import num_threads
 
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Torch on one thread for the body (records then do not depend on where they were computed)."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    return num_threads(1) if small_models(run) or worker_count(run) > 1 else nullcontext()
 
 
 def _init(models: dict[str, Subject]) -> None:

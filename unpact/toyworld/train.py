@@ -10,38 +10,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from unpact._procs import num_threads as num_threads
 from unpact.data import Example, encode
 from unpact.errors import InputError, UnknownNameError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["num_threads", "TrainItem", "train_tokenizer", "build_model", "make_items", "train_lm"]
-
-
-@contextlib.contextmanager
-def num_threads(n: int | None) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(n)`` (``None``: unchanged); the old value is restored.
-
-    Small models train fastest, and reproducibly, on one thread; on a shared machine more threads
-    than free cores slow training by an order of magnitude.
-    """
-    old = torch.get_num_threads()
-    try:
-        if n is not None:
-            torch.set_num_threads(n)
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int, *, prepend_bos: bool = True) -> Any:
