@@ -10,6 +10,7 @@ from unpact.data import Example
 from unpact.errors import ArchitectureError
 from unpact.hooks import count_hooks
 from unpact.models import ModelState
+from unpact.prompts import PromptFormat
 from unpact.testing import TINY_ARCHITECTURES, tiny_subject
 
 EX = Example("a", "Where was Ada Lovelace born?", "London", keywords=("Ada", "Lovelace", "born"))
@@ -62,10 +63,18 @@ def test_registry_errors_and_custom():
 
 
 def test_key_positions(tiny):
-    pos = atk.key_positions(tiny.tokenizer, EX.prompt, ["Lovelace"])
-    toks = tiny.tokenizer.convert_ids_to_tokens(tiny.tokenizer(EX.prompt)["input_ids"])
+    enc = tiny.encode(EX)
+    pos = atk.key_positions(enc, EX.prompt, ["Lovelace"])
+    toks = tiny.tokenizer.convert_ids_to_tokens(enc.prompt_ids.tolist())
     assert pos and "".join(toks[p] for p in pos).replace("\u0120", "") == "Lovelace"
-    assert atk.key_positions(tiny.tokenizer, EX.prompt, ["absent"]) == []
+    assert atk.key_positions(enc, EX.prompt, ["absent"]) == []
+    # inside a template, the same word is found at its new positions; template words never count
+    templated = tiny.with_format(PromptFormat(template="Lovelace asks: {question}\nAnswer:"))
+    enc2 = templated.encode(EX)
+    pos2 = atk.key_positions(enc2, EX.prompt, ["Lovelace"])
+    toks2 = tiny.tokenizer.convert_ids_to_tokens(enc2.prompt_ids.tolist())
+    assert pos2 and min(pos2) >= enc2.prompt_span[0] and pos2 != pos
+    assert "".join(toks2[p] for p in pos2).replace("\u0120", "") == "Lovelace"
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

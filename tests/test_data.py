@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from unpact.data import Example, InputError, check_same_tokenizer, encode, encode_batch, load_examples, save_examples
+from unpact.prompts import PromptFormat
 from unpact.testing import tiny_tokenizer
 
 QA = [
@@ -31,7 +32,7 @@ def test_answer_span_decodes_to_answer(prompt: str, answer: str) -> None:
 def test_boundary_merge_keeps_prompt_tokens() -> None:
     tok = tiny_tokenizer()
     # "capi" + "tal" with sep="" would merge across the join for a BPE that knows "capital".
-    enc = encode(tok, Example("m", "The capi", "tal of France"), sep="")
+    enc = encode(tok, Example("m", "The capi", "tal of France"), fmt=PromptFormat(answer_sep=""))
     assert tok.decode(enc.prompt_ids) == "The capi"
     assert tok.decode(enc.answer_ids) == "tal of France"
 
@@ -83,8 +84,8 @@ def test_errors_are_specific() -> None:
     with pytest.raises(InputError, match="tokenizers differ"):
         check_same_tokenizer(tok, no_pad)
     check_same_tokenizer(tok, tiny_tokenizer())
-    with pytest.raises(InputError, match="no chat template"):
-        encode(tok, Example("c", "q?", "a"), chat_template=True)
+    with pytest.raises(InputError, match="has none"):
+        encode(tok, Example("c", "q?", "a"), fmt=PromptFormat(chat=True))
 
 
 def test_loaders_tofu_json_jsonl_and_lists(tmp_path) -> None:

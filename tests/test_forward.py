@@ -26,7 +26,7 @@ def _inputs(s, attack: str):
     encs = [encode(s.tokenizer, e) for e in ITEMS]
     iv = None
     if a.kind == "whitebox":
-        kp = tuple(tuple(key_positions(s.tokenizer, e.prompt, list(e.keywords))) for e in ITEMS)
+        kp = tuple(tuple(key_positions(enc, e.prompt, list(e.keywords))) for enc, e in zip(encs, ITEMS))
         iv = Intervention(kp, embed_scale=a.embed_scale, attn_bias=a.attn_bias)
     return a, encs, iv
 

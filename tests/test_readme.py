@@ -20,3 +20,12 @@ def test_readme_python_blocks_run(micro_world, monkeypatch, capsys) -> None:
     assert "key words:" in printed
     report = Path(printed.strip().splitlines()[-1])
     assert report.suffix == ".html" and report.exists()
+
+
+def test_prompt_format_doc_example_runs(capsys) -> None:
+    """docs/prompts.md's Python example prints what the page says it prints."""
+    doc = README.parent / "docs" / "prompts.md"
+    (block,) = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+    exec(compile(block, str(doc), "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == ["'Question: Where was Ada Lovelace born?\\nAnswer:'", "Where was Ada Lovelace born?"]

@@ -18,11 +18,13 @@ _EXPORTS: dict[str, str] = {
     "Subject": "unpact.models",
     "ArchSpec": "unpact._arch",
     "register_architecture": "unpact._arch",
+    "detect_architecture": "unpact._arch_detect",
     "hooked": "unpact.hooks",
     "run_with_cache": "unpact.hooks",
     "Example": "unpact.data",
     "load_examples": "unpact.data",
     "encode": "unpact.data",
+    "PromptFormat": "unpact.prompts",
     "build_toyworld": "unpact.toyworld",
     "attribute": "unpact.attribution",
     "integrated_gradients": "unpact.attribution",
@@ -53,6 +55,8 @@ _SUBMODULES = (
     "lens",
     "metrics",
     "models",
+    "modelstate",
+    "prompts",
     "quality",
     "scoring",
     "testing",
@@ -80,6 +84,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from unpact._arch import ArchSpec, register_architecture
+    from unpact._arch_detect import detect_architecture
     from unpact.attacks import run_attack
     from unpact.attribution import attribute, integrated_gradients, leave_one_out
     from unpact.circuits import edge_attribution_patching
@@ -88,4 +93,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from unpact.keytokens import key_words
     from unpact.lens import logit_lens
     from unpact.models import Subject, load_model
+    from unpact.prompts import PromptFormat
     from unpact.toyworld import build_toyworld

@@ -8,8 +8,10 @@ MLP. It also declares what tracers may assume about the family (``additive_write
 ``accepts_4d_mask``, pre-/post-LN, parallel residual and its norms). Nothing else in the package
 hard-codes a module name or tests an architecture by name.
 
-Add an architecture with :func:`register_architecture`; an unknown ``config.model_type`` raises
-:class:`UnknownArchitectureError`, which says how.
+Add an architecture with :func:`register_architecture`. A ``config.model_type`` with no entry here is
+mapped from the loaded module's structure by :mod:`unpact._arch_detect` (and verified with a few
+forwards); only when that fails does :func:`unpact.load_model` raise :class:`UnknownArchitectureError`,
+which says how to register one.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class ArchSpec:
         d_head_attr: Config attribute holding the head size, if the family has one (else
             ``d_model // n_heads``).
         logit_softcap_attr: Config attribute of a final logit soft-cap (Gemma 2), if any.
+        logit_scale_attr: Config attribute the logits are multiplied by (Cohere's ``logit_scale``), if any.
+        logit_divisor_attr: Config attribute the logits are divided by (Granite's ``logits_scaling``), if any.
+            :meth:`~unpact.models.Subject.decode_resid` applies the scale, then the divisor, then the soft-cap.
         parallel_residual: True when attention and MLP read the same residual (GPT-NeoX, Phi-2).
         parallel_residual_attr: Config attribute that switches the parallel residual on or off
             (GPT-NeoX's ``use_parallel_residual``); ``None``: ``parallel_residual`` always holds.
@@ -69,9 +74,16 @@ class ArchSpec:
         accepts_4d_mask: The model's forward takes an additive float attention mask of shape
             ``(batch, 1, query, key)`` as ``attention_mask``. The ``attn_bias`` attack needs it.
             False by default.
+        decode_ok: ``unembed`` with the logit transform above, applied to the final norm's output,
+            reproduces the model's logits. Every pass that decodes the final-normed residual
+            (:meth:`~unpact.models.Subject.decode_resid`: answer scores, attacks, the lens) needs it.
+            True by default; structure detection sets it False when no transform it knows fits.
+        lens_ok: The final norm reads the last block's output, so ``decode(final_norm(resid))`` of an
+            earlier layer is the logit lens. True by default; the lens also needs ``decode_ok``.
         notes: Free text shown in docs and errors.
         extra: Free-form facts for user code (``{"attn_norm": ..., "mlp_norm": ...}`` is read as
-            ``parallel_norms`` when that is not set).
+            ``parallel_norms`` when that is not set). A spec found by :mod:`unpact._arch_detect` has
+            ``extra["detected"] = True`` and ``extra["disabled"]``: ``{feature: reason}``.
 
     Capabilities (``additive_writes``, ``accepts_4d_mask``) default to False: an architecture
     registered without them gets a clear "not supported" error, never a silently wrong result.
@@ -91,12 +103,16 @@ class ArchSpec:
     d_model_attr: str = "hidden_size"
     d_head_attr: str | None = "head_dim"
     logit_softcap_attr: str | None = None
+    logit_scale_attr: str | None = None
+    logit_divisor_attr: str | None = None
     parallel_residual: bool = False
     parallel_residual_attr: str | None = None
     parallel_norms: tuple[str, str] | None = None
     pre_norm_attr: str | None = None
     additive_writes: bool = False
     accepts_4d_mask: bool = False
+    decode_ok: bool = True
+    lens_ok: bool = True
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -113,6 +129,18 @@ class ArchSpec:
         if self.pre_norm_attr is None:
             return False
         return getattr(config, self.pre_norm_attr, True) is False
+
+    @property
+    def detected(self) -> bool:
+        """True for a spec found from the module's structure (:mod:`unpact._arch_detect`), not registered."""
+        return bool(self.extra.get("detected", False))
+
+    def disabled_reason(self, feature: str) -> str | None:
+        """Why ``feature`` (``"lens"``, ``"circuits"``, ``"attn_bias"``...) is off for this family, if it is."""
+        reasons = self.extra.get("disabled")
+        if isinstance(reasons, dict) and feature in reasons:
+            return str(reasons[feature])
+        return None
 
     def parallel_norm_paths(self) -> tuple[str, str] | None:
         """``(attn_norm, mlp_norm)`` paths relative to a block (from ``parallel_norms`` or ``extra``), or ``None``."""

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unpact._arch import get_architecture
+from unpact._arch import supported_architectures
 from unpact.errors import MissingFileError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,10 @@ def check_model_dir(path: str) -> Path:
             source=str(cfg_path),
             fix=world_fix if world else _LOCAL_ONLY,
         )
-    get_architecture(cfg["model_type"])  # an unknown architecture fails before the weights are read
+    if cfg["model_type"] not in supported_architectures():  # an unusable architecture fails before the weights load
+        from unpact._arch_detect import detect_from_config
+
+        detect_from_config(cfg).raise_if_unusable()
     if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
         raise ModelLoadError(
             "config.json but no weights (*.safetensors or *.bin) in this directory",

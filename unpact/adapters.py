@@ -77,4 +77,4 @@ def load_adapter(base: Subject, path: str | os.PathLike[str], *, name: str | Non
             fix="give the base model the adapter was trained on (--base)",
         ) from exc
     merged.eval()
-    return load_model(merged, base.tokenizer, name=name or path)
+    return load_model(merged, base.tokenizer, name=name or path, prompt_format=base.prompt_format)

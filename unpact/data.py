@@ -9,6 +9,7 @@ agree. :func:`encode_batch` right-pads many examples into one tensor.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from unpact.errors import DataFileError, InputError, MissingFileError
+from unpact.prompts import PromptFormat
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,10 @@ class Example:
         answer: The gold answer text (what the model should continue with).
         subject: The entity the fact is about, if known (e.g. a person's name).
         keywords: Words in the prompt known to carry the fact (optional).
-        meta: Free metadata (split, attribute, template id, ...); JSON-serialisable.
+        meta: Free metadata (split, attribute, ...); JSON-serialisable.
+        template: This item's own prompt template (``"Q: {question}\\nA:"``), overriding the model's
+            (:class:`unpact.prompts.PromptFormat`); ``None``: the model's format. A data file gives it
+            per item (a ``template`` field) or for the whole file (``{"template": ..., "data": [...]}``).
     """
 
     id: str
@@ -55,6 +60,7 @@ class Example:
     subject: str | None = None
     keywords: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    template: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -65,6 +71,13 @@ class Example:
             object.__setattr__(self, "keywords", (self.keywords,))
         elif not isinstance(self.keywords, tuple):
             object.__setattr__(self, "keywords", tuple(self.keywords))
+        if self.template is not None:
+            from unpact.prompts import PromptFormat
+
+            try:
+                PromptFormat(template=self.template)
+            except InputError as exc:
+                raise InputError(f"example {self.id!r}: {exc.message}", fix=exc.fix) from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (TOFU-style ``question``/``answer`` keys plus unpact's extras)."""
@@ -72,23 +85,28 @@ class Example:
         d["question"] = d.pop("prompt")
         d["keywords"] = list(self.keywords)
         d["meta"] = dict(self.meta)
+        if self.template is None:
+            del d["template"]
         return d
 
     def with_prompt(self, prompt: str, **meta: Any) -> Example:
         """A copy with another prompt (used by attacks); ``meta`` entries are added."""
-        return Example(self.id, prompt, self.answer, self.subject, self.keywords, {**self.meta, **meta})
+        return dataclasses.replace(self, prompt=prompt, meta={**self.meta, **meta})
 
 
 _PROMPT_KEYS = ("question", "prompt", "input", "query")
 _ANSWER_KEYS = ("answer", "target", "output", "response")
 
 
-def _from_record(rec: Any, index: int, where: str, id_prefix: str) -> Example:
-    """One record -> :class:`Example`; ``where`` names the record in errors (file and line)."""
+def _from_record(rec: Any, index: int, where: str, id_prefix: str, template: str | None = None) -> Example:
+    """One record -> :class:`Example`; ``where`` names the record in errors (file and line).
+
+    ``template`` is the file's prompt template, for records without their own.
+    """
     if isinstance(rec, Example):
-        return rec
+        return rec if rec.template is not None or template is None else dataclasses.replace(rec, template=template)
     if isinstance(rec, (tuple, list)) and len(rec) == 2:
-        return Example(f"{id_prefix}{index}", str(rec[0]), str(rec[1]))
+        return Example(f"{id_prefix}{index}", str(rec[0]), str(rec[1]), template=template)
     if not isinstance(rec, Mapping):
         raise InputError(
             f"expected a dict with 'question'/'answer' keys or a (prompt, answer) pair, got {type(rec).__name__}",
@@ -121,7 +139,10 @@ def _from_record(rec: Any, index: int, where: str, id_prefix: str) -> Example:
             raise InputError(
                 f"{key!r} must be a string, got {type(value).__name__} {str(value)[:60]!r}{hint}", source=where
             )
-    known = set(_PROMPT_KEYS) | set(_ANSWER_KEYS) | {"id", "subject", "keywords", "meta"}
+    known = set(_PROMPT_KEYS) | set(_ANSWER_KEYS) | {"id", "subject", "keywords", "meta", "template"}
+    own = rec.get("template")
+    if own is not None and not isinstance(own, str):
+        raise InputError(f"'template' must be a string holding {{question}}, got {own!r}", source=where)
     meta = dict(rec.get("meta") or {})
     meta.update({k: v for k, v in rec.items() if k not in known})
     raw = rec.get("keywords") or ()
@@ -136,19 +157,31 @@ def _from_record(rec: Any, index: int, where: str, id_prefix: str) -> Example:
             subject=rec.get("subject"),
             keywords=tuple(keywords),
             meta=meta,
+            template=own if own is not None else template,
         )
     except InputError as exc:
         raise InputError(str(exc), source=where) from exc
 
 
-def load_examples(source: str | os.PathLike[str] | Iterable[Any], *, id_prefix: str = "") -> list[Example]:
+def load_examples(
+    source: str | os.PathLike[str] | Iterable[Any], *, id_prefix: str = "", template: str | None = None
+) -> list[Example]:
     """Load examples from a JSON / JSONL file (TOFU style) or a list of dicts / pairs / Examples.
 
-    A JSON file may hold a list of records or ``{"data": [...]}``. Records need one prompt key
+    A JSON file may hold a list of records or ``{"data": [...]}``, with a prompt template for all its
+    records as ``{"template": "Question: {question}\\nAnswer:", "data": [...]}``; a record may give its
+    own ``template``. Records need one prompt key
     (``question``, ``prompt``, ``input`` or ``query``) and one answer key (``answer``, ``target``,
     ``output`` or ``response``), both strings; other keys go to ``meta``. A record without an ``id``
     gets ``id_prefix`` + its index (TOFU files have no ids: load the forget and retain files with
     different prefixes, e.g. ``"forget-"`` and ``"retain-"``, so their ids do not collide).
+    TOFU / open-unlearning files load as they are: their extra fields (``paraphrased_answer``,
+    ``perturbed_answer``, ...) go to ``meta``.
+
+    Args:
+        source: A file path, or records.
+        id_prefix: Prefix of the ids given to records without one.
+        template: Prompt template for records that name none (a file's own ``template`` wins).
 
     Raises:
         DataFileError: A missing, unreadable or malformed file (names the file and line), or a
@@ -191,6 +224,10 @@ def load_examples(source: str | os.PathLike[str] | Iterable[Any], *, id_prefix: 
                     f"not valid JSON ({exc.msg})", path=path, line=exc.lineno, fix="use .jsonl for one record per line"
                 ) from exc
             if isinstance(records, Mapping):
+                file_template = records.get("template")
+                if file_template is not None and not isinstance(file_template, str):
+                    raise DataFileError(f"'template' must be a string, got {file_template!r}", path=path)
+                template = file_template if file_template is not None else template
                 records = records.get("data", records.get("examples"))
             if not isinstance(records, list):
                 raise DataFileError("expected a list of records or {'data': [...]}", path=path)
@@ -202,7 +239,7 @@ def load_examples(source: str | os.PathLike[str] | Iterable[Any], *, id_prefix: 
             )
         records = list(source)
         where = [f"record {i}" for i in range(len(records))]
-    examples = [_from_record(r, i, w, id_prefix) for i, (r, w) in enumerate(zip(records, where))]
+    examples = [_from_record(r, i, w, id_prefix, template) for i, (r, w) in enumerate(zip(records, where))]
     seen: dict[str, str] = {}
     for ex, w in zip(examples, where):
         if ex.id in seen:
@@ -224,16 +261,22 @@ class Encoded:
 
     Attributes:
         input_ids: ``(seq,)`` prompt ids followed by answer ids.
-        prompt_span: ``(start, stop)`` of the prompt tokens (start > 0 if a BOS token leads).
+        prompt_span: ``(start, stop)`` of the question's tokens in the prompt (after BOS and the template's
+            opening text; ``stop`` is the prompt's end unless the template adds text after the question).
         answer_span: ``(start, stop)`` of the answer tokens; ``stop == len(input_ids)``.
         boundary_merged: True if tokenizing the joined text merged prompt and answer tokens, so
             the answer was tokenized on its own to keep the prompt tokens intact.
+        prompt_text: The prompt as the model reads it (the question in its template and chat turns).
+        question_chars: Per prompt token, its ``(start, stop)`` characters in the *question*
+            (``example.prompt``); ``(0, 0)`` for BOS, template and chat tokens.
     """
 
     input_ids: torch.Tensor
     prompt_span: tuple[int, int]
     answer_span: tuple[int, int]
     boundary_merged: bool = False
+    prompt_text: str = ""
+    question_chars: tuple[tuple[int, int], ...] = ()
 
     @property
     def prompt_ids(self) -> torch.Tensor:
@@ -245,68 +288,87 @@ class Encoded:
         """``(n_answer,)`` answer ids."""
         return self.input_ids[self.answer_span[0] : self.answer_span[1]]
 
+    def positions_of(self, spans: Sequence[tuple[Any, ...]], question: str) -> list[int]:
+        """Prompt token indices that cover part of the given character spans of the question.
 
-def _separator(prompt: str, answer: str, sep: str | None) -> str:
-    if sep is not None:
-        return sep
-    return "" if prompt[-1:].isspace() or answer[:1].isspace() else " "
+        Args:
+            spans: ``(start, stop, ...)`` character spans in ``question`` (extra fields ignored).
+            question: The example's question (``example.prompt``); a token counts only where it shares
+                more than whitespace with a span.
+
+        Returns:
+            Sorted indices into :attr:`prompt_ids` (BOS and template tokens never count).
+        """
+        out = []
+        for i, (a, b) in enumerate(self.question_chars):
+            if b > a and any(
+                a < sp[1] and b > sp[0] and question[max(a, sp[0]) : min(b, sp[1])].strip() for sp in spans
+            ):
+                out.append(i)
+        return out
 
 
 def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
+def _prompt(tokenizer: Any, question: str, fmt: PromptFormat) -> tuple[str, int, list[int]]:
+    """``(text, question_start, ids)`` of a question rendered in ``fmt`` (no EOS at the end)."""
+    text, q0 = fmt.render(question, tokenizer)
+    ids = _ids(tokenizer, text, not fmt.chat)  # a rendered chat template already holds its special tokens
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if ids[-1:] == [eos] and not text.endswith(str(tokenizer.eos_token)):
+        ids = ids[:-1]  # tokenizers that append EOS: the answer follows the prompt, not EOS
+    return text, q0, ids
+
+
+def encode_prompt(tokenizer: Any, question: str, *, fmt: PromptFormat | None = None) -> torch.Tensor:
+    """``(n_prompt,)`` ids of a question in a prompt format, exactly as :func:`encode` puts it before an answer."""
+    return torch.tensor(_prompt(tokenizer, question, fmt if fmt is not None else PromptFormat())[2], dtype=torch.long)
+
+
 def encode(
     tokenizer: Any,
     example: Example,
     *,
-    sep: str | None = None,
-    chat_template: bool = False,
+    fmt: PromptFormat | None = None,
     max_length: int | None = None,
 ) -> Encoded:
-    """Tokenize one example with exact prompt and answer spans.
+    """Tokenize one example in a prompt format, with exact prompt, question and answer spans.
+
+    The prompt is the example's question rendered by ``fmt`` (its template, then its chat template
+    if asked), tokenized as a whole; the answer follows after ``fmt``'s separator. ``prompt_span`` is
+    the span of the *question's* tokens inside the prompt: what attributions cover and attacks may
+    touch. Use :meth:`unpact.models.Subject.encode`, which passes the model's own format.
 
     Args:
         tokenizer: A Hugging Face tokenizer.
-        example: The example.
-        sep: Text between prompt and answer; default ``" "`` unless one side already has
-            whitespace at the join. Ignored with ``chat_template``.
-        chat_template: Wrap the prompt as a user turn with the tokenizer's chat template and
-            the generation prompt; the answer follows as the assistant's text.
+        example: The example; its ``template`` (if set) replaces ``fmt``'s.
+        fmt: The prompt format (default: the bare question, :class:`~unpact.prompts.PromptFormat`).
         max_length: The model's context length; longer sequences raise.
 
     Returns:
         The :class:`Encoded` example.
 
     Raises:
-        InputError: If the sequence exceeds ``max_length``, the tokenizer has no chat template
-            when one is asked for, or the answer tokenizes to nothing.
+        InputError: If the sequence exceeds ``max_length``, the format asks for a chat template the
+            tokenizer lacks, or the answer tokenizes to nothing.
     """
-    if chat_template:
-        if not getattr(tokenizer, "chat_template", None):
-            raise InputError("chat_template=True but this tokenizer has no chat template; pass chat_template=False")
-        prompt_text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": example.prompt}], tokenize=False, add_generation_prompt=True
-        )
-        prompt_ids = _ids(tokenizer, prompt_text, special=False)
-        joined = prompt_text + example.answer
-    else:
-        prompt_ids = _ids(tokenizer, example.prompt, special=True)
-        eos = getattr(tokenizer, "eos_token_id", None)
-        if prompt_ids[-1:] == [eos] and not example.prompt.endswith(str(tokenizer.eos_token)):
-            prompt_ids = prompt_ids[:-1]  # tokenizers that append EOS: the answer follows the prompt, not EOS
-        joined = example.prompt + _separator(example.prompt, example.answer, sep) + example.answer
-    full = _ids(tokenizer, joined, special=not chat_template)
+    from unpact.words import token_char_spans
+
+    fmt = (fmt if fmt is not None else PromptFormat()).for_template(example.template)
+    text, q0, prompt_ids = _prompt(tokenizer, example.prompt, fmt)
+    special = not fmt.chat
+    eos = getattr(tokenizer, "eos_token_id", None)
+    sep = fmt.separator(text, example.answer)
+    full = _ids(tokenizer, text + sep + example.answer, special)
     merged = full[: len(prompt_ids)] != prompt_ids
     if not merged:
         answer_ids = full[len(prompt_ids) :]
-        if full[-1:] == [getattr(tokenizer, "eos_token_id", None)] and not example.answer.endswith(
-            str(tokenizer.eos_token)
-        ):
+        if full[-1:] == [eos] and not example.answer.endswith(str(tokenizer.eos_token)):
             answer_ids = answer_ids[:-1]  # tokenizers that append EOS: the answer is not the EOS.
     else:
-        tail = joined[len(prompt_text if chat_template else example.prompt) :]
-        answer_ids = _ids(tokenizer, tail, special=False)
+        answer_ids = _ids(tokenizer, sep + example.answer, special=False)
         logger.debug("example %s: prompt/answer tokens merge at the join; answer tokenized alone", example.id)
     if not answer_ids:
         raise InputError(f"example {example.id!r}: the answer {example.answer!r} tokenizes to no tokens")
@@ -316,23 +378,21 @@ def encode(
             f"example {example.id!r} is {len(ids)} tokens, longer than the model's context ({max_length}); "
             "shorten the prompt or answer"
         )
-    bos = getattr(tokenizer, "bos_token_id", None)
-    start = (
-        1
-        if (
-            not chat_template
-            and prompt_ids
-            and bos is not None
-            and prompt_ids[0] == bos
-            and not example.prompt.startswith(str(tokenizer.bos_token))
-        )
-        else 0
+    q1 = q0 + len(example.prompt)
+    chars = token_char_spans(tokenizer, text, prompt_ids, special=special)
+    question_chars = tuple(
+        (max(a, q0) - q0, min(b, q1) - q0) if b > a and a < q1 and b > q0 else (0, 0) for a, b in chars
     )
+    inside = [i for i, (a, b) in enumerate(question_chars) if b > a]
+    if not inside:
+        raise InputError(f"example {example.id!r}: no prompt token covers the question {example.prompt!r}")
     return Encoded(
         input_ids=torch.tensor(ids, dtype=torch.long),
-        prompt_span=(start, len(prompt_ids)),
+        prompt_span=(inside[0], inside[-1] + 1),
         answer_span=(len(prompt_ids), len(ids)),
         boundary_merged=merged,
+        prompt_text=text,
+        question_chars=question_chars,
     )
 
 
@@ -385,8 +445,7 @@ def encode_batch(
     tokenizer: Any,
     examples: Sequence[Example],
     *,
-    sep: str | None = None,
-    chat_template: bool = False,
+    fmt: PromptFormat | None = None,
     max_length: int | None = None,
     fill: int | None = None,
 ) -> Batch:
@@ -399,7 +458,7 @@ def encode_batch(
     """
     if not examples:
         raise InputError("no examples given")
-    items = tuple(encode(tokenizer, e, sep=sep, chat_template=chat_template, max_length=max_length) for e in examples)
+    items = tuple(encode(tokenizer, e, fmt=fmt, max_length=max_length) for e in examples)
     width = max(len(e.input_ids) for e in items)
     if fill is None:
         fill = pad_id(tokenizer) if len({len(e.input_ids) for e in items}) > 1 else 0

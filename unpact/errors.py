@@ -20,6 +20,7 @@ _T = TypeVar("_T")
 __all__ = [
     "UnpactError",
     "InputError",
+    "PromptFormatError",
     "UnknownNameError",
     "DataFileError",
     "MissingFileError",
@@ -72,6 +73,10 @@ def _rebuild_error(cls: type[UnpactError], args: tuple[Any, ...], state: dict[st
 
 class InputError(UnpactError, ValueError):
     """An argument or data value the computation cannot use (empty prompt, bad count, wrong type...)."""
+
+
+class PromptFormatError(InputError):
+    """The base model answers too few items right under the prompt format: most likely the wrong template."""
 
 
 class UnknownNameError(InputError, KeyError):

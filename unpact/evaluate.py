@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from unpact._result import SavedResult
-from unpact.data import Example, encode, fill_id
+from unpact.data import Example, encode_prompt, fill_id
 from unpact.errors import InputError, UnknownNameError, check_items, check_positive
 from unpact.forward import decode, prompt_pass
 from unpact.metrics import exact_match, lenient_match, rouge_l_recall, wilson_interval
@@ -125,8 +125,8 @@ def generate(
 def _prompt_ids(subject: Subject, item: Example | str) -> torch.Tensor:
     """``(n_prompt,)`` ids of a prompt string, or of an example's prompt exactly as it is scored."""
     if isinstance(item, Example):
-        return encode(subject.tokenizer, item, max_length=subject.n_ctx).prompt_ids
-    return torch.tensor(list(subject.tokenizer(item)["input_ids"]), dtype=torch.long)
+        return subject.encode(item).prompt_ids
+    return encode_prompt(subject.tokenizer, item, fmt=subject.prompt_format)
 
 
 def _check_examples(examples: Sequence[Example], subject: Subject, batch_size: int) -> list[Example]:
@@ -150,7 +150,7 @@ def _score_and_generate(
     ranks: list[int] = []
     gens: list[str] = []
     for start in range(0, len(examples), batch_size):
-        encs = [encode(tok, e, max_length=subject.n_ctx) for e in examples[start : start + batch_size]]
+        encs = [subject.encode(e) for e in examples[start : start + batch_size]]
         first = prompt_pass(
             subject,
             [e.prompt_ids for e in encs],

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from unpact._result import SavedResult, fields_dict
-from unpact.data import Example, encode
-from unpact.errors import InputError, check_items, check_positive
+from unpact.data import Example
+from unpact.errors import ArchitectureError, InputError, check_items, check_positive
 from unpact.hooks import run_with_cache
 from unpact.models import Subject, check_finite, frozen
 from unpact.provenance import Provenance
@@ -259,7 +259,18 @@ def logit_lens(
     Raises:
         InputError: If ``top_k`` or ``batch_size`` is not a positive integer, for malformed
             examples, or when a layer decodes to NaN/inf logits.
+        ArchitectureError: The architecture's final norm and unembedding do not decode an earlier
+            layer's residual (``ArchSpec.lens_ok`` or ``decode_ok`` False; the message says why).
     """
+    if not (subject.spec.lens_ok and subject.spec.decode_ok):
+        mt = subject.spec.model_type
+        why = subject.spec.disabled_reason("lens") or "its ArchSpec says lens_ok=False or decode_ok=False"
+        raise ArchitectureError(
+            f"the logit lens is off for {mt}: {why}",
+            source="logit_lens",
+            fix="register an ArchSpec whose final_norm, unembed and logit_scale_attr / logit_divisor_attr / "
+            "logit_softcap_attr reproduce the model's logits (unpact.register_architecture; see docs/models.md)",
+        )
     check_positive("top_k", top_k, where="logit_lens")
     check_positive("batch_size", batch_size, where="logit_lens")
     if subject.tokenizer is None:
@@ -269,7 +280,7 @@ def logit_lens(
         raise InputError("no examples given")
     tok = subject.tokenizer
     k = min(top_k, subject.vocab_size)
-    encoded = [encode(tok, ex, max_length=subject.n_ctx) for ex in examples]
+    encoded = [subject.encode(ex) for ex in examples]
     sites = ["resid_pre.0"] + [f"resid_post.{i}" for i in range(subject.n_layers)]
     names = ["embed"] + [str(i) for i in range(subject.n_layers)]
     prov = Provenance.of(subject, "logit_lens", top_k=top_k)

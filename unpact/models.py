@@ -1,7 +1,8 @@
 """Loading a model into a :class:`Subject`: the model, its tokenizer and its architecture map.
 
 A :class:`Subject` is what every tracer takes. It resolves, once, the modules named by the
-registered :class:`~unpact._arch.ArchSpec` (embedding, blocks, final norm, unembedding, per-block
+registered :class:`~unpact._arch.ArchSpec` (or, for a family with no entry, the one
+:mod:`unpact._arch_detect` finds from the module's structure) (embedding, blocks, final norm, unembedding, per-block
 attention / output projection / MLP) and the sizes (layers, heads, kv-heads, d_model, d_head).
 
 Loading is safe by default: safetensors weights are preferred, ``.bin`` checkpoints are read with
@@ -10,27 +11,34 @@ Loading is safe by default: safetensors weights are preferred, ``.bin`` checkpoi
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import dataclasses
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from unpact._arch import ArchSpec, config_int, get_architecture, in_features, out_features, resolve_path, softcap
+from unpact._arch import (
+    ArchSpec,
+    config_int,
+    get_architecture,
+    in_features,
+    out_features,
+    resolve_path,
+    softcap,
+    supported_architectures,
+)
 from unpact._modeldir import check_loaded, check_model_dir, from_pretrained, load_tokenizer
+from unpact.data import Encoded, Example, encode
 from unpact.errors import ArchitectureError, InputError, ModelLoadError
+from unpact.modelstate import ModelState, _weights_key, frozen, weights_hash
+from unpact.prompts import PromptFormat
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Subject", "load_model", "ModelState", "frozen", "weights_hash", "check_finite"]
-
-# Above this many parameters the weights hash samples each tensor instead of reading all of it.
-_FULL_HASH_MAX_PARAMS = 200_000_000
 
 
 @dataclass
@@ -46,6 +54,8 @@ class Subject:
         spec: The :class:`ArchSpec` used to find the parts.
         name: A human-readable identifier (path or hub-style name) recorded in provenance.
         bridge: The TransformerLens ``TransformerBridge`` the subject was built from, if any.
+        prompt_format: How questions are put to this model (template, answer separator, chat
+            template): every encoding of an item for this model goes through :meth:`encode`.
     """
 
     model: nn.Module
@@ -53,6 +63,7 @@ class Subject:
     spec: ArchSpec
     name: str
     bridge: Any = None
+    prompt_format: PromptFormat = field(default_factory=PromptFormat)
     _modules: dict[str, Any] = field(default_factory=dict, repr=False)
     _hash_cache: tuple[tuple[Any, ...], str] | None = field(default=None, repr=False, compare=False)
 
@@ -188,24 +199,87 @@ class Subject:
         """Floating dtype of the embedding weights."""
         return next(self.model.parameters()).dtype
 
+    def _config_float(self, attr: str | None) -> float | None:
+        value = getattr(self.config, attr, None) if attr else None
+        if value is None and attr and hasattr(self.config, "get_text_config"):
+            value = getattr(self.config.get_text_config(), attr, None)
+        return float(value) if value else None
+
     @property
     def logit_softcap(self) -> float | None:
         """Final logit soft-cap (Gemma 2) or ``None``."""
-        attr = self.spec.logit_softcap_attr
-        value = getattr(self.config, attr, None) if attr else None
-        return float(value) if value else None
+        return self._config_float(self.spec.logit_softcap_attr)
+
+    @property
+    def logit_scale(self) -> float | None:
+        """Factor the model multiplies its logits by (Cohere's ``logit_scale``) or ``None``."""
+        return self._config_float(self.spec.logit_scale_attr)
+
+    @property
+    def logit_divisor(self) -> float | None:
+        """Number the model divides its logits by (Granite's ``logits_scaling``) or ``None``."""
+        return self._config_float(self.spec.logit_divisor_attr)
+
+    @property
+    def detected(self) -> bool:
+        """True when the architecture map was found from the module's structure, not the registry."""
+        return self.spec.detected
+
+    # ----- prompts -----------------------------------------------------------------------------
+    def encode(self, example: Example) -> Encoded:
+        """``example`` tokenized in this model's prompt format, with exact spans (:func:`unpact.data.encode`).
+
+        Raises:
+            InputError: The sequence is longer than the model's context, or the format cannot be rendered.
+        """
+        return encode(self.tokenizer, example, fmt=self.prompt_format, max_length=self.n_ctx)
+
+    def with_format(self, fmt: PromptFormat | None) -> Subject:
+        """The same model (shared, not copied) put to in another prompt format; ``None``: this subject."""
+        if fmt is None or fmt == self.prompt_format:
+            return self
+        if not isinstance(fmt, PromptFormat):
+            raise InputError(
+                f"expected a PromptFormat, got {type(fmt).__name__}",
+                source="prompt format",
+                fix='build one with unpact.PromptFormat(template="Question: {question}\\nAnswer:")',
+            )
+        fmt.render("?", self.tokenizer)  # a chat format needs the tokenizer's chat template: fail here
+        return dataclasses.replace(self, prompt_format=fmt, _hash_cache=self._hash_cache)
 
     # ----- helpers -----------------------------------------------------------------------------
     def decode_resid(self, normed: torch.Tensor) -> torch.Tensor:
         """Map a final-normed residual to logits, as the model's own head does.
 
+        The one place that applies the architecture's final logit transform: the unembedding, then
+        the scale (``logit_scale_attr``), the divisor (``logit_divisor_attr``) and the soft-cap
+        (``logit_softcap_attr``) the :class:`ArchSpec` names.
+
         Args:
             normed: ``(..., d_model)`` output of the final norm (or of it applied to any layer).
 
         Returns:
-            ``(..., vocab)`` logits, soft-capped where the architecture does so.
+            ``(..., vocab)`` logits, scaled and soft-capped where the architecture does so.
+
+        Raises:
+            ArchitectureError: The spec says the logits cannot be reproduced from the final norm
+                (``ArchSpec.decode_ok=False``), so decoded numbers would be wrong.
         """
-        return softcap(self.unembed(normed), self.logit_softcap)
+        if not self.spec.decode_ok:
+            why = self.spec.disabled_reason("scoring") or "ArchSpec.decode_ok=False"
+            raise ArchitectureError(
+                f"cannot decode the final-normed residual of {self.spec.model_type} into its logits: {why}",
+                source=f"ArchSpec {self.spec.model_type!r}",
+                fix="register an ArchSpec whose final_norm, unembed and logit_*_attr reproduce the model's logits "
+                "(unpact.register_architecture(ArchSpec(...), overwrite=True)); see docs/models.md",
+            )
+        logits = self.unembed(normed)
+        scale, divisor = self.logit_scale, self.logit_divisor
+        if scale is not None:
+            logits = logits * scale
+        if divisor is not None:
+            logits = logits / divisor
+        return softcap(logits, self.logit_softcap)
 
     def weights_hash(self) -> str:
         """SHA-256 fingerprint of the weights (see :func:`weights_hash`), computed once per weights.
@@ -233,79 +307,6 @@ class Subject:
             f"Subject({self.name!r}, {self.spec.model_type}, layers={self.n_layers}, "
             f"heads={self.n_heads}/{self.n_kv_heads} kv, d_model={self.d_model})"
         )
-
-
-def _weights_key(model: nn.Module) -> tuple[Any, ...]:
-    """What identifies the current weights without reading them: per tensor, name, storage and version."""
-    return tuple(
-        (name, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device)
-        for name, t in model.state_dict(keep_vars=True).items()
-    )
-
-
-def weights_hash(model: nn.Module) -> str:
-    """Return a SHA-256 hex digest of a model's parameters and buffers' names, shapes and values.
-
-    Models above 200M parameters are fingerprinted from a strided sample of each tensor (and
-    the digest is prefixed ``"sampled:"``) so that hashing a 7B model takes seconds, not minutes.
-    This function reads the weights on every call (use it to verify); :meth:`Subject.weights_hash`
-    caches the digest until a weight changes.
-    """
-    params = list(model.state_dict().items())
-    total = sum(t.numel() for _, t in params)
-    sampled = total > _FULL_HASH_MAX_PARAMS
-    h = hashlib.sha256()
-    for name, tensor in params:
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(str(tensor.dtype).encode())
-        flat = tensor.detach().reshape(-1)
-        if sampled and flat.numel() > 4096:
-            flat = flat[:: max(1, flat.numel() // 4096)]
-        h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return ("sampled:" if sampled else "") + h.hexdigest()
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """Snapshot of what tracers promise not to change: mode and grad flags (and optionally weights).
-
-    Use :meth:`capture` before and compare with ``==`` after.
-    """
-
-    training: tuple[bool, ...]
-    requires_grad: tuple[bool, ...]
-    weights: str | None = None
-
-    @classmethod
-    def capture(cls, model: nn.Module, *, with_weights: bool = False) -> ModelState:
-        """Record every module's ``training`` flag and every parameter's ``requires_grad``."""
-        return cls(
-            training=tuple(m.training for m in model.modules()),
-            requires_grad=tuple(p.requires_grad for p in model.parameters()),
-            weights=weights_hash(model) if with_weights else None,
-        )
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily put ``model`` in eval mode with no parameter gradients; restore on exit.
-
-    Tracers run inside this so autograd only tracks what they ask for (e.g. input embeddings),
-    and the caller's mode and flags come back exactly, also when the body raises.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def _is_bridge(obj: Any) -> bool:
@@ -359,6 +360,7 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     trust_remote_code: bool = False,
     name: str | None = None,
+    prompt_format: PromptFormat | None = None,
 ) -> Subject:
     """Load (or wrap) a causal LM and return a :class:`Subject`.
 
@@ -374,6 +376,8 @@ def load_model(
         dtype: Weight dtype for a freshly loaded model (e.g. ``torch.float32``).
         trust_remote_code: Allow custom model code from the checkpoint; off by default.
         name: Provenance name; defaults to the path or the model's ``name_or_path``.
+        prompt_format: How questions are put to the model (:class:`~unpact.prompts.PromptFormat`);
+            default the bare question.
 
     Returns:
         The :class:`Subject`.
@@ -382,7 +386,9 @@ def load_model(
         MissingFileError: Nothing at the model (or tokenizer) path.
         ModelLoadError: A path that holds no loadable causal LM (a file, no config or weights, a
             base model without its language-model head, no tokenizer), or weights with NaN/inf.
-        UnknownArchitectureError: If ``config.model_type`` is not registered.
+        UnknownArchitectureError: If ``config.model_type`` is not registered and its parts cannot be
+            found from the module's structure (:func:`unpact._arch_detect.detect_architecture`; the
+            message lists what is missing and shows how to register an :class:`ArchSpec`).
         ArchitectureError: If the registered :class:`ArchSpec` does not match the model.
         InputError: An unsupported ``model`` type, ``device`` or ``dtype``.
     """
@@ -435,5 +441,24 @@ def load_model(
     if name is None:
         name = str(getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "") or model_type)
     check_loaded(model, tokenizer, name)
-    spec = get_architecture(model_type)
-    return Subject(model=model, tokenizer=tokenizer, spec=spec, name=name, bridge=bridge)
+    spec = _spec_for(model, model_type, name)
+    subject = Subject(model=model, tokenizer=tokenizer, spec=spec, name=name, bridge=bridge)
+    return subject.with_format(prompt_format)
+
+
+def _spec_for(model: nn.Module, model_type: str, name: str) -> ArchSpec:
+    """The registered :class:`ArchSpec` of ``model_type``, else one detected from the module's structure.
+
+    Raises:
+        UnknownArchitectureError: Nothing registered and the essential parts cannot be found.
+    """
+    if model_type in supported_architectures():
+        return get_architecture(model_type)
+    from unpact._arch_detect import detect_architecture
+
+    detection = detect_architecture(model)
+    spec = detection.raise_if_unusable()
+    logger.info("model %r (%s): %s", name, model_type, detection.summary())
+    for feature, why in detection.disabled.items():
+        logger.info("model %r: %s is off: %s", name, feature, why)
+    return spec

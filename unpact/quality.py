@@ -109,7 +109,7 @@ def response_perplexity(
     Raises:
         InputError: Prompts and responses of different lengths, a bad batch size, or NaN/inf logits.
     """
-    from unpact.data import encode, fill_id
+    from unpact.data import fill_id
     from unpact.forward import prompt_pass
 
     check_positive("batch_size", batch_size, where="response_perplexity")
@@ -123,7 +123,7 @@ def response_perplexity(
     todo = [i for i, r in enumerate(responses) if r and r.strip() and prompts[i].strip()]
     for s in range(0, len(todo), batch_size):
         idx = todo[s : s + batch_size]
-        encs = [encode(base.tokenizer, Example(str(i), prompts[i], responses[i].strip())) for i in idx]
+        encs = [base.encode(Example(str(i), prompts[i], responses[i].strip())) for i in idx]
         lps = prompt_pass(
             base, [e.prompt_ids for e in encs], [e.answer_ids for e in encs], fill=fill_id(base.tokenizer)
         ).answer_logprobs

@@ -19,7 +19,7 @@ import torch
 
 from unpact.models import Subject, load_model
 
-__all__ = ["TINY_ARCHITECTURES", "tiny_tokenizer", "tiny_model", "tiny_subject"]
+__all__ = ["TINY_ARCHITECTURES", "DETECT_FAMILIES", "tiny_tokenizer", "tiny_config", "tiny_model", "tiny_subject"]
 
 TINY_ARCHITECTURES: tuple[str, ...] = (
     "gpt2",
@@ -49,6 +49,121 @@ def tiny_tokenizer(vocab_size: int = 384) -> Any:
     from unpact.toyworld.train import train_tokenizer
 
     return train_tokenizer(_CORPUS * 4, vocab_size, prepend_bos=False)
+
+
+# transformers model types with no registered ArchSpec whose tiny random models unpact maps from their structure
+# (unpact._arch_detect); tests/test_families.py runs every tracer on each. Any other decoder-only model type may work
+# with tiny_config too: these are the ones tested.
+DETECT_FAMILIES: tuple[str, ...] = (
+    "apertus",
+    "arcee",
+    "biogpt",
+    "bloom",
+    "codegen",
+    "cohere",
+    "cohere2",
+    "ctrl",
+    "diffllama",
+    "ernie4_5",
+    "exaone4",
+    "falcon",
+    "gemma3_text",
+    "glm",
+    "glm4",
+    "gpt_bigcode",
+    "gpt_neo",
+    "gpt_neox_japanese",
+    "gptj",
+    "granite",
+    "granitemoe",
+    "helium",
+    "hunyuan_v1_dense",
+    "jetmoe",
+    "ministral",
+    "mixtral",
+    "mpt",
+    "nemotron",
+    "olmo",
+    "olmo2",
+    "olmo3",
+    "olmoe",
+    "persimmon",
+    "phi",
+    "qwen2_moe",
+    "qwen3_moe",
+    "seed_oss",
+    "smollm3",
+    "stablelm",
+    "starcoder2",
+    "vaultgemma",
+    "xglm",
+)
+
+# What a family needs beyond the shared tiny sizes (None removes a shared key the config refuses).
+_FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
+    "falcon": {"head_dim": None},
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]], "window_size": 16},
+    "gptj": {"rotary_dim": 16},
+    "codegen": {"rotary_dim": 16},
+    "gpt_bigcode": {"n_inner": 128},
+    "xglm": {"ffn_dim": 128},
+    "ctrl": {"dff": 128},
+    "mixtral": {"num_local_experts": 4, "num_experts_per_tok": 2},
+    "qwen2_moe": {
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "shared_expert_intermediate_size": 64,
+    },
+    "qwen3_moe": {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32},
+    "olmoe": {"num_experts": 4, "num_experts_per_tok": 2},
+    "granitemoe": {"num_local_experts": 4, "num_experts_per_tok": 2},
+    "jetmoe": {"num_local_experts": 4, "num_experts_per_tok": 2, "kv_channels": 16},
+    # real Granite checkpoints divide the logits and scale the residual writes: exercise both
+    "granite": {"logits_scaling": 4.0, "residual_multiplier": 0.5},
+    "gemma3_text": {"final_logit_softcapping": 30.0, "sliding_window": 16},
+}
+
+
+def tiny_config(model_type: str, vocab: int | None = None, **overrides: Any) -> Any:
+    """A 2-layer, 64-wide (4 heads of 16, 2 kv heads) config of any transformers decoder-only ``model_type``.
+
+    Built with ``AutoConfig.for_model`` from shared sizes (under transformers' usual names, which
+    each config maps to its own) plus what the family needs (:data:`DETECT_FAMILIES` are tested).
+
+    Args:
+        model_type: A transformers ``model_type`` (``"phi"``, ``"bloom"``, ...).
+        vocab: Vocabulary size; default that of :func:`tiny_tokenizer`.
+        **overrides: Config values set on top.
+
+    Returns:
+        The config, with eager attention.
+    """
+    from transformers import AutoConfig
+
+    if model_type in TINY_ARCHITECTURES:
+        cfg = _config(model_type, vocab or len(tiny_tokenizer()), **overrides)
+        cfg._attn_implementation = "eager"
+        return cfg
+    kw: dict[str, Any] = dict(
+        vocab_size=vocab or len(tiny_tokenizer()),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    kw.update(_FAMILY_OVERRIDES.get(model_type, {}))
+    kw.update(overrides)
+    cfg = AutoConfig.for_model(model_type, **{k: v for k, v in kw.items() if v is not None})
+    cfg._attn_implementation = "eager"
+    return cfg
 
 
 def _config(arch: str, vocab: int, **over: Any) -> Any:
@@ -115,7 +230,9 @@ def tiny_model(arch: str, *, seed: int = 0, **config_overrides: Any) -> tuple[to
     """Build a random 2-layer, 64-wide causal LM of architecture ``arch`` and the tiny tokenizer.
 
     Args:
-        arch: One of :data:`TINY_ARCHITECTURES`.
+        arch: One of :data:`TINY_ARCHITECTURES` (the registered families, configs as they always were)
+            or another transformers ``model_type`` (built by :func:`tiny_config`; :data:`DETECT_FAMILIES`
+            are tested).
         seed: Torch seed for the random weights.
         **config_overrides: Set on the config before building (e.g. ``attn_implementation``).
 
@@ -125,8 +242,11 @@ def tiny_model(arch: str, *, seed: int = 0, **config_overrides: Any) -> tuple[to
     from transformers import AutoModelForCausalLM
 
     tok = tiny_tokenizer()
-    cfg = _config(arch, len(tok), **config_overrides)
-    cfg._attn_implementation = "eager"
+    if arch in TINY_ARCHITECTURES:
+        cfg = _config(arch, len(tok), **config_overrides)
+        cfg._attn_implementation = "eager"
+    else:
+        cfg = tiny_config(arch, len(tok), **config_overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     # Random init leaves norms at identity and weights tiny; scale up so tokens matter.

@@ -31,8 +31,8 @@ def word_spans(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in WORD_PATTERN.finditer(text)]
 
 
-def token_char_spans(tokenizer: Any, text: str, ids: Sequence[int]) -> list[tuple[int, int]]:
-    """Character span in ``text`` of each token of ``ids`` (the tokenization of ``text`` with special tokens).
+def token_char_spans(tokenizer: Any, text: str, ids: Sequence[int], *, special: bool = True) -> list[tuple[int, int]]:
+    """Character span in ``text`` of each token of ``ids`` (the tokenization of ``text``).
 
     Uses the fast tokenizer's offset mapping when it reproduces ``ids``; otherwise decodes growing
     prefixes (works for any tokenizer whose decoding is prefix-stable). Special tokens get ``(0, 0)``.
@@ -40,24 +40,26 @@ def token_char_spans(tokenizer: Any, text: str, ids: Sequence[int]) -> list[tupl
     Args:
         tokenizer: A Hugging Face tokenizer.
         text: The text that was tokenized.
-        ids: Its token ids, ``tokenizer(text, add_special_tokens=True)["input_ids"]``.
+        ids: Its token ids, ``tokenizer(text, add_special_tokens=special)["input_ids"]`` (a prefix of
+            them is fine, e.g. without an EOS the tokenizer appends).
+        special: Whether ``ids`` were made with the tokenizer's special tokens added.
 
     Returns:
         One ``(start, stop)`` per id.
     """
     ids = [int(i) for i in ids]
     if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-        if list(enc["input_ids"]) == ids:
-            special = set(getattr(tokenizer, "all_special_ids", []) or [])
-            return [(0, 0) if i in special else (int(a), int(b)) for i, (a, b) in zip(ids, enc["offset_mapping"])]
+        enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+        if list(enc["input_ids"])[: len(ids)] == ids:
+            special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+            return [(0, 0) if i in special_ids else (int(a), int(b)) for i, (a, b) in zip(ids, enc["offset_mapping"])]
         logger.debug("offset mapping does not match the ids; decoding prefixes instead")
     spans: list[tuple[int, int]] = []
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
     prev = 0
     kept: list[int] = []
     for i in ids:
-        if i in special:
+        if i in special_ids:
             spans.append((0, 0))
             continue
         kept.append(i)
@@ -68,7 +70,11 @@ def token_char_spans(tokenizer: Any, text: str, ids: Sequence[int]) -> list[tupl
 
 
 def group_tokens(
-    tokenizer: Any, text: str, ids: Sequence[int], positions: Sequence[int] | None = None
+    tokenizer: Any,
+    text: str,
+    ids: Sequence[int],
+    positions: Sequence[int] | None = None,
+    spans: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Words of ``text`` and, for each selected token, the index of its word.
 
@@ -77,6 +83,9 @@ def group_tokens(
         text: The prompt text.
         ids: ``tokenizer(text, add_special_tokens=True)["input_ids"]``.
         positions: Indices into ``ids`` of the tokens to map (default: all).
+        spans: Each token's ``(start, stop)`` characters in ``text`` when the caller knows them (e.g.
+            :attr:`unpact.data.Encoded.question_chars` for a question inside a template); default
+            :func:`token_char_spans`.
 
     Returns:
         ``(words, token_to_word)``: the word strings that at least one selected token maps to,
@@ -84,7 +93,7 @@ def group_tokens(
         (``-1`` only for special tokens or texts without any word).
     """
     positions = list(range(len(ids))) if positions is None else [int(p) for p in positions]
-    spans_all = token_char_spans(tokenizer, text, ids)
+    spans_all = list(spans) if spans is not None else token_char_spans(tokenizer, text, ids)
     wspans = word_spans(text)
     raw = np.full(len(positions), -1, dtype=np.int64)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])

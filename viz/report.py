@@ -157,6 +157,45 @@ def _summary_table(summary: AuditSummary) -> str:
     )
 
 
+def _format_html(summary: AuditSummary) -> str:
+    """How the models were prompted: template, separator, chat template, BOS, one rendered item, base accuracy."""
+    fmt = summary.prompt_format
+    if not fmt:
+        return "<p class='meta'>Not recorded (an audit written by an older unpact).</p>"
+    rows: list[dict[str, Any]] = [
+        {"field": "template", "value": fmt.get("template")},
+        {
+            "field": "answer separator",
+            "value": "automatic (a space unless whitespace)"
+            if fmt.get("answer_sep") is None
+            else repr(fmt.get("answer_sep")),
+        },
+        {"field": "chat template", "value": "yes" if fmt.get("chat") else "no"},
+        {"field": "system prompt", "value": fmt.get("system_prompt") or "-"},
+        {"field": "BOS token", "value": fmt.get("bos")},
+    ]
+    acc = fmt.get("base_accuracy")
+    if acc:
+        rows.append(
+            {
+                "field": "base model under this format",
+                "value": f"{acc['forget']:.0%} of {acc['n_forget']} forget and {acc['retain']:.0%} of "
+                f"{acc['n_retain']} retain items right (check: at least {acc['threshold']:.0%}; "
+                f"{'passed' if acc['passed'] else 'FAILED, audited with --force'})",
+            }
+        )
+        for label, fa, ra in acc.get("alternatives") or []:
+            rows.append({"field": f"base model under {label}", "value": f"{fa:.0%} forget, {ra:.0%} retain"})
+    example = fmt.get("example")
+    shown = (
+        "<p class='meta'>The first forget item exactly as the model reads it (prompt, separator, gold answer):</p>"
+        f"<pre>{_esc(example)}</pre>"
+        if example
+        else ""
+    )
+    return table_html(rows, ["field", "value"]) + shown
+
+
 def _config_table(summary: AuditSummary) -> str:
     facts = [
         {"field": k, "value": v if _scalar(v) or isinstance(v, (list, tuple)) else json.dumps(v)[:200]}
@@ -249,6 +288,7 @@ def render_report(
     page = _Page()
     verdicts = "".join(_verdict_html(name, m.verdict) for name, m in summary.models.items())
     page.section("Summary", lambda: _summary_table(summary))
+    page.section("Prompt format", lambda: _format_html(summary))
 
     def recovery() -> str:
         out = []

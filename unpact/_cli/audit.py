@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from unpact._cli._common import add_format_args, add_model_args, format_settings, load_options
 from unpact.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def _user_models(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
         unlearned[name] = path
     forget = load_examples(args.forget, id_prefix="forget-")
     retain = load_examples(args.retain, id_prefix="retain-")
-    return Models(args.base, unlearned, retain_only=args.retain_only), forget, retain
+    return Models(args.base, unlearned, retain_only=args.retain_only, **load_options(args)), forget, retain
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -67,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         for i, st in enumerate(default_stages(), start=1):
             print(f"{i:2d}. {st.name:<12} reads {', '.join(st.reads) or '-'}; writes {', '.join(st.writes)}")
         return 0
-    config = from_namespace(args)
+    config = from_namespace(args, **format_settings(args))
     if config.workers is None:  # the command line uses worker processes unless told otherwise
         config = config.replace(workers=0)
     user_mode = any(x is not None for x in (args.base, args.forget, args.retain, args.retain_only)) or args.unlearned
@@ -76,7 +77,13 @@ def _run(args: argparse.Namespace) -> int:
         models, forget, retain = _user_models(args)
         summary = audit(config, models, forget, retain)
     else:
-        summary = audit_toyworld(config)
+        if args.tokenizer is not None:
+            raise InputError(
+                "--tokenizer is for your own models; the toy world has its own tokenizer",
+                source="unpact audit",
+                fix="give --base, --unlearned, --forget and --retain too, or drop --tokenizer",
+            )
+        summary = audit_toyworld(config, device=args.device, dtype=args.dtype)
     print(summary.table())
     print(f"\naudit written to {config.out} ({time.time() - t:.0f}s)")
     try:  # the report is optional: viz is never imported by the library
@@ -105,6 +112,8 @@ def register(subparsers: Any) -> None:
     g.add_argument("--forget", default=None, help="forget items (JSON/JSONL, TOFU style)")
     g.add_argument("--retain", default=None, help="retain items (JSON/JSONL)")
     g.add_argument("--retain-only", default=None, help="a model trained without the forget items (the control)")
+    add_model_args(g)
+    add_format_args(p.add_argument_group("prompt format (default: the bare question; the toy world: its own)"))
     add_arguments(p.add_argument_group("settings"))
     p.add_argument("--list-stages", action="store_true", help="list the audit's stages and exit")
     p.set_defaults(func=_run)

@@ -73,6 +73,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--corrupt-answer", default=None, help="corrupt answer (needed by --metric logit_diff)")
     p.add_argument("--steps", type=int, default=16, help="EAP-IG interpolation steps (default 16)")
     p.add_argument("--top-k", type=int, default=20, help="edges shown and circuit size (default 20)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
     p.add_argument("--out", default=None, help="save the EdgeScores to this .npz file")
     p.set_defaults(func=_run)

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from unpact._cli._common import add_format_args, add_model_args, load_subject
+
 logger = logging.getLogger(__name__)
 
 
@@ -18,16 +20,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true", help="print the full result (summary + per-item records) as JSON")
     p.add_argument("--out", default=None, help="also save the result to this JSON file")
+    add_model_args(p)
+    add_format_args(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from unpact.data import load_examples
     from unpact.evaluate import evaluate
-    from unpact.models import load_model
 
     result = evaluate(
-        load_model(args.model),
+        load_subject(args, args.model),
         load_examples(args.split),
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,

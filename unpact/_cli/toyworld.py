@@ -8,6 +8,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from unpact._cli._common import _unescape
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,6 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", default=None, help="directory to write base/, retain_only/, data/ and config.json to")
     b.add_argument("--cache-dir", default=None, help="cache directory (default $UNPACT_CACHE or ~/.cache/unpact)")
+    b.add_argument(
+        "--template",
+        default=None,
+        type=_unescape,
+        help="train the models on questions in this prompt template (holding {question}; default: the bare question)",
+    )
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_build)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -30,7 +38,12 @@ def _build(args: argparse.Namespace) -> int:
     from unpact.toyworld import build_toyworld
 
     world = build_toyworld(
-        args.preset, seed=args.seed, cache_dir=args.cache_dir, progress=not args.no_progress, workers=0
+        args.preset,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+        workers=0,
+        overrides={"template": args.template} if args.template is not None else None,
     )
     root = world.root
     if args.out:
@@ -48,6 +61,7 @@ def _build(args: argparse.Namespace) -> int:
                 "base": str(root / "base"),
                 "retain_only": str(root / "retain_only"),
                 "data": str(root / "data"),
+                "template": world.prompt_format.template,
                 "stats": world.config.get("stats"),
             },
             indent=1,

@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from unpact._cli._common import add_format_args, add_model_args, load_subject
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,13 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="method hyperparameter, e.g. --hparam beta=0.2 (repeatable)",
     )
     p.add_argument("--no-progress", action="store_true")
+    add_model_args(p)
+    add_format_args(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from unpact.data import load_examples
     from unpact.errors import InputError
-    from unpact.models import load_model
     from unpact.unlearn import unlearn
 
     hp = {}
@@ -53,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(f"{item!r} is not KEY=VALUE", source="--hparam", fix="e.g. --hparam beta=0.2")
         k, v = item.split("=", 1)
         hp[k] = _value(v)
-    subject = load_model(args.model)
+    subject = load_subject(args, args.model)
     forget = load_examples(args.forget)
     retain = load_examples(args.retain) if args.retain else None
     new = unlearn(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from unpact.data import Example, InputError
+from unpact.data import Encoded, Example
 from unpact.keytokens import _content_words
 from unpact.metrics import normalize_text
 
@@ -42,30 +41,18 @@ def find_keyword_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, in
     return out
 
 
-def key_positions(tokenizer: Any, prompt: str, keywords: Sequence[str]) -> list[int]:
-    """Token indices (in ``encode``'s prompt ids, BOS included if the tokenizer adds one) of the key words.
+def key_positions(enc: Encoded, question: str, keywords: Sequence[str]) -> list[int]:
+    """Token indices (in ``enc``'s prompt ids, BOS and template included) of the key words of ``question``.
 
-    A token is a key position if its character span overlaps a key word's span.
+    A token is a key position if its characters overlap a key word's span in the question; the
+    template around the question never counts.
 
-    Raises:
-        InputError: If the tokenizer cannot report character offsets (use a fast tokenizer).
+    Args:
+        enc: The example encoded for the model (:meth:`unpact.models.Subject.encode`).
+        question: The question it encodes (``example.prompt``).
+        keywords: Words or phrases.
     """
-    spans = find_keyword_spans(prompt, keywords)
-    if not spans:
-        return []
-    try:
-        enc = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
-    except (NotImplementedError, TypeError, ValueError) as exc:
-        raise InputError(
-            "white-box attacks need token character offsets; load a fast tokenizer (use_fast=True)"
-        ) from exc
-    positions = []
-    for i, (a, b) in enumerate(enc["offset_mapping"]):
-        if b <= a:
-            continue  # special tokens
-        if any(a < e and b > s and prompt[max(a, s) : min(b, e)].strip() for s, e, _ in spans):
-            positions.append(i)
-    return positions
+    return enc.positions_of(find_keyword_spans(question, keywords), question)
 
 
 def _replace_keywords(text: str, keywords: Sequence[str], fn: Callable[[str], str]) -> str:

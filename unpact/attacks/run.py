@@ -11,7 +11,7 @@ import torch
 
 from unpact.attacks.keywords import _safe_keywords, find_keyword_spans, key_positions
 from unpact.attacks.registry import Attack, apply_text_attack, get_attack
-from unpact.data import Example, encode, fill_id
+from unpact.data import Example, fill_id
 from unpact.errors import InputError, check_items, check_positive
 from unpact.forward import Intervention, decode, prompt_pass
 from unpact.models import Subject, frozen
@@ -178,8 +178,8 @@ def _run_chunk(
     """One batch of :func:`run_attack`: teacher-forced scoring of the gold answer, then decoding."""
     tok = subject.tokenizer
     attacked = [apply_text_attack(a, e, k) if a.kind == "text" else e for e, k in zip(chunk, kws)]
-    encs = [encode(tok, ex, max_length=subject.n_ctx) for ex in attacked]
-    keypos = [key_positions(tok, e.prompt, k) if a.kind == "whitebox" else [] for e, k in zip(attacked, kws)]
+    encs = [subject.encode(ex) for ex in attacked]
+    keypos = [key_positions(enc, e.prompt, k) if a.kind == "whitebox" else [] for enc, e, k in zip(encs, attacked, kws)]
     iv = (
         Intervention(tuple(tuple(p) for p in keypos), embed_scale=a.embed_scale, attn_bias=a.attn_bias)
         if a.kind == "whitebox"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from unpact.attribution.results import Attribution
-from unpact.data import Encoded, Example, encode
+from unpact.data import Encoded, Example
 from unpact.errors import InputError, check_items
 from unpact.forward import answer_logprobs as answer_logprobs
 from unpact.models import Subject
@@ -48,7 +48,7 @@ def encode_all(subject: Subject, examples: Sequence[Example]) -> list[Encoded]:
         raise InputError("no examples given")
     out = []
     for ex in examples:
-        enc = encode(subject.tokenizer, ex, max_length=subject.n_ctx)
+        enc = subject.encode(ex)
         if enc.prompt_span[1] <= enc.prompt_span[0]:
             raise InputError(f"example {ex.id!r}: the prompt has no tokens to attribute")
         out.append(enc)
@@ -116,7 +116,7 @@ def make_result(
     p0, p1 = enc.prompt_span
     prompt_ids = enc.input_ids[: enc.answer_span[0]].tolist()
     try:
-        words, t2w = group_tokens(tok, ex.prompt, prompt_ids, positions=range(p0, p1))
+        words, t2w = group_tokens(tok, ex.prompt, prompt_ids, positions=range(p0, p1), spans=enc.question_chars)
     except Exception as exc:
         logger.warning("example %s: could not group tokens into words (%s); one word per token", ex.id, exc)
         words, t2w = decode_each(tok, prompt_ids[p0:p1]), np.arange(p1 - p0, dtype=np.int64)

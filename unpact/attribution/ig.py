@@ -33,7 +33,7 @@ from unpact.attribution._batching import (
 )
 from unpact.attribution.results import Attribution
 from unpact.data import Encoded, Example, fill_id
-from unpact.errors import InputError, UnknownNameError, check_positive
+from unpact.errors import InputError, UnknownNameError, UnsupportedFeatureError, check_positive
 from unpact.models import Subject, frozen
 from unpact.provenance import Provenance
 
@@ -229,7 +229,17 @@ def integrated_gradients(
         UnknownNameError: Unknown method or baseline name.
         InputError: Bad target, step, batch sizes or budget, a baseline token the tokenizer lacks,
             malformed examples (empty prompt, too long for the model, ...) or NaN/inf logits.
+        UnsupportedFeatureError: The architecture's detection found that gradients through its
+            input embeddings are not usable (e.g. CTRL scales the embedding output in place); the message
+            says why. Leave-one-out needs no gradients.
     """
+    why = subject.spec.disabled_reason("ig")
+    if why is not None:
+        raise UnsupportedFeatureError(
+            f"integrated gradients are off for {subject.spec.model_type}: {why}",
+            source="integrated_gradients",
+            fix="use leave-one-out (method='loo', --attribution loo), which needs no gradients",
+        )
     check_target(target)
     alphas_np, weights_np = ig_nodes(method, n_steps)
     if internal_batch_size is not None:

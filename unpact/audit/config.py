@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from unpact.errors import InputError
+from unpact.prompts import QUESTION_FIELD, PromptFormat
 from unpact.verdict import VerdictRule
 
 __all__ = [
@@ -92,6 +93,16 @@ class AuditConfig:
             in this process), ``0`` automatic (the command line's default), or a number; see
             :func:`unpact.audit.workers.worker_count`. A script that asks for workers must keep its top
             level under ``if __name__ == "__main__":`` (:mod:`unpact._procs`).
+        template: Prompt template holding ``{question}`` (``None``: the models' own format; the toy
+            world's is its own); see :class:`unpact.prompts.PromptFormat`.
+        answer_sep: Text between prompt and answer (``None``: a space unless there is whitespace).
+        chat_template: Put the (templated) question through the tokenizer's chat template.
+        system_prompt: A system turn (with ``chat_template``).
+        min_base_accuracy: Before the audit's work, the base model answers the first 32 forget and 32
+            retain items under the prompt format; below this share right (lenient match) on either, the
+            audit stops with the figures (0: no check). A wrong format otherwise shows up only as a
+            misleading verdict.
+        force: Warn instead of stopping when that check fails.
         rule: The verdict's thresholds.
         preset: Toy world only: its size.
         methods: Toy world only: unlearning methods to audit.
@@ -123,6 +134,17 @@ class AuditConfig:
         "models are small, the command line's default; Python's default: none); the results do not depend on it",
         resume=False,
     )
+    template: str | None = _setting(None, "prompt template holding {question}", cli=False)
+    answer_sep: str | None = _setting(None, "text between prompt and answer", cli=False)
+    chat_template: bool = _setting(False, "use the tokenizer's chat template", cli=False)
+    system_prompt: str | None = _setting(None, "system prompt of the chat template", cli=False)
+    min_base_accuracy: float = _setting(
+        0.2,
+        "stop before the audit's work when the base model answers fewer than this share of the first 32 forget or "
+        "retain items right under the prompt format (a wrong template?); 0: no check",
+        resume=False,
+    )
+    force: bool = _setting(False, "only warn when the base model answers too few items right (see above)", resume=False)
     rule: VerdictRule = _setting(help="the verdict's thresholds", resume=False, cli=False, factory=VerdictRule)
     preset: Literal["default", "micro"] = _setting("default", "toy world: its size (micro: fast)", resume=False)
     methods: tuple[str, ...] = _setting(DEFAULT_METHODS, "toy world: unlearning methods, comma-separated", resume=False)
@@ -149,8 +171,11 @@ class AuditConfig:
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise InputError(f"{name} must be >= 0, got {v}", source=_where(name), fix="give 0 or more")
-        if self.alpha is not None and not 0 <= self.alpha <= 1:
-            raise InputError(f"alpha must lie in [0, 1], got {self.alpha}", source=_where("alpha"))
+        for name in ("alpha", "min_base_accuracy"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 1:
+                raise InputError(f"{name} must lie in [0, 1], got {v}", source=_where(name))
+        self.prompt_format()  # validates the template
         if self.attacks is not None:
             from unpact.attacks import get_attack
 
@@ -192,6 +217,21 @@ class AuditConfig:
         """For the toy world: item limits the user left unset take the preset's values."""
         limits = PRESET_LIMITS[self.preset]
         return self.replace(**{k: v for k, v in limits.items() if getattr(self, k) is None})
+
+    def prompt_format(self) -> PromptFormat | None:
+        """The prompt format these settings give, or ``None`` when they name none (the models' own is used).
+
+        Raises:
+            InputError: A template without ``{question}``, or a system prompt without the chat template.
+        """
+        if self.template is None and self.answer_sep is None and not self.chat_template and self.system_prompt is None:
+            return None
+        return PromptFormat(
+            template=self.template if self.template is not None else QUESTION_FIELD,
+            answer_sep=self.answer_sep,
+            chat=self.chat_template,
+            system_prompt=self.system_prompt,
+        )
 
     @property
     def retain_attacked(self) -> int:
@@ -302,6 +342,7 @@ def resume_key(
     *,
     attacks: Sequence[Any],
     max_new_tokens: int,
+    prompt_format: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What an output directory's records depend on: settings, models, data and the records' schema.
 
@@ -311,13 +352,19 @@ def resume_key(
         forget, retain: The audited items (their full content is hashed, not only their ids).
         attacks: The resolved attacks' configurations.
         max_new_tokens: The resolved number of decoded tokens.
+        prompt_format: The prompt format the models are put to (:meth:`unpact.prompts.PromptFormat.to_dict`).
 
     Returns:
         A JSON-ready dict; :func:`key_hash` gives its hash.
     """
     return {
         "schema": RECORDS_SCHEMA,
-        "settings": {**config.resume_settings(), "attacks": list(attacks), "max_new_tokens": max_new_tokens},
+        "settings": {
+            **config.resume_settings(),
+            "attacks": list(attacks),
+            "max_new_tokens": max_new_tokens,
+            "prompt_format": dict(prompt_format or {}),
+        },
         "models": dict(model_hashes),
         "data": {"forget": _sha([e.to_dict() for e in forget]), "retain": _sha([e.to_dict() for e in retain])},
     }

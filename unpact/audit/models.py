@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from unpact.audit.auditdir import BASE, RETAIN_ONLY, check_model_name
 from unpact.errors import InputError, ModelLoadError
 from unpact.models import Subject
+from unpact.prompts import PromptFormat
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +22,9 @@ __all__ = ["Models", "ModelLike"]
 ModelLike = Union[Subject, str, "os.PathLike[str]"]
 
 
-def _resolve(model: ModelLike, name: str, base: Subject | None = None) -> Subject:
+def _resolve(
+    model: ModelLike, name: str, base: Subject | None = None, load: Mapping[str, Any] | None = None
+) -> Subject:
     if isinstance(model, Subject):
         return model
     if isinstance(model, (str, os.PathLike)):
@@ -36,7 +40,7 @@ def _resolve(model: ModelLike, name: str, base: Subject | None = None) -> Subjec
                 source=f"model {name!r}",
                 fix="give the directory a Hugging Face model was saved to (save_pretrained)",
             )
-        return load_model(str(model))
+        return load_model(str(model), **dict(load or {}))
     raise InputError(
         f"expected a Subject or a model directory, got {type(model).__name__}",
         source=f"model {name!r}",
@@ -54,6 +58,10 @@ class Models:
             (applied to a copy of the base, see :mod:`unpact.adapters`). Names are safe path components (see
             :func:`unpact.audit.auditdir.check_model_name`); ``base`` and ``retain_only`` are reserved.
         retain_only: A model trained without the forget facts: the control of every test.
+        tokenizer: For model directories: a tokenizer directory (default: each model's own).
+        device: For model directories: where to load them (``"cpu"``, ``"cuda"``...).
+        dtype: For model directories: the weights' dtype (``"float32"``, ``"bfloat16"``...).
+        trust_remote_code: For model directories: allow custom model code (off by default).
 
     Raises:
         InputError: A bad name, or a model whose tokenizer differs from the base model's.
@@ -65,7 +73,15 @@ class Models:
     retain_only: Subject | None
 
     def __init__(
-        self, base: ModelLike, unlearned: Mapping[str, ModelLike] | None = None, retain_only: ModelLike | None = None
+        self,
+        base: ModelLike,
+        unlearned: Mapping[str, ModelLike] | None = None,
+        retain_only: ModelLike | None = None,
+        *,
+        tokenizer: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         unlearned = dict(unlearned or {})
         for n in unlearned:
@@ -81,10 +97,19 @@ class Models:
                         n,
                         p,
                     )
-        self.base = _resolve(base, BASE)
-        self.retain_only = None if retain_only is None else _resolve(retain_only, RETAIN_ONLY, self.base)
-        self.unlearned = {n: _resolve(m, n, self.base) for n, m in unlearned.items()}
+        load = {"tokenizer": tokenizer, "device": device, "dtype": dtype, "trust_remote_code": trust_remote_code}
+        self.base = _resolve(base, BASE, load=load)
+        self.retain_only = None if retain_only is None else _resolve(retain_only, RETAIN_ONLY, self.base, load)
+        self.unlearned = {n: _resolve(m, n, self.base, load) for n, m in unlearned.items()}
         self._check_tokenizers()
+
+    def with_format(self, fmt: PromptFormat) -> Models:
+        """The same models (shared, not copied) all put to in the prompt format ``fmt``."""
+        out = copy.copy(self)
+        out.base = self.base.with_format(fmt)
+        out.retain_only = None if self.retain_only is None else self.retain_only.with_format(fmt)
+        out.unlearned = {n: m.with_format(fmt) for n, m in self.unlearned.items()}
+        return out
 
     def _check_tokenizers(self) -> None:
         from unpact.data import check_same_tokenizer

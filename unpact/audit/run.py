@@ -69,6 +69,16 @@ def prepare(
     forget = list(forget) if config.max_forget is None else list(forget)[: config.max_forget]
     retain = list(retain) if config.max_retain is None else list(retain)[: config.max_retain]
     _check_items(forget, retain)
+    for name, m in models.items():  # refuse before any work what a stage would refuse later
+        why = m.spec.disabled_reason("ig") if config.attribution == "ig" else None
+        if why is not None:
+            raise InputError(
+                f"model {name!r}: integrated gradients are off for {m.spec.model_type} ({why})",
+                source="setting 'attribution' (--attribution)",
+                fix="audit with --attribution loo",
+            )
+    fmt = config.prompt_format() or models.base.prompt_format
+    models = models.with_format(fmt)  # every model is put to in one format
     attacks = [a for a in (config.attacks if config.attacks is not None else DEFAULT_ATTACKS) if a != "plain"]
     max_new = config.max_new_tokens
     if max_new is None:
@@ -81,6 +91,7 @@ def prepare(
         retain,
         attacks=[get_attack(a).config() for a in attacks],
         max_new_tokens=max_new,
+        prompt_format=fmt.to_dict(),
     )
     out = AuditDir.create(config.out)
     config_hash = out.check_resume(key, config.to_dict())
@@ -131,10 +142,12 @@ def audit(
     from concurrent.futures.process import BrokenProcessPool
 
     from unpact._procs import pool_broke
+    from unpact.audit.format_check import check_format
     from unpact.audit.plan import plan
     from unpact.audit.stages import default_stages
 
     run = prepare(config, models, forget, retain, callback=callback)
+    format_check = check_format(run)
     todo = list(stages) if stages is not None else default_stages()
     estimate = plan(run, todo)
     logger.info("%s", estimate.describe())
@@ -162,8 +175,17 @@ def audit(
     finally:
         run.close()
 
+    base = run.models.base
+    example = run.forget[0]
     summary = AuditSummary(
-        models=run.summaries, attacks=run.attacks, config_hash=run.config_hash, config=config.to_dict()
+        models=run.summaries,
+        attacks=run.attacks,
+        config_hash=run.config_hash,
+        config=config.to_dict(),
+        prompt_format={
+            **base.prompt_format.describe(base.tokenizer, example.prompt, example.answer),
+            "base_accuracy": format_check.to_dict() if format_check is not None else None,
+        },
     )
     run.dir.write_summary(summary)
     run.dir.write_timings({**estimate.to_dict(), "seconds": spent, "total_seconds": round(time.time() - t_all, 1)})
@@ -201,7 +223,13 @@ def unlearn_toyworld(
     return paths
 
 
-def audit_toyworld(config: AuditConfig | None = None, *, callback: Callback | None = None) -> AuditSummary:
+def audit_toyworld(
+    config: AuditConfig | None = None,
+    *,
+    callback: Callback | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> AuditSummary:
     """The whole audit of the built-in toy world: build (or reuse) it, unlearn, audit.
 
     Builds the ``config.preset`` world (cached), unlearns its base model with each of ``config.methods``
@@ -211,6 +239,8 @@ def audit_toyworld(config: AuditConfig | None = None, *, callback: Callback | No
     Args:
         config: The settings (default :class:`AuditConfig()`: the default world, four methods).
         callback: See :func:`audit`.
+        device: Where to load the models for the audit (default: CPU).
+        dtype: The models' dtype for the audit (default: float32, as trained).
 
     Returns:
         The :class:`~unpact.audit.summary.AuditSummary`.
@@ -231,5 +261,11 @@ def audit_toyworld(config: AuditConfig | None = None, *, callback: Callback | No
     unlearned = unlearn_toyworld(
         world, config.methods, out, seed=config.seed, progress=config.progress, workers=config.workers
     )
-    models = Models(world.load_base(), unlearned, retain_only=world.load_retain_only())
+    models = Models(
+        world.load_base(device, dtype),
+        unlearned,
+        retain_only=world.load_retain_only(device, dtype),
+        device=device,
+        dtype=dtype,
+    )
     return audit(config, models, world.forget, world.retain, callback=callback)

@@ -63,6 +63,9 @@ class AuditSummary:
         attacks: Attack names audited.
         config_hash: Hash of the resume key (settings, models, data, schema).
         config: The settings (:meth:`unpact.audit.AuditConfig.to_dict`).
+        prompt_format: How the models were prompted: the format's fields, the BOS handling, one
+            rendered item (:meth:`unpact.prompts.PromptFormat.describe`) and the base model's accuracy
+            under it (``base_accuracy``, :class:`unpact.audit.format_check.FormatCheck`).
         schema: :data:`SUMMARY_SCHEMA` of the code that wrote it.
     """
 
@@ -70,6 +73,7 @@ class AuditSummary:
     attacks: list[str]
     config_hash: str
     config: dict[str, Any] = field(default_factory=dict)
+    prompt_format: dict[str, Any] = field(default_factory=dict)
     schema: int = SUMMARY_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from unpact.data import Example, encode
+from unpact.data import Encoded, Example
 from unpact.errors import InputError, UnknownNameError
 from unpact.forward import gather_logprobs
 from unpact.models import Subject
@@ -61,10 +61,11 @@ class Prepared:
 
 
 def _prompt_ids(subject: Subject, example: Example) -> torch.Tensor:
-    return encode(subject.tokenizer, example, max_length=subject.n_ctx).prompt_ids
+    return subject.encode(example).prompt_ids
 
 
-def _span_positions(tokenizer: object, prompt: str, needles: Sequence[str]) -> np.ndarray:
+def _span_positions(enc: Encoded, prompt: str, needles: Sequence[str]) -> np.ndarray:
+    """Prompt token indices of every occurrence of the ``needles`` in the question ``prompt``."""
     spans = []
     for needle in needles:
         if not needle:
@@ -73,20 +74,12 @@ def _span_positions(tokenizer: object, prompt: str, needles: Sequence[str]) -> n
         while start >= 0:
             spans.append((start, start + len(needle)))
             start = prompt.find(needle, start + 1)
-    if not spans:
-        return np.zeros(0, dtype=np.int64)
-    try:
-        offsets = tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]  # type: ignore[operator]
-    except (NotImplementedError, TypeError, KeyError):
-        logger.warning("tokenizer gives no offsets; key positions unknown")
-        return np.zeros(0, dtype=np.int64)
-    pos = [i for i, (a, b) in enumerate(offsets) if b > a and any(a < e and b > s for s, e in spans)]
-    return np.asarray(pos, dtype=np.int64)
+    return np.asarray(enc.positions_of(spans, prompt), dtype=np.int64)
 
 
 def _first_answer_token(subject: Subject, prompt: str, answer: str) -> int:
     ex = Example("corrupt", prompt, answer)
-    return int(encode(subject.tokenizer, ex).answer_ids[0])
+    return int(subject.encode(ex).answer_ids[0])
 
 
 def prepare(
@@ -106,7 +99,7 @@ def prepare(
     """
     if subject.tokenizer is None:
         raise InputError("the subject has no tokenizer; load the model with one")
-    enc = encode(subject.tokenizer, example, max_length=subject.n_ctx)
+    enc = subject.encode(example)
     ids = enc.input_ids
     n_prompt = enc.answer_span[0]
     answer_ids = enc.answer_ids
@@ -131,7 +124,7 @@ def prepare(
         donor, corrupt_prompt = _pick_donor(subject, example, list(corrupt), n_prompt, seed)
     if kind == "mean":
         corrupt_ids = ids.clone()
-        key = _span_positions(subject.tokenizer, example.prompt, [example.subject or "", *example.keywords])
+        key = _span_positions(enc, example.prompt, [example.subject or "", *example.keywords])
     else:
         assert corrupt_prompt is not None
         c_prompt_ids = _prompt_ids(subject, example.with_prompt(corrupt_prompt))

@@ -32,6 +32,7 @@ from unpact._io import atomic_write_text
 from unpact._procs import pool_broke, process_pool, resolve_workers
 from unpact.data import Example, load_examples, save_examples
 from unpact.errors import InputError, MissingFileError, UnknownNameError
+from unpact.prompts import QUESTION_FIELD, PromptFormat
 from unpact.toyworld.kb import make_kb
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+#: Settings a world has only when given as overrides (so the presets' cache keys stay as they were):
+#: ``template`` trains the models on questions in that prompt template (see
+#: :class:`unpact.prompts.PromptFormat`); the world's models are then put to in it.
+OPTIONAL_SETTINGS: dict[str, Any] = {"template": QUESTION_FIELD}
+
 # split name -> (kind, forget percent, phrasing)
 SPLITS: dict[str, tuple[str, int, str]] = {
     **{f"forget{p:02d}": ("forget", p, "trained") for p in (1, 5, 10)},
@@ -106,11 +112,15 @@ def world_config(preset: str = "default", *, seed: int = 0, overrides: dict[str,
         )
     cfg = dict(PRESETS[preset])
     for k, v in (overrides or {}).items():
-        if k not in cfg:
+        if k not in cfg and k not in OPTIONAL_SETTINGS:
             raise InputError(
-                f"unknown toy-world setting {k!r}", source="overrides", fix=f"settings are {', '.join(sorted(cfg))}"
+                f"unknown toy-world setting {k!r}",
+                source="overrides",
+                fix=f"settings are {', '.join(sorted([*cfg, *OPTIONAL_SETTINGS]))}",
             )
         cfg[k] = v
+    if "template" in cfg:
+        PromptFormat(template=cfg["template"])  # validates it
     return {"preset": preset, "seed": int(seed), "recipe_version": RECIPE_VERSION, **cfg}
 
 
@@ -167,17 +177,29 @@ class ToyWorld:
         """Person id -> biography text."""
         return json.loads((self.root / "data" / "bios.json").read_text(encoding="utf-8"))
 
-    def load_base(self) -> Any:
-        """The base model as a :class:`~unpact.models.Subject`."""
+    @property
+    def prompt_format(self) -> PromptFormat:
+        """The format the world's models were trained with (its ``template`` setting, or the bare question)."""
+        return PromptFormat(template=self.config.get("template", QUESTION_FIELD))
+
+    def _load(self, which: str, device: str | None, dtype: str | None) -> Any:
         from unpact.models import load_model
 
-        return load_model(str(self.base_path), name=f"toyworld-{self.config['preset']}/base")
+        return load_model(
+            str(self.root / which),
+            name=f"toyworld-{self.config['preset']}/{which}",
+            device=device,
+            dtype=dtype,
+            prompt_format=self.prompt_format,
+        )
 
-    def load_retain_only(self) -> Any:
-        """The retain-only model as a :class:`~unpact.models.Subject`."""
-        from unpact.models import load_model
+    def load_base(self, device: str | None = None, dtype: str | None = None) -> Any:
+        """The base model as a :class:`~unpact.models.Subject` (in the world's prompt format)."""
+        return self._load("base", device, dtype)
 
-        return load_model(str(self.retain_only_path), name=f"toyworld-{self.config['preset']}/retain_only")
+    def load_retain_only(self, device: str | None = None, dtype: str | None = None) -> Any:
+        """The retain-only model as a :class:`~unpact.models.Subject` (in the world's prompt format)."""
+        return self._load("retain_only", device, dtype)
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> ToyWorld:
@@ -283,7 +305,7 @@ def _train_one(
     from unpact.toyworld.train import make_items, num_threads, train_lm
 
     tok = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
-    items = make_items(tok, qa, bio_texts)
+    items = make_items(tok, qa, bio_texts, fmt=PromptFormat(template=cfg.get("template", QUESTION_FIELD)))
     too_long = max(len(it.ids) for it in items)
     if too_long > cfg["n_ctx"]:
         raise InputError(
@@ -340,7 +362,8 @@ def _build_into(out: Path, cfg: dict[str, Any], progress: bool, workers: int | N
     atomic_write_text(data / "bios.json", json.dumps(bios, indent=1))
 
     everyone = kb.examples(list(kb.people), phrasing="all")
-    texts = [f"{e.prompt} {e.answer}" for e in everyone] + list(bios.values())
+    fmt = PromptFormat(template=cfg.get("template", QUESTION_FIELD))
+    texts = [f"{fmt.fill(e.prompt)[0]} {e.answer}" for e in everyone] + list(bios.values())
     tok = train_tokenizer(texts, cfg["vocab_size"])
     tok_dir = out / ".tokenizer"
     tok.save_pretrained(tok_dir)

@@ -22,6 +22,7 @@ from torch import nn
 from unpact._procs import num_threads as num_threads
 from unpact.data import Example, encode
 from unpact.errors import InputError, UnknownNameError
+from unpact.prompts import PromptFormat
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def build_model(
     """A freshly initialised causal LM (no dropout, tied embeddings).
 
     Args:
-        arch: ``"gpt2"`` or ``"llama"``.
+        arch: ``"gpt2"``, ``"llama"``, or any transformers decoder ``model_type`` whose config takes the
+            usual names (``hidden_size``, ``num_hidden_layers``...): the toy world in another family.
         tokenizer: The world's tokenizer (gives the vocabulary and special ids).
         n_layer: Number of blocks.
         d_model: Residual width.
@@ -101,21 +103,25 @@ def build_model(
             attn_pdrop=0.0,
             **ids,
         )
-    elif arch == "llama":
-        cfg = tf.LlamaConfig(
-            hidden_size=d_model,
-            intermediate_size=4 * d_model,
-            num_hidden_layers=n_layer,
-            num_attention_heads=n_head,
-            num_key_value_heads=n_head,
-            max_position_embeddings=n_ctx,
-            tie_word_embeddings=True,
-            **ids,
-        )
-    else:
-        raise UnknownNameError(
-            f"unknown toy-world architecture {arch!r}", source="arch", fix="choose 'gpt2' or 'llama'"
-        )
+    else:  # llama or any other transformers decoder family, from the generic config names
+        try:
+            cfg = tf.AutoConfig.for_model(
+                arch,
+                hidden_size=d_model,
+                intermediate_size=4 * d_model,
+                num_hidden_layers=n_layer,
+                num_attention_heads=n_head,
+                num_key_value_heads=n_head,
+                max_position_embeddings=n_ctx,
+                tie_word_embeddings=True,
+                **ids,
+            )
+        except ValueError as exc:
+            raise UnknownNameError(
+                f"unknown toy-world architecture {arch!r} ({exc})",
+                source="arch",
+                fix="choose 'gpt2', 'llama' or another transformers model_type (e.g. 'olmo', 'stablelm')",
+            ) from None
     torch.manual_seed(seed)
     model = tf.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     model.train()
@@ -135,12 +141,14 @@ class TrainItem:
     loss_start: int
 
 
-def make_items(tokenizer: Any, examples: Sequence[Example], bios: Sequence[str] = ()) -> list[TrainItem]:
-    """Tokenize QA examples (loss on answer + ``<eos>``) and biographies (loss on all tokens)."""
+def make_items(
+    tokenizer: Any, examples: Sequence[Example], bios: Sequence[str] = (), *, fmt: PromptFormat | None = None
+) -> list[TrainItem]:
+    """Tokenize QA examples in a prompt format (loss on answer + ``<eos>``) and biographies (loss on all tokens)."""
     eos = tokenizer.eos_token_id
     items = []
     for ex in examples:
-        enc = encode(tokenizer, ex)
+        enc = encode(tokenizer, ex, fmt=fmt)
         items.append(TrainItem(tuple(enc.input_ids.tolist()) + (eos,), enc.answer_span[0]))
     for text in bios:
         ids = list(tokenizer(text)["input_ids"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import numbers
 import random
@@ -21,8 +22,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["unlearn"]
 
 
-def _tok_batch(tokenizer: Any, examples: Sequence[Example], device: torch.device, n_ctx: int | None) -> TokBatch:
-    b = encode_batch(tokenizer, examples, max_length=n_ctx, fill=fill_id(tokenizer))
+def _tok_batch(subject: Subject, examples: Sequence[Example], device: torch.device) -> TokBatch:
+    """Examples encoded in ``subject``'s prompt format (the one its users will ask in)."""
+    tok = subject.tokenizer
+    b = encode_batch(tok, examples, fmt=subject.prompt_format, max_length=subject.n_ctx, fill=fill_id(tok))
     return TokBatch(b.input_ids.to(device), b.attention_mask.to(device), b.answer_mask()[:, :-1].to(device))
 
 
@@ -121,12 +124,10 @@ def unlearn(
 
     rng = random.Random(seed)
     if m.forget_answers == "idk":
-        forget_targets = [
-            Example(e.id, e.prompt, rng.choice(IDK_ANSWERS), e.subject, e.keywords, e.meta) for e in forget
-        ]
+        forget_targets = [dataclasses.replace(e, answer=rng.choice(IDK_ANSWERS)) for e in forget]
     else:
         forget_targets = forget
-    tok, dev, n_ctx = subject.tokenizer, subject.device, subject.n_ctx
+    tok, dev = subject.tokenizer, subject.device
     parent_hash = subject.weights_hash()
     ref = subject.model
     model = copy.deepcopy(ref)
@@ -149,8 +150,8 @@ def unlearn(
         bar = tqdm(range(steps), desc=f"unlearn {method}", disable=not progress, leave=False)
         losses: list[float] = []
         for _ in bar:
-            fb = _tok_batch(tok, next(f_iter), dev, n_ctx)
-            rb = _tok_batch(tok, next(r_iter), dev, n_ctx) if r_iter is not None else None
+            fb = _tok_batch(subject, next(f_iter), dev)
+            rb = _tok_batch(subject, next(r_iter), dev) if r_iter is not None else None
             loss = m.loss(ctx, fb, rb)
             if not torch.isfinite(loss):
                 raise InputError(
@@ -189,7 +190,7 @@ def unlearn(
     }
     model.config.unpact_unlearn = record  # type: ignore[union-attr]
     logger.info("unlearned %s with %s: %s", subject.name, method, record)
-    new = load_model(model, tok, name=f"{subject.name}+{method}")
+    new = load_model(model, tok, name=f"{subject.name}+{method}", prompt_format=subject.prompt_format)
     # Cached unless a parent tensor was swapped or edited in place (which bumps its version counter).
     if subject.weights_hash() != parent_hash:  # pragma: no cover - a bug, not user input
         raise RuntimeError("the reference model changed during unlearning; please report this bug")

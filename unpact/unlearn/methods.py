@@ -263,7 +263,7 @@ def _copy_subject(ctx: LossContext) -> Any:
 
     sub = ctx.state.get("subject_copy")
     if sub is None:
-        sub = load_model(ctx.model, ctx.subject.tokenizer, name="rmu-copy")
+        sub = load_model(ctx.model, ctx.subject.tokenizer, name="rmu-copy", prompt_format=ctx.subject.prompt_format)
         ctx.state["subject_copy"] = sub
     return sub
 
