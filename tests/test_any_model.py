@@ -59,6 +59,9 @@ def test_unregistered_family_is_audited_through_the_cli(olmo_world, tmp_path) ->
     s = AuditSummary.from_dict(json.loads((out / "summary.json").read_text()))
     assert s.prompt_format["base_accuracy"]["passed"]
     assert s.models["base"].scores.forget_acc.rate >= 0.5
-    # the model that never saw the facts, audited as if unlearned: nothing to recover, nothing destroyed
-    assert s.models["never"].verdict is not None and s.models["never"].verdict.label == "removal"
+    # the model that never saw the facts, audited as if unlearned: nothing recoverable at any level (on the micro
+    # world's twelve forget facts the clustered intervals may not exclude the margin: removal or inconclusive)
+    v = s.models["never"].verdict
+    assert v is not None and v.label in ("removal", "inconclusive"), v
+    assert "recoverable" not in v.levels.values()
     assert (out / "report.html").exists()

@@ -232,8 +232,10 @@ def test_detection_restores_the_model_and_leaves_no_hook_when_a_forward_fails() 
     handle = model.model.layers[1].mlp.register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     state = ModelState.capture(model, with_weights=True)
     try:
-        with pytest.raises(RuntimeError, match="boom"):
-            detect_architecture(model)
+        det = detect_architecture(model)  # the failing forward is reported as a missing part, with its reason
+        assert not det.ok and "boom" in det.missing["forward"]
+        with pytest.raises(UnknownArchitectureError, match="boom"):
+            det.raise_if_unusable()
         assert ModelState.capture(model, with_weights=True) == state and count_hooks(model) == 1
     finally:
         handle.remove()

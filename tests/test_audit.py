@@ -400,7 +400,10 @@ def _approx_equal(a, b, path="") -> bool:
 @pytest.mark.slow
 def test_retain_only_is_removal(micro_audit):
     ro = micro_audit[0].models["retain_only"]
-    assert ro.verdict.label == "removal", ro.verdict
+    # 32 items about one person (about six facts): the clustered intervals cannot exclude the 15-point margin, so
+    # the verdict is inconclusive rather than removal; nothing is recoverable at any level
+    assert ro.verdict.label in ("removal", "inconclusive"), ro.verdict
+    assert "recoverable" not in ro.verdict.levels.values() and "residue" not in ro.verdict.levels.values()
     assert ro.scores.forgotten.rate > 0.8
     assert ro.scores.recovery_any.rate.rate < 0.15  # chance level
 
@@ -420,8 +423,11 @@ def test_idk_model_verdict(micro_audit):
     s, out = micro_audit
     m = s.models["idk"]
     # Measured on the micro world: the IDK fine-tune still answers some forget items, and of those it
-    # refuses, emphasis attacks bring back about half, against a 0% retain-only control: suppression.
-    assert m.verdict.label == "suppression", m.verdict
+    # refuses, emphasis attacks bring back about half, against a 0% retain-only control (item level). On 32 items
+    # about one person (about six facts) the clustered test cannot reach significance after Holm: the prompt
+    # levels stay inconclusive, never "not recoverable", and the verdict is never removal.
+    assert m.verdict.label != "removal", m.verdict
+    assert m.verdict.levels["black_box"] != "not_recoverable"
     a = m.scores.recovery_any
     assert a.rate.lo > a.control.hi and a.excess >= 0.15
     # The circuit stage saved a diff of base vs IDK circuits for the report.

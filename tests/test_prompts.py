@@ -51,6 +51,25 @@ def test_bad_formats_are_refused_with_the_fix(kw, match) -> None:
         PromptFormat(**kw)
 
 
+def test_audit_settings_overlay_the_model_format() -> None:
+    from unpact.audit import AuditConfig
+
+    own = PromptFormat(template=QA_TEMPLATE)
+    assert AuditConfig().prompt_format(own) == own
+    assert AuditConfig(answer_sep="\n").prompt_format(own) == PromptFormat(template=QA_TEMPLATE, answer_sep="\n")
+    assert AuditConfig(template="Q: {question}").prompt_format(own).template == "Q: {question}"
+
+
+def test_chat_template_that_trims_the_message_is_followed() -> None:
+    tok = _chat_tokenizer()
+    tok.chat_template = "{% for m in messages %}<u>{{ m['content'] | trim }}</u>{% endfor %}"
+    text, start = PromptFormat(template="Q: {question}  ", chat=True).render("Who?", tok)
+    assert text == "<u>Q: Who?</u>" and text[start : start + 4] == "Who?"
+    tok.chat_template = "{{ raise_exception('no system role') }}"
+    with pytest.raises(InputError, match="refuses these turns"):
+        PromptFormat(chat=True).render("Who?", tok)
+
+
 def test_separator_and_round_trip() -> None:
     assert PromptFormat().separator("Q?", "A") == " "
     assert PromptFormat().separator("Q: ", "A") == ""
@@ -236,19 +255,18 @@ def test_templated_model_is_audited_right_only_with_its_template(templated_world
 
     world = templated_world
     assert world.prompt_format == PromptFormat(template=QA_TEMPLATE)
-    # with the template: the check passes and the base model knows its facts
+    # without the template: the audit stops before its work, with the figures and the format that works
+    assert main(_audit_args(world, tmp_path / "right")) == 2
+    err = capsys.readouterr().err
+    assert "prompt format check" in err and "Question: {question}" in err and "--template" in err
+    assert not (tmp_path / "right" / "summary.json").exists()
+    # the rerun the message asks for, into the same directory: the check passes and the base model knows its facts
     assert main(_audit_args(world, tmp_path / "right", "--template", "Question: {question}\\nAnswer:")) == 0
     right = _summary(tmp_path / "right")
     check = right.prompt_format["base_accuracy"]
     assert check["passed"] and check["forget"] >= 0.8 and check["retain"] >= 0.8
     assert right.prompt_format["template"] == QA_TEMPLATE
     assert right.models["retain_only"].scores.retain_acc.rate >= 0.8
-    # without it: the audit stops before its work, with the figures and the format that works
-    capsys.readouterr()
-    assert main(_audit_args(world, tmp_path / "bare")) == 2
-    err = capsys.readouterr().err
-    assert "prompt format check" in err and "Question: {question}" in err and "--template" in err
-    assert not (tmp_path / "bare" / "summary.json").exists()
     # --force audits anyway and the summary says the check failed; the retain accuracy shows why
     assert main(_audit_args(world, tmp_path / "forced", "--force")) == 0
     forced = _summary(tmp_path / "forced")

@@ -63,7 +63,11 @@ _SUBMODULES = (
     "toyworld",
     "unlearn",
     "verdict",
+    "weights",
     "words",
+    "stats",
+    "evidence",
+    "known_truth",
 )
 
 

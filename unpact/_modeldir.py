@@ -101,7 +101,8 @@ def check_model_dir(path: str) -> Path:
             source=str(cfg_path),
             fix=world_fix if world else _LOCAL_ONLY,
         )
-    if cfg["model_type"] not in supported_architectures():  # an unusable architecture fails before the weights load
+    # an unusable architecture fails before the weights load; remote code (auto_map) is checked after loading
+    if cfg["model_type"] not in supported_architectures() and "auto_map" not in cfg:
         from unpact._arch_detect import detect_from_config
 
         detect_from_config(cfg).raise_if_unusable()

@@ -115,17 +115,45 @@ class PromptFormat:
                 source="prompt format (--chat-template)",
                 fix="give a plain template (--template) instead, or a tokenizer with a chat template",
             )
-        turns = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
-        turns.append({"role": "user", "content": _SENTINEL})
-        chat = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        if not isinstance(chat, str) or chat.count(_SENTINEL) != 1:
+        marked = self._chat(tokenizer, _SENTINEL)
+        if marked.count(_SENTINEL) != 1:
             raise InputError(
                 "the tokenizer's chat template does not place the user message once, unchanged",
                 source="prompt format (--chat-template)",
                 fix="give a plain template (--template) that writes the chat turns yourself",
             )
-        at = chat.index(_SENTINEL)
-        return chat[:at] + filled + chat[at + len(_SENTINEL) :], at + start
+        at = marked.index(_SENTINEL)
+        real = self._chat(tokenizer, filled)  # what the template makes of the real message (trim, ...)
+        if real == marked[:at] + filled + marked[at + len(_SENTINEL) :]:
+            return real, at + start
+        found = real.find(question, at)  # the template changed the message: find the question in it
+        if found < 0 or real.count(question) != 1:
+            raise InputError(
+                f"the tokenizer's chat template changes the user message so that the question {question[:60]!r} "
+                "cannot be found in it",
+                source="prompt format (--chat-template)",
+                fix="give a plain template (--template) that writes the chat turns yourself",
+            )
+        return real, found
+
+    def _chat(self, tokenizer: Any, content: str) -> str:
+        """The chat template's text for one user message (after the system turn, if any)."""
+        turns = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
+        turns.append({"role": "user", "content": content})
+        try:
+            chat = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # jinja2's TemplateError and raise_exception(...) from the template itself
+            raise InputError(
+                f"the tokenizer's chat template refuses these turns ({type(exc).__name__}: {exc})",
+                source="prompt format (--chat-template)",
+                fix="drop --system-prompt if the template has no system role, or give a plain --template",
+            ) from exc
+        if not isinstance(chat, str):
+            raise InputError(
+                f"the tokenizer's chat template returned {type(chat).__name__}, not text",
+                source="prompt format (--chat-template)",
+            )
+        return chat
 
     def separator(self, prompt_text: str, answer: str) -> str:
         """The text between a rendered prompt and its answer (see ``answer_sep``)."""
@@ -147,32 +175,3 @@ class PromptFormat:
         if unknown:
             raise InputError(f"unknown prompt-format fields {unknown}", fix=f"valid fields: {sorted(names)}")
         return cls(**dict(d))
-
-    def describe(self, tokenizer: Any = None, question: str = "<question>", answer: str = "<answer>") -> dict[str, Any]:
-        """What the report shows: the fields, how BOS is handled and one rendered example.
-
-        Args:
-            tokenizer: The model's tokenizer (for the chat template and the BOS token); without it only
-                the fields are described.
-            question: The question to render as the example.
-            answer: The answer to render after it.
-
-        Returns:
-            ``{"template", "answer_sep", "chat", "system_prompt", "bos", "example"}``; ``example`` is the
-            prompt and answer exactly as the model reads them (special tokens written out).
-        """
-        d = self.to_dict()
-        d["bos"] = "unknown (no tokenizer)"
-        d["example"] = None
-        if tokenizer is None:
-            return d
-        text, _ = self.render(question, tokenizer)
-        ids = list(tokenizer(text, add_special_tokens=not self.chat)["input_ids"])
-        bos = getattr(tokenizer, "bos_token_id", None)
-        if bos is not None and ids[:1] == [bos]:
-            how = "from the chat template" if self.chat else "added by the tokenizer"
-            d["bos"] = f"{tokenizer.bos_token} ({how})"
-        else:
-            d["bos"] = "none"
-        d["example"] = tokenizer.decode(ids, skip_special_tokens=False) + self.separator(text, answer) + answer
-        return d

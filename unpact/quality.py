@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -94,7 +95,7 @@ def linguistic_score(text: str, perplexity: float) -> float:
 
 
 def response_perplexity(
-    base: Any, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 32
+    base: Any, prompts: Sequence[str | Example], responses: Sequence[str], *, batch_size: int = 32
 ) -> np.ndarray:
     """Perplexity of each response given its prompt, under ``base`` (a Subject), teacher-forced.
 
@@ -120,10 +121,12 @@ def response_perplexity(
             fix="pass one response per prompt",
         )
     out = np.full(len(prompts), np.nan)
-    todo = [i for i, r in enumerate(responses) if r and r.strip() and prompts[i].strip()]
+    questions = [p if isinstance(p, Example) else Example(str(i), p, "x") for i, p in enumerate(prompts)]
+    todo = [i for i, r in enumerate(responses) if r and r.strip() and questions[i].prompt.strip()]
     for s in range(0, len(todo), batch_size):
         idx = todo[s : s + batch_size]
-        encs = [base.encode(Example(str(i), prompts[i], responses[i].strip())) for i in idx]
+        # an item's own template stays: only the answer is replaced by the response
+        encs = [base.encode(dataclasses.replace(questions[i], answer=responses[i].strip())) for i in idx]
         lps = prompt_pass(
             base, [e.prompt_ids for e in encs], [e.answer_ids for e in encs], fill=fill_id(base.tokenizer)
         ).answer_logprobs

@@ -56,15 +56,18 @@ def token_char_spans(tokenizer: Any, text: str, ids: Sequence[int], *, special: 
         logger.debug("offset mapping does not match the ids; decoding prefixes instead")
     spans: list[tuple[int, int]] = []
     special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    # special tokens the tokenizer added (``special``) are not in the text; those of a rendered chat
+    # template are, and decoding must keep them so the offsets stay aligned with the text
+    in_text = not special
     prev = 0
     kept: list[int] = []
     for i in ids:
-        if i in special_ids:
+        if i in special_ids and not in_text:
             spans.append((0, 0))
             continue
         kept.append(i)
-        stop = min(len(tokenizer.decode(kept, skip_special_tokens=True)), len(text))
-        spans.append((prev, stop))
+        stop = min(len(tokenizer.decode(kept, skip_special_tokens=not in_text)), len(text))
+        spans.append((0, 0) if i in special_ids else (prev, stop))
         prev = max(prev, stop)
     return spans
 

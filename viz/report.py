@@ -113,6 +113,8 @@ def _verdict_html(name: str, verdict: Verdict | None) -> str:
         facts.append(f"retain drop: {100 * verdict.retain_drop:.1f}%")
     if verdict.forgotten is not None:
         facts.append(f"forgotten: {100 * verdict.forgotten:.1f}%")
+    for level, outcome in verdict.levels.items():
+        facts.append(f"{level.replace('_', '-')}: {outcome.replace('_', ' ')}")
     return out + '<ul class="evidence">' + "".join(f"<li>{_esc(f)}</li>" for f in facts) + "</ul></div>"
 
 
@@ -163,7 +165,7 @@ def _format_html(summary: AuditSummary) -> str:
     if not fmt:
         return "<p class='meta'>Not recorded (an audit written by an older unpact).</p>"
     rows: list[dict[str, Any]] = [
-        {"field": "template", "value": fmt.get("template")},
+        {"field": "template", "value": repr(fmt.get("template"))},
         {
             "field": "answer separator",
             "value": "automatic (a space unless whitespace)"
@@ -194,6 +196,47 @@ def _format_html(summary: AuditSummary) -> str:
         else ""
     )
     return table_html(rows, ["field", "value"]) + shown
+
+
+def _fmt_p(p: float | None) -> str:
+    return "-" if p is None or p != p else f"{p:.3g}"
+
+
+def _evidence_html(name: str, m: ModelSummary) -> str:
+    """One model's threat levels and every paired test (effect, clustered CI, p, Holm-corrected p, n)."""
+    levels = [
+        {
+            "level": o.level,
+            "outcome": o.outcome,
+            "primary test": o.primary or "-",
+            "strongest": o.strongest or "-",
+            "why": o.reason,
+        }
+        for o in m.levels.values()
+    ]
+    tests = []
+    for t in m.evidence:
+        ex = t.excess
+        tests.append(
+            {
+                "test": t.name + (" (primary)" if t.primary else ""),
+                "level": t.level,
+                "recovered": "-" if t.n == 0 else f"{100 * t.rate.value:.0f}%",
+                "control": "-" if t.n == 0 else f"{100 * t.control.value:.0f}%",
+                "excess [95% CI]": "-" if t.n == 0 else f"{ex.value:+.2f} [{ex.lo:+.2f}, {ex.hi:+.2f}]",
+                "p": _fmt_p(t.p),
+                "p (Holm)": _fmt_p(t.p_holm),
+                "n / clusters / eff. n": f"{t.n} / {ex.n_clusters} / {ex.effective_n:.1f}" if t.n else "0",
+                "note": t.note,
+            }
+        )
+    return (
+        f"<h3>{_esc(name)}</h3>"
+        + table_html(levels, ["level", "outcome", "primary test", "strongest", "why"])
+        + '<div class="scroll">'
+        + table_html(tests)
+        + "</div>"
+    )
 
 
 def _config_table(summary: AuditSummary) -> str:
@@ -263,6 +306,42 @@ def _tracer_pairs(
             if base_path.exists():
                 out.append((name, path.stem, cls.load(base_path), cls.load(path)))
     return out
+
+
+def _weights_html(page: Any, d: AuditDir, summary: AuditSummary) -> str:
+    """Relearning curves (each model vs the retain-only control) and quantization bars, from ``weights/``."""
+    from unpact.audit.auditdir import RETAIN_ONLY
+    from unpact.audit.stages.weights import QuantEval
+    from unpact.weights.quantization import DEFAULT_SCHEMES
+    from unpact.weights.relearning import RelearnCurve
+    from viz.weights import quantization_bars_plotly, relearn_curves_plotly
+
+    out = []
+    for name in summary.models:
+        if name in (BASE, RETAIN_ONLY):
+            continue
+        curves: dict[str, Any] = {}
+        for train_set in ("forget_a", "retain", "unrelated", "forget_b"):
+            mine, ctl = d.weights_path(name, "relearn", train_set), d.weights_path(RETAIN_ONLY, "relearn", train_set)
+            if mine.exists() and ctl.exists():
+                a, c = RelearnCurve.load(mine), RelearnCurve.load(ctl)
+                if a.eval_ids:
+                    curves[train_set] = (a.steps, a.accuracy().tolist(), c.accuracy().tolist())
+        if curves:
+            out.append(
+                page.fig(relearn_curves_plotly(curves, model=name, control=RETAIN_ONLY, title=f"Relearning: {name}"))
+            )
+    rows = []
+    for name in summary.models:
+        for scheme in DEFAULT_SCHEMES:
+            path = d.weights_path(name, "quantize", scheme.name())
+            if path.exists():
+                q = QuantEval.load(path)
+                if len(q.forget_correct):
+                    rows.append({"model": name, "scheme": q.scheme, "forget_accuracy": float(q.forget_correct.mean())})
+    if rows:
+        out.append(page.fig(quantization_bars_plotly(rows)))
+    return "".join(out) or "<p class='meta'>No weight-level results were saved.</p>"
 
 
 def render_report(
@@ -362,6 +441,19 @@ def render_report(
         return "".join(out)
 
     page.section("Circuits", circuits)
+
+    judged = {n: m for n, m in summary.models.items() if m.levels}
+    if judged:
+        page.section(
+            "Evidence by threat level",
+            lambda: (
+                "<p class='meta'>Each test compares the model with its control on the model's forgotten items; "
+                "intervals and p-values are clustered by fact (its phrasings), p one-sided (cluster sign-flip); one "
+                "primary test per level, Holm-corrected across levels; the other tests are exploratory.</p>"
+                + "".join(_evidence_html(n, m) for n, m in judged.items())
+            ),
+        )
+        page.section("Relearning and quantization", lambda: _weights_html(page, d, summary))
     if records:
         page.section("Per-item records", lambda: _records_html(records, max_records))
     page.section("Audit configuration", lambda: _config_table(summary))

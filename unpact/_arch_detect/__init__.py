@@ -173,7 +173,9 @@ def detect_architecture(model: nn.Module, *, verify: bool = True, seed: int = 0)
     on_meta = any(p.is_meta for p in params)
     v = Verdict()
     if not verify or on_meta:
-        v.lens_ok = v.decode_ok = True
+        v.lens_ok = v.decode_ok = not _logit_transform_in(model)
+        if not v.decode_ok:
+            v.disabled["lens"] = "the config names a final logit transform that only a verified load can place"
         v.checks["verified"] = "no (structure only)"
         v.disabled.update(circuits="not verified (structure only)", attn_bias="not verified (structure only)")
         return Detection(f.model_type, build_spec(f, v), dict(f.found), {}, dict(v.disabled), v.checks, False)
@@ -184,17 +186,28 @@ def detect_architecture(model: nn.Module, *, verify: bool = True, seed: int = 0)
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(min(3, vocab - 1), vocab, (2, SEQ), generator=gen).to(dev)
     with frozen(model), torch.no_grad():
-        logits = probe(model, f, ids, v)
-        check_causal(model, ids, logits, v, tolerance(dtype))
-        check_masks(model, ids, v, tolerance(dtype), dtype)
-        if not v.missing:
-            check_sites(model, build_spec(f, v), ids, v, tolerance(dtype))
+        try:
+            logits = probe(model, f, ids, v)
+            check_causal(model, ids, logits, v, tolerance(dtype))
+            check_masks(model, ids, v, tolerance(dtype), dtype)
+            if not v.missing:
+                check_sites(model, build_spec(f, v), ids, v, tolerance(dtype))
+        except (RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            # the model's own forward refused the checking passes: no usable map, with the reason
+            v.missing["forward"] = f"the checking forward failed ({type(exc).__name__}: {exc})"
     if v.missing:
         missing = {**f.missing, **v.missing}
         return Detection(f.model_type, None, dict(f.found), missing, dict(v.disabled), v.checks, True)
     spec = build_spec(f, v)
     found = {**f.found, "final_norm": spec.final_norm, "attn_out_proj": spec.attn_out_proj}
     return Detection(f.model_type, spec, found, {}, dict(spec.extra["disabled"]), v.checks, True)
+
+
+def _logit_transform_in(model: Any) -> bool:
+    """True if the config names a final logit transform (soft-cap, scale, divisor) by a known name."""
+    cfg = getattr(model, "config", None)
+    names = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    return any(getattr(cfg, n, None) not in (None, 0, 1, 1.0) for n in names)
 
 
 def detect_from_config(config: Any) -> Detection:

@@ -43,7 +43,7 @@ def _build(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
         workers=0,
-        overrides={"template": args.template} if args.template is not None else None,
+        overrides={"template": args.template} if args.template not in (None, "{question}") else None,
     )
     root = world.root
     if args.out:

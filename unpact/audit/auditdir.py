@@ -7,6 +7,7 @@ OUT/
   records.jsonl          one line per (model, item, attack): see unpact.audit.records
   keywords.json          item id -> key words
   tracers/MODEL/KIND/ITEM.npz   saved tracer results (KIND: forget, retain, lens, circuits, ...)
+  weights/MODEL/KIND/NAME.npz   weight-level evidence on a copy of MODEL (KIND: relearn, quantize)
   models/NAME/           toy world: the unlearned models the audit made
   summary.json           the typed AuditSummary
   timings.json           the last run's plan (work per stage, estimated time) and measured seconds per stage
@@ -188,6 +189,10 @@ class AuditDir:
         """Models with saved tracer results."""
         folder = self.root / "tracers"
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def weights_path(self, model: str, kind: str, name: str) -> Path:
+        """``weights/MODEL/KIND/NAME.npz``: one weight-level result (a relearning curve, a quantized model's scores)."""
+        return self.root / "weights" / check_model_name(model, reserved=False) / kind / f"{item_file_name(name)}.npz"
 
     # ----- contents ------------------------------------------------------------------------------
     def records(self) -> RecordStore:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from unpact.errors import InputError
-from unpact.prompts import QUESTION_FIELD, PromptFormat
+from unpact.prompts import PromptFormat
 from unpact.verdict import VerdictRule
 
 __all__ = [
@@ -103,6 +103,13 @@ class AuditConfig:
             audit stops with the figures (0: no check). A wrong format otherwise shows up only as a
             misleading verdict.
         force: Warn instead of stopping when that check fails.
+        relearn: Run the relearning attack (:mod:`unpact.weights.relearning`) on each unlearned model and the
+            control (needs a retain-only model).
+        relearn_steps: The last fine-tuning step; the curve is measured at 0, 1, 2, 4, ... up to it.
+        relearn_lr: Its learning rate (``None``: :mod:`unpact.weights.relearning`'s default).
+        quantize: Run the quantization attack (:mod:`unpact.weights.quantization`) on every model.
+        weights_items: At most this many base-known forget items (spread over subjects) are measured by
+            the weight attacks per model (relearning measures those of half B).
         rule: The verdict's thresholds.
         preset: Toy world only: its size.
         methods: Toy world only: unlearning methods to audit.
@@ -134,10 +141,11 @@ class AuditConfig:
         "models are small, the command line's default; Python's default: none); the results do not depend on it",
         resume=False,
     )
-    template: str | None = _setting(None, "prompt template holding {question}", cli=False)
-    answer_sep: str | None = _setting(None, "text between prompt and answer", cli=False)
-    chat_template: bool = _setting(False, "use the tokenizer's chat template", cli=False)
-    system_prompt: str | None = _setting(None, "system prompt of the chat template", cli=False)
+    # the format in effect (these over the base model's own) is part of the resume key as rendered ids
+    template: str | None = _setting(None, "prompt template holding {question}", cli=False, resume=False)
+    answer_sep: str | None = _setting(None, "text between prompt and answer", cli=False, resume=False)
+    chat_template: bool = _setting(False, "use the tokenizer's chat template", cli=False, resume=False)
+    system_prompt: str | None = _setting(None, "system prompt of the chat template", cli=False, resume=False)
     min_base_accuracy: float = _setting(
         0.2,
         "stop before the audit's work when the base model answers fewer than this share of the first 32 forget or "
@@ -145,6 +153,13 @@ class AuditConfig:
         resume=False,
     )
     force: bool = _setting(False, "only warn when the base model answers too few items right (see above)", resume=False)
+    relearn: bool = _setting(True, "relearning attack: fine-tune copies on half A of the forget facts, test half B")
+    relearn_steps: int = _setting(32, "relearning: last fine-tuning step (measured at 0, 1, 2, 4, ... up to it)")
+    relearn_lr: float | None = _setting(None, "relearning learning rate (default: the relearning module's)")
+    quantize: bool = _setting(True, "quantization attack: int8 / int4 round-to-nearest copies of every model")
+    weights_items: int = _setting(
+        96, "forget items (known by the base model, spread over subjects) the weight attacks measure per model"
+    )
     rule: VerdictRule = _setting(help="the verdict's thresholds", resume=False, cli=False, factory=VerdictRule)
     preset: Literal["default", "micro"] = _setting("default", "toy world: its size (micro: fast)", resume=False)
     methods: tuple[str, ...] = _setting(DEFAULT_METHODS, "toy world: unlearning methods, comma-separated", resume=False)
@@ -159,7 +174,16 @@ class AuditConfig:
                 object.__setattr__(self, f.name, tuple(value))
                 value = tuple(value)
             _check_type(f.name, value, hints[f.name])
-        for name in ("ig_steps", "batch_size", "max_forget", "max_retain", "max_new_tokens", "beta"):
+        for name in (
+            "ig_steps",
+            "batch_size",
+            "max_forget",
+            "max_retain",
+            "max_new_tokens",
+            "beta",
+            "relearn_steps",
+            "weights_items",
+        ):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise InputError(
@@ -171,6 +195,8 @@ class AuditConfig:
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise InputError(f"{name} must be >= 0, got {v}", source=_where(name), fix="give 0 or more")
+        if self.relearn_lr is not None and not self.relearn_lr > 0:
+            raise InputError(f"relearn_lr must be > 0, got {self.relearn_lr}", source=_where("relearn_lr"))
         for name in ("alpha", "min_base_accuracy"):
             v = getattr(self, name)
             if v is not None and not 0 <= v <= 1:
@@ -218,20 +244,26 @@ class AuditConfig:
         limits = PRESET_LIMITS[self.preset]
         return self.replace(**{k: v for k, v in limits.items() if getattr(self, k) is None})
 
-    def prompt_format(self) -> PromptFormat | None:
-        """The prompt format these settings give, or ``None`` when they name none (the models' own is used).
+    def prompt_format(self, own: PromptFormat | None = None) -> PromptFormat:
+        """The prompt format in effect: the fields these settings give, over the model's own format.
+
+        Args:
+            own: The base model's own format (default: the bare question).
 
         Raises:
             InputError: A template without ``{question}``, or a system prompt without the chat template.
         """
-        if self.template is None and self.answer_sep is None and not self.chat_template and self.system_prompt is None:
-            return None
-        return PromptFormat(
-            template=self.template if self.template is not None else QUESTION_FIELD,
-            answer_sep=self.answer_sep,
-            chat=self.chat_template,
-            system_prompt=self.system_prompt,
-        )
+        own = own if own is not None else PromptFormat()
+        given: dict[str, Any] = {
+            "template": self.template,
+            "answer_sep": self.answer_sep,
+            "chat": True if self.chat_template else None,
+            "system_prompt": self.system_prompt,
+        }
+        changes = {k: v for k, v in given.items() if v is not None}
+        if changes.get("system_prompt") is not None:
+            changes.setdefault("chat", True if self.chat_template else own.chat)
+        return own.replace(**changes) if changes else own
 
     @property
     def retain_attacked(self) -> int:

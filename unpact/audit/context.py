@@ -62,6 +62,8 @@ class AuditRun:
         keywords: Item id -> key words (set by the key-word stage).
         summaries: Model name -> :class:`~unpact.audit.summary.ModelSummary` (set by the scoring stage,
             completed by the later ones).
+        format_check: The base model's accuracy under the prompt format
+            (:class:`~unpact.audit.format_check.FormatCheck`, ``None`` when the check is off).
     """
 
     config: AuditConfig
@@ -79,6 +81,7 @@ class AuditRun:
     summaries: dict[str, ModelSummary] = field(default_factory=dict)
     _attributions: dict[tuple[str, str], list[Attribution]] = field(default_factory=dict, repr=False)
     _workers: RecordWorkers | None = field(default=None, repr=False)
+    format_check: Any = None
 
     # ----- helpers for stages --------------------------------------------------------------------
     def chunks(self, items: Sequence[Example]) -> list[tuple[int, list[Example]]]:

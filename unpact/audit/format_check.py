@@ -16,20 +16,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from unpact.data import Example
-from unpact.errors import PromptFormatError
+from unpact.data import Example, encode
+from unpact.errors import PromptFormatError, UnpactError
 from unpact.prompts import PromptFormat
 
 if TYPE_CHECKING:
-    from unpact.audit.context import AuditRun
+    from unpact.audit.config import AuditConfig
     from unpact.models import Subject
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FormatCheck", "check_format", "ITEMS_CHECKED", "ALTERNATIVES"]
+__all__ = ["FormatCheck", "check_format", "format_key", "describe_format", "ITEMS_CHECKED", "MIN_ITEMS", "ALTERNATIVES"]
 
 #: Items per split the check scores.
 ITEMS_CHECKED = 32
+
+#: Below this many items in a split the check warns instead of stopping (one item would decide).
+MIN_ITEMS = 10
 
 #: Plain templates tried when the audit's format fails (the chat template is tried too where the
 #: tokenizer has one).
@@ -98,10 +101,34 @@ def _alternatives(subject: Subject) -> list[PromptFormat]:
     return [f for f in out if f != own]
 
 
-def check_format(run: AuditRun) -> FormatCheck | None:
-    """Score the base model under the audit's prompt format; stop (or warn, with ``force``) when it fails.
+def format_key(base: Subject, example: Example) -> dict[str, Any]:
+    """What the resume key holds of the format: its fields, the chat template's text and one rendered item.
 
-    Items with their own ``template`` keep it in every format tried.
+    Two runs whose formats render the same ids for the same item share records; another tokenizer, chat
+    template or format changes the key.
+    """
+    fmt = base.prompt_format
+    return {
+        **fmt.to_dict(),
+        "chat_template_text": getattr(base.tokenizer, "chat_template", None) if fmt.chat else None,
+        "probe_ids": base.encode(example).input_ids.tolist(),
+    }
+
+
+def check_format(
+    config: AuditConfig, base: Subject, forget: Sequence[Example], retain: Sequence[Example], max_new_tokens: int
+) -> FormatCheck | None:
+    """Score the base model under its prompt format; stop (or warn, with ``force``) when it fails.
+
+    Items with their own ``template`` keep it in every format tried. With fewer than
+    :data:`MIN_ITEMS` items in a split the figures are too noisy to stop an audit: the check only warns.
+
+    Args:
+        config: The audit's settings (``min_base_accuracy``, ``force``, ``batch_size``, ``progress``).
+        base: The base model, in the audit's format.
+        forget: The audit's forget items (the first :data:`ITEMS_CHECKED` are scored).
+        retain: The audit's retain items (likewise).
+        max_new_tokens: Tokens decoded per answer.
 
     Returns:
         The :class:`FormatCheck`, or ``None`` when ``min_base_accuracy`` is 0.
@@ -111,12 +138,10 @@ def check_format(run: AuditRun) -> FormatCheck | None:
             :data:`ITEMS_CHECKED` forget or retain items right, and ``force`` is off. The message gives
             the figures and those of the alternative formats.
     """
-    cfg = run.config
-    if cfg.min_base_accuracy <= 0:
+    if config.min_base_accuracy <= 0:
         return None
-    base = run.models.base
-    forget, retain = run.forget[:ITEMS_CHECKED], run.retain[:ITEMS_CHECKED]
-    if cfg.progress:
+    forget, retain = list(forget[:ITEMS_CHECKED]), list(retain[:ITEMS_CHECKED])
+    if config.progress:
         print(
             f"checking the prompt format: the base model answers {len(forget)} forget and {len(retain)} retain items",
             file=sys.stderr,
@@ -124,30 +149,63 @@ def check_format(run: AuditRun) -> FormatCheck | None:
         )
 
     def score(subject: Subject) -> tuple[float, float]:
-        return tuple(  # type: ignore[return-value]
-            _accuracy(subject, items, run.max_new_tokens, cfg.batch_size) for items in (forget, retain)
+        return (
+            _accuracy(subject, forget, max_new_tokens, config.batch_size),
+            _accuracy(subject, retain, max_new_tokens, config.batch_size),
         )
 
     f_acc, r_acc = score(base)
-    check = FormatCheck(f_acc, r_acc, len(forget), len(retain), cfg.min_base_accuracy)
+    check = FormatCheck(f_acc, r_acc, len(forget), len(retain), config.min_base_accuracy)
     if check.passed:
         logger.info("prompt format check passed: base accuracy forget %.2f, retain %.2f", f_acc, r_acc)
         return check
-    alts = [(_label(fmt), *score(base.with_format(fmt))) for fmt in _alternatives(base)]
-    check = FormatCheck(f_acc, r_acc, len(forget), len(retain), cfg.min_base_accuracy, alts)
+    alts: list[tuple[str, float, float]] = []
+    failed: list[str] = []
+    for fmt in _alternatives(base):
+        try:
+            alts.append((_label(fmt), *score(base.with_format(fmt))))
+        except UnpactError as exc:  # e.g. a chat template that refuses a system turn, an item too long
+            failed.append(f"{_label(fmt)}: fails ({exc})")
+    check = FormatCheck(f_acc, r_acc, len(forget), len(retain), config.min_base_accuracy, alts)
     better = [f"{label}: {fa:.0%} / {ra:.0%}" for label, fa, ra in sorted(alts, key=lambda a: -min(a[1], a[2]))]
     message = (
         f"the base model answers only {f_acc:.0%} of the first {len(forget)} forget items and {r_acc:.0%} of the "
         f"first {len(retain)} retain items right (lenient match) under {_label(base.prompt_format)}, below "
-        f"min_base_accuracy={cfg.min_base_accuracy:g}: the audit would draw its conclusions from prompts the model "
-        f"does not understand. Other formats (forget / retain): {'; '.join(better) or 'none to try'}"
+        f"min_base_accuracy={config.min_base_accuracy:g}: the audit would draw its conclusions from prompts the "
+        f"model does not understand. Other formats (forget / retain): {'; '.join(better + failed) or 'none to try'}"
     )
     fix = (
         "give the format the model was trained with (--template, --answer-sep, --chat-template, --system-prompt), "
         "or --force to audit anyway (--min-base-accuracy 0 turns the check off)"
     )
-    if cfg.force:
+    if config.force or min(len(forget), len(retain)) < MIN_ITEMS:
+        if not config.force:
+            message += f" (only a warning: fewer than {MIN_ITEMS} items in a split)"
         logger.warning("%s; %s", message, fix)
         print(f"warning: {message}", file=sys.stderr, flush=True)
         return check
     raise PromptFormatError(message, source="prompt format check", fix=fix)
+
+
+def describe_format(tokenizer: Any, fmt: PromptFormat, example: Example | None = None) -> dict[str, Any]:
+    """What the report shows of a prompt format: its fields, how BOS is handled and one item as the model reads it.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        fmt: The format.
+        example: The item to show (its own template applies); default a placeholder question and answer.
+
+    Returns:
+        ``{"template", "answer_sep", "chat", "system_prompt", "bos", "example"}``; ``example`` is the encoded
+        prompt and answer decoded back (special tokens written out): exactly the ids the model reads.
+    """
+    d = fmt.to_dict()
+    example = example if example is not None else Example("example", "<question>", "<answer>")
+    ids = encode(tokenizer, example, fmt=fmt).input_ids.tolist()
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and ids[:1] == [bos]:
+        d["bos"] = f"{tokenizer.bos_token} ({'from the chat template' if fmt.chat else 'added by the tokenizer'})"
+    else:
+        d["bos"] = "none"
+    d["example"] = tokenizer.decode(ids, skip_special_tokens=False)
+    return d

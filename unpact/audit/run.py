@@ -65,6 +65,7 @@ def prepare(
         AuditConfigMismatch: The directory holds an audit with other settings, models or data.
     """
     from unpact.attacks import DEFAULT_ATTACKS, get_attack
+    from unpact.audit.format_check import check_format, format_key
 
     forget = list(forget) if config.max_forget is None else list(forget)[: config.max_forget]
     retain = list(retain) if config.max_retain is None else list(retain)[: config.max_retain]
@@ -77,13 +78,15 @@ def prepare(
                 source="setting 'attribution' (--attribution)",
                 fix="audit with --attribution loo",
             )
-    fmt = config.prompt_format() or models.base.prompt_format
+    fmt = config.prompt_format(models.base.prompt_format)
     models = models.with_format(fmt)  # every model is put to in one format
     attacks = [a for a in (config.attacks if config.attacks is not None else DEFAULT_ATTACKS) if a != "plain"]
     max_new = config.max_new_tokens
     if max_new is None:
         tok = models.base.tokenizer
         max_new = 4 + max(len(tok(" " + e.answer, add_special_tokens=False)["input_ids"]) for e in forget + retain)
+    # before the directory is keyed: a wrong format must not block the rerun the error asks for
+    format_check = check_format(config, models.base, forget, retain, max_new)
     key = resume_key(
         config,
         models.weights_hashes(),
@@ -91,7 +94,7 @@ def prepare(
         retain,
         attacks=[get_attack(a).config() for a in attacks],
         max_new_tokens=max_new,
-        prompt_format=fmt.to_dict(),
+        prompt_format=format_key(models.base, forget[0]),
     )
     out = AuditDir.create(config.out)
     config_hash = out.check_resume(key, config.to_dict())
@@ -107,6 +110,7 @@ def prepare(
         attacks=attacks,
         max_new_tokens=max_new,
         callback=callback or (lambda stage, info: None),
+        format_check=format_check,
     )
 
 
@@ -142,12 +146,12 @@ def audit(
     from concurrent.futures.process import BrokenProcessPool
 
     from unpact._procs import pool_broke
-    from unpact.audit.format_check import check_format
+    from unpact.audit.format_check import describe_format
     from unpact.audit.plan import plan
     from unpact.audit.stages import default_stages
 
     run = prepare(config, models, forget, retain, callback=callback)
-    format_check = check_format(run)
+    format_check = run.format_check
     todo = list(stages) if stages is not None else default_stages()
     estimate = plan(run, todo)
     logger.info("%s", estimate.describe())
@@ -183,7 +187,7 @@ def audit(
         config_hash=run.config_hash,
         config=config.to_dict(),
         prompt_format={
-            **base.prompt_format.describe(base.tokenizer, example.prompt, example.answer),
+            **describe_format(base.tokenizer, base.prompt_format, example),
             "base_accuracy": format_check.to_dict() if format_check is not None else None,
         },
     )

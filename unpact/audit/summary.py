@@ -15,6 +15,7 @@ from typing import Any, Literal
 import dacite
 
 from unpact.errors import DataFileError
+from unpact.evidence import EvidenceTest, LevelOutcome
 from unpact.quality import Quality
 from unpact.scoring import DestructiveRate, Rate, RecoveryReport
 from unpact.verdict import Verdict
@@ -22,7 +23,7 @@ from unpact.verdict import Verdict
 __all__ = ["ModelSummary", "AuditSummary", "format_table", "SUMMARY_SCHEMA"]
 
 #: Version of ``summary.json``'s layout.
-SUMMARY_SCHEMA = 2
+SUMMARY_SCHEMA = 3
 
 Role = Literal["base", "retain_only", "unlearned"]
 
@@ -39,6 +40,8 @@ class ModelSummary:
         key_share_drop: Mean drop of the key words' attribution share on forget items.
         quality: Answer quality (KFR/KRR, Linguistic Score).
         verdict: The verdict (``None`` for the base model).
+        evidence: Every paired test against the control, by threat level (:mod:`unpact.evidence`).
+        levels: Threat level -> what it concluded (``recoverable``, ``residue``, ``not_recoverable``...).
         sections: Results of further evidence stages, by stage name (JSON-ready dicts; each stage
             module documents its section).
     """
@@ -50,6 +53,8 @@ class ModelSummary:
     key_share_drop: float | None = None
     quality: Quality | None = None
     verdict: Verdict | None = None
+    evidence: list[EvidenceTest] = field(default_factory=list)
+    levels: dict[str, LevelOutcome] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,6 +136,8 @@ _DACITE = dacite.Config(
         Rate: Rate.from_dict,
         DestructiveRate: DestructiveRate.from_dict,
         Verdict: Verdict.from_dict,
+        EvidenceTest: EvidenceTest.from_dict,
+        LevelOutcome: LevelOutcome.from_dict,
         Quality: Quality.from_dict,
     },
     cast=[tuple],

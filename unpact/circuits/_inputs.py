@@ -14,6 +14,7 @@ In every case the answer tokens are the clean answer's, teacher-forced.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Sequence
@@ -77,8 +78,8 @@ def _span_positions(enc: Encoded, prompt: str, needles: Sequence[str]) -> np.nda
     return np.asarray(enc.positions_of(spans, prompt), dtype=np.int64)
 
 
-def _first_answer_token(subject: Subject, prompt: str, answer: str) -> int:
-    ex = Example("corrupt", prompt, answer)
+def _first_answer_token(subject: Subject, example: Example, prompt: str, answer: str) -> int:
+    ex = dataclasses.replace(example, prompt=prompt, answer=answer)  # the item's own template stays
     return int(subject.encode(ex).answer_ids[0])
 
 
@@ -146,7 +147,7 @@ def prepare(
                 "metric='logit_diff' needs the corrupt answer: pass corrupt_answer=... (or donors), "
                 "or use metric='logprob'"
             )
-        c_tok = _first_answer_token(subject, corrupt_prompt or example.prompt, corrupt_answer)
+        c_tok = _first_answer_token(subject, example, corrupt_prompt or example.prompt, corrupt_answer)
         if c_tok == int(answer_ids[0]):
             raise InputError(
                 "the clean and corrupt answers start with the same token, so their logit difference is 0; "

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from unpact.errors import InputError
 from unpact.forward.layout import Intervention, _bias_mask, _key_columns, check_bias_window
 from unpact.forward.passes import PromptPass, _repeat, _step, prompt_pass
 from unpact.models import Subject, check_finite, frozen
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["decode"]
 
@@ -55,7 +59,8 @@ def decode(
         use_cache: Continue from the cache (``False``: recompute every step).
 
     Returns:
-        ``rows * num_samples`` lists of new token ids (the end token excluded).
+        ``rows * num_samples`` lists of new token ids (the end token excluded). Generation also stops
+        when the longest row reaches the model's context length (``subject.n_ctx``).
 
     Raises:
         InputError: ``use_cache`` with a pass made without ``keep_cache``, or NaN/inf logits.
@@ -88,6 +93,7 @@ def decode(
     if use_cache:
         start.cache = None  # consumed: decoding grows it in place
     prompts = [packed.ids[i, pw - packed.prompt_lens[i] : pw] for i in range(len(packed.prompt_lens))]
+    n_ctx = subject.n_ctx
     with frozen(subject.model), torch.no_grad():
         for step in range(max_new_tokens):
             nxt = _pick(logits, sample, temperature, generator)
@@ -101,8 +107,12 @@ def decode(
                     new[i].append(tok)
             if all(done) or step == max_new_tokens - 1:
                 break
+            if n_ctx is not None and int(pos.max()) >= n_ctx:  # the next token has no position left
+                logger.debug("decode: stopped at the model's context length (%d)", n_ctx)
+                break
             if not use_cache:
                 logits = _recompute(subject, prompts, new, iv, n)
+                pos = pos + 1
                 continue
             mask2d = torch.cat([mask2d, torch.ones((rows, 1), dtype=mask2d.dtype)], dim=1)
             attn: torch.Tensor = mask2d

@@ -7,8 +7,8 @@ import dataclasses
 import logging
 import numbers
 import random
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import torch
 
@@ -18,6 +18,8 @@ from unpact.models import Subject, frozen, load_model
 from unpact.unlearn.methods import IDK_ANSWERS, TRAIN_DEFAULTS, LossContext, TokBatch, get_method
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 __all__ = ["unlearn"]
 
@@ -29,7 +31,8 @@ def _tok_batch(subject: Subject, examples: Sequence[Example], device: torch.devi
     return TokBatch(b.input_ids.to(device), b.attention_mask.to(device), b.answer_mask()[:, :-1].to(device))
 
 
-def _cycle(items: list[Example], batch_size: int, rng: random.Random) -> Any:
+def _cycle(items: list[_T], batch_size: int, rng: random.Random) -> Iterator[list[_T]]:
+    """Endless batches of ``batch_size`` items: seeded shuffles of ``items``, one after another."""
     order: list[int] = []
     while True:
         if len(order) < batch_size:

@@ -7,12 +7,14 @@ line in :data:`DEFAULT_STAGES`; see docs/architecture.md.
 from __future__ import annotations
 
 from unpact.audit.context import Stage
+from unpact.audit.stages.evidence import EvidenceStage
 from unpact.audit.stages.keywords import KeywordsStage
 from unpact.audit.stages.quality import QualityStage
 from unpact.audit.stages.records import AccuracyStage, AttacksStage
 from unpact.audit.stages.scores import DestructiveStage, ScoresStage
 from unpact.audit.stages.tracers import AttributionStage, CircuitsStage, LensStage
 from unpact.audit.stages.verdict import VerdictStage
+from unpact.audit.stages.weights import QuantizeStage, RelearnStage
 
 __all__ = ["DEFAULT_STAGES", "Stage", "default_stages"]
 
@@ -24,9 +26,12 @@ DEFAULT_STAGES: tuple[type[Stage], ...] = (
     AttributionStage,
     LensStage,
     CircuitsStage,
+    RelearnStage,
+    QuantizeStage,
     ScoresStage,
     DestructiveStage,
     QualityStage,
+    EvidenceStage,
     VerdictStage,
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from unpact.audit.context import AuditRun, Stage
+from unpact.data import Example
 
 __all__ = ["QualityStage"]
 
@@ -33,12 +34,12 @@ class QualityStage(Stage):
 
         for name, s in run.summaries.items():
 
-            def pairs(split: str, _name: str = name) -> list[tuple[str, str, str]]:
+            def pairs(split: str, _name: str = name) -> list[tuple[Example, str, str]]:
                 out = []
                 for e in run.split_items(split):
                     r = run.store.records.get((_name, e.id, "plain"))
                     if r is not None:
-                        out.append((e.prompt, r.generated[0] if r.generated else "", e.answer))
+                        out.append((e, r.generated[0] if r.generated else "", e.answer))
                 return out
 
             fp, rp = pairs("forget"), pairs("retain")

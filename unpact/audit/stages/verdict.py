@@ -12,7 +12,7 @@ class VerdictStage(Stage):
     """Applies :func:`unpact.verdict.decide` with ``config.rule`` to each model's scores."""
 
     name = "verdict"
-    reads = ("summary.scores",)
+    reads = ("summary.scores", "summary.levels")
     writes = ("summary.verdict",)
 
     def run(self, run: AuditRun) -> None:
@@ -20,4 +20,4 @@ class VerdictStage(Stage):
 
         base = run.summaries[BASE].scores
         for name, s in run.summaries.items():
-            s.verdict = None if name == BASE else decide(s.scores, base, run.config.rule)
+            s.verdict = None if name == BASE else decide(s.scores, base, run.config.rule, s.levels or None)

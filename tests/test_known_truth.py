@@ -1,0 +1,76 @@
+"""The known-truth suite: models whose truth is known by construction get the right verdict (unpact.known_truth).
+
+Every change to the verdict runs this. The world is the micro preset with 60 people (6 forget subjects, enough
+fact clusters for the clustered intervals to decide; 1500 training steps), built once per session and cached with
+UNPACT_TEST_CACHE.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from unpact.audit import AuditConfig, Models, audit
+from unpact.known_truth import known_truth_models
+from unpact.models import ModelState
+from unpact.verdict import VerdictRule
+
+#: The suite's world: the micro preset with more people (see the module docstring).
+SUITE_WORLD = {"n_people": 60, "steps": 1500}
+
+#: The suite world's forget set has about 40 facts (clusters): too few for the clustered intervals to exclude
+#: the default 15-point margin, so the suite checks the verdict's logic at a 30-point margin (the default world
+#: is audited with the default rule in docs/audit.md).
+SUITE_RULE = {"min_excess": 0.3}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    from unpact.toyworld import build_toyworld
+
+    cache = os.environ.get("UNPACT_TEST_CACHE") or str(tmp_path_factory.mktemp("suite-cache"))
+    world = build_toyworld("micro", cache_dir=cache, progress=False, overrides=SUITE_WORLD)
+    base, ro = world.load_base(), world.load_retain_only()
+    before = ModelState.capture(base.model, with_weights=True), ModelState.capture(ro.model, with_weights=True)
+    forget = world.forget
+    models = known_truth_models(base, ro, forget, world.retain)
+    assert (
+        ModelState.capture(base.model, with_weights=True),
+        ModelState.capture(ro.model, with_weights=True),
+    ) == before
+    out = tmp_path_factory.mktemp("suite-audit")
+    config = AuditConfig(
+        out=str(out),
+        attacks=("restate", "front", "sample", "embed_scale"),
+        attribution="loo",
+        max_retain=96,
+        n_retain_attacked=8,
+        lens=False,
+        circuits=0,
+        progress=False,
+        rule=VerdictRule(**SUITE_RULE),
+    )
+    summary = audit(config, Models(base, {m.name: m.subject for m in models}, retain_only=ro), forget, world.retain)
+    return models, summary
+
+
+@pytest.mark.slow
+def test_known_truth_verdicts(suite) -> None:
+    models, summary = suite
+    got = {m.name: summary.models[m.name].verdict.label for m in models}
+    want = {m.name: m.truth for m in models}
+    rows = "\n".join(
+        f"{n:10s} truth={want[n]:15s} verdict={got[n]:20s} {summary.models[n].verdict.reason}" for n in got
+    )
+    print("\nknown-truth suite:\n" + rows)
+    # Cases whose construction is clean must be right. Not asserted, reported in docs/audit.md:
+    # - masked: suppression by construction, but the mask stays in every copy and acts on every pass, so prompt
+    #   and weight evidence cannot see through it; the representation level (issue 13) must find it;
+    # - graded-10 / graded-30: fine-tuning the 2-layer model on facts also costs it retain accuracy (then it is
+    #   destroyed, truly), and its ~40 fact clusters leave a residue test inconclusive.
+    clean = {"never", "base-itself", "noise", "graded-100"}
+    wrong = {n for n in clean if got[n] != want[n]}
+    assert not wrong, rows
+    # and no model that never held the forget facts in a hidden form is called suppression
+    assert all(got[n] != "suppression" for n in got if n != "masked"), rows

@@ -1,0 +1,157 @@
+"""Stage ``evidence``: every paired test of every model, grouped by threat level (:mod:`unpact.evidence`).
+
+Black box: each text and sampling attack, any of them (primary), in-context relearning. White box: each
+emphasis hook, any of them (primary). Weights: relearning on half A (primary), on retain items, on
+unrelated text and on half B itself, and each quantization scheme. Every test compares the model with
+its control on the model's forgotten items: the retain-only model (the same attack, the same fine-tuning,
+the same quantization) or, without one, the permuted-gold chance hits (prompt levels only).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from unpact.audit.auditdir import BASE, RETAIN_ONLY
+from unpact.audit.context import AuditRun, Stage
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvidenceStage"]
+
+_LEVEL_OF_KIND = {"text": "black_box", "sampling": "black_box", "whitebox": "white_box"}
+
+
+class EvidenceStage(Stage):
+    """Paired tests per model and level, Holm-corrected primary tests, the outcome of each level."""
+
+    name = "evidence"
+    reads = ("records", "weights/MODEL/relearn", "weights/MODEL/quantize")
+    writes = ("summary.evidence", "summary.levels")
+
+    def run(self, run: AuditRun) -> None:
+        from unpact.evidence import cluster_keys, judge_levels
+
+        rule = run.config.rule
+        clusters = cluster_keys(run.forget + run.retain, by=rule.cluster)
+        for name, summary in run.summaries.items():
+            if name == BASE:
+                continue
+            tests = _prompt_tests(run, name, clusters) + _weight_tests(run, name, clusters)
+            summary.evidence, summary.levels = judge_levels(
+                tests, alpha=rule.alpha, margin=rule.min_excess, min_items=rule.min_items
+            )
+
+
+def _forgotten(run: AuditRun, model: str) -> list[str]:
+    from unpact.scoring import is_hit
+
+    recs = run.store.records
+    out = []
+    for e in run.forget:
+        b, m = recs.get((BASE, e.id, "plain")), recs.get((model, e.id, "plain"))
+        if b is not None and m is not None and is_hit(b) and not is_hit(m):
+            out.append(e.id)
+    return out
+
+
+def _prompt_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[Any]:
+    from unpact.attacks import get_attack
+    from unpact.evidence import any_of, pair, paired_test
+    from unpact.scoring import is_hit
+
+    recs = run.store.records
+    control = run.models.control_for(model)
+    ids = _forgotten(run, model)
+    by_level: dict[str, tuple[dict[str, dict[str, bool]], dict[str, dict[str, bool]]]] = {}
+    tests = []
+    for a in run.attacks:
+        level = _LEVEL_OF_KIND.get(get_attack(a).kind)
+        if level is None:
+            continue
+        hits: dict[str, bool] = {}
+        ctl: dict[str, bool] = {}
+        for i in ids:
+            r = recs.get((model, i, a))
+            c = recs.get((control, i, a)) if control else r
+            if r is None or c is None:
+                continue
+            hits[i] = is_hit(r)
+            ctl[i] = is_hit(c) if control else bool(r.perm_hit)
+        kept = [i for i in ids if i in hits]
+        m = np.array([hits[i] for i in kept], dtype=bool)
+        c_arr = np.array([ctl[i] for i in kept], dtype=bool)
+        tests.append(paired_test(a, level, pair(kept, m, c_arr, clusters), seed=run.config.seed))  # type: ignore[arg-type]
+        by_level.setdefault(level, ({}, {}))
+        by_level[level][0][a] = hits
+        by_level[level][1][a] = ctl
+    names = {"black_box": "any black-box attack", "white_box": "any white-box attack"}
+    for level, (hits_by_attack, ctl_by_attack) in by_level.items():
+        kept, m, c_arr = any_of(hits_by_attack, ctl_by_attack, ids)
+        tests.append(paired_test(names[level], level, pair(kept, m, c_arr, clusters), seed=run.config.seed))  # type: ignore[arg-type]
+    return tests
+
+
+def _load_curve(run: AuditRun, model: str, train_set: str) -> Any:
+    from unpact.weights.relearning import RelearnCurve
+
+    path = run.dir.weights_path(model, "relearn", train_set)
+    return RelearnCurve.load(path) if path.exists() else None
+
+
+def _weight_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[Any]:
+    from unpact.audit.stages.weights import QuantEval
+    from unpact.evidence import pair, paired_test
+    from unpact.weights.quantization import DEFAULT_SCHEMES
+
+    if run.models.retain_only is None:
+        return []
+    forgotten = set(_forgotten(run, model))
+    control = RETAIN_ONLY
+    tests = []
+    names = {
+        "forget_a": "relearn forget_a",
+        "retain": "relearn retain",
+        "unrelated": "relearn unrelated",
+        "forget_b": "relearn forget_b",
+        "in_context": "in-context relearning",
+    }
+    for train_set, test_name in names.items():
+        mine, ctl = _load_curve(run, model, train_set), _load_curve(run, control, train_set)
+        if mine is None or ctl is None:
+            continue
+        cols = [j for j, i in enumerate(mine.eval_ids) if i in forgotten and i in ctl.eval_ids]
+        ids = [mine.eval_ids[j] for j in cols]
+        cj = [ctl.eval_ids.index(i) for i in ids]
+        level = "black_box" if train_set == "in_context" else "weights"
+        step = mine.steps[-1]
+        tests.append(
+            paired_test(
+                test_name,
+                level,  # type: ignore[arg-type]
+                pair(ids, mine.correct[-1, cols], ctl.correct[-1, cj], clusters),
+                seed=run.config.seed,
+                note=f"after {step} steps" if train_set != "in_context" else f"{mine.n_train} facts of half A shown",
+            )
+        )
+    for scheme in DEFAULT_SCHEMES:
+        paths = [run.dir.weights_path(m, "quantize", scheme.name()) for m in (model, control)]
+        if not all(p.exists() for p in paths):
+            continue
+        mine_q, ctl_q = (QuantEval.load(p) for p in paths)
+        ids = [i for i in mine_q.forget_ids if i in forgotten and i in ctl_q.forget_ids]
+        mj = [mine_q.forget_ids.index(i) for i in ids]
+        cj = [ctl_q.forget_ids.index(i) for i in ids]
+        agree = "n/a" if mine_q.code_agreement is None else f"{mine_q.code_agreement:.1%}"
+        tests.append(
+            paired_test(
+                f"quantize {scheme.name()}",
+                "weights",
+                pair(ids, mine_q.forget_correct[mj], ctl_q.forget_correct[cj], clusters),
+                seed=run.config.seed,
+                note=f"{mine_q.share_quantized:.0%} of parameters quantized; codes equal to the base model's: {agree}",
+            )
+        )
+    return tests
