@@ -74,3 +74,14 @@ def test_known_truth_verdicts(suite) -> None:
     assert not wrong, rows
     # and no model that never held the forget facts in a hidden form is called suppression
     assert all(got[n] != "suppression" for n in got if n != "masked"), rows
+
+
+@pytest.mark.slow
+def test_relearning_summary_of_the_control_against_itself_is_zero(suite) -> None:
+    # "never" is the retain-only model: fine-tuned identically, its curves equal the control's on every train set
+    _, summary = suite
+    rows = summary.models["never"].sections["relearn"]
+    assert set(rows) == {"forget_a", "retain", "unrelated", "forget_b"}
+    for r in rows.values():
+        assert r["model_accuracy"] == r["control_accuracy"] and r["area_between"] == 0.0
+        assert r["first_step_reaching_half"]["model"] == r["first_step_reaching_half"]["control"]

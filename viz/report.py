@@ -331,6 +331,23 @@ def _weights_html(page: Any, d: AuditDir, summary: AuditSummary) -> str:
             out.append(
                 page.fig(relearn_curves_plotly(curves, model=name, control=RETAIN_ONLY, title=f"Relearning: {name}"))
             )
+        relearn_rows = summary.models[name].sections.get("relearn") or {}
+        if relearn_rows:
+            out.append(
+                table_html(
+                    [
+                        {
+                            "fine-tuned on": ts,
+                            "half-B items": r["n_items"],
+                            "area between curves": f"{r['area_between']:+.2f}",
+                            "first step >= 50% (model / control)": "{} / {}".format(
+                                r["first_step_reaching_half"]["model"], r["first_step_reaching_half"]["control"]
+                            ),
+                        }
+                        for ts, r in relearn_rows.items()
+                    ]
+                )
+            )
     rows = []
     for name in summary.models:
         for scheme in DEFAULT_SCHEMES:

@@ -40,6 +40,9 @@ class EvidenceStage(Stage):
             if name == BASE:
                 continue
             tests = _prompt_tests(run, name, clusters) + _weight_tests(run, name, clusters)
+            curves = _relearn_summary(run, name)
+            if curves:
+                summary.sections["relearn"] = curves
             summary.evidence, summary.levels = judge_levels(
                 tests, alpha=rule.alpha, margin=rule.min_excess, min_items=rule.min_items
             )
@@ -99,6 +102,45 @@ def _load_curve(run: AuditRun, model: str, train_set: str) -> Any:
 
     path = run.dir.weights_path(model, "relearn", train_set)
     return RelearnCurve.load(path) if path.exists() else None
+
+
+#: Half-B accuracy a relearning curve must reach for :func:`_relearn_summary`'s first-step figure.
+RELEARN_THRESHOLD = 0.5
+
+
+def _relearn_summary(run: AuditRun, model: str) -> dict[str, Any]:
+    """Per train set: both curves on the same items, the area between them and the first step reaching 50%.
+
+    The area is the mean, over the schedule's checkpoints (equal weight: the steps are spaced on a log
+    scale), of model accuracy minus control accuracy on the half-B items both measured: 0 when the model
+    relearns no faster than a model that never knew the facts, up to 1.
+    """
+    if run.models.retain_only is None or model == RETAIN_ONLY:
+        return {}
+    out: dict[str, Any] = {}
+    for train_set in ("forget_a", "retain", "unrelated", "forget_b"):
+        mine, ctl = _load_curve(run, model, train_set), _load_curve(run, RETAIN_ONLY, train_set)
+        if mine is None or ctl is None or not mine.eval_ids or mine.steps != ctl.steps:
+            continue
+        ids = [i for i in mine.eval_ids if i in set(ctl.eval_ids)]
+        mj = [mine.eval_ids.index(i) for i in ids]
+        cj = [ctl.eval_ids.index(i) for i in ids]
+        m_acc = mine.correct[:, mj].mean(axis=1)
+        c_acc = ctl.correct[:, cj].mean(axis=1)
+
+        def first(acc: np.ndarray, steps: list[int] = mine.steps) -> int | None:
+            hit = np.nonzero(acc >= RELEARN_THRESHOLD)[0]
+            return int(steps[hit[0]]) if hit.size else None
+
+        out[train_set] = {
+            "steps": list(mine.steps),
+            "n_items": len(ids),
+            "model_accuracy": [round(float(x), 6) for x in m_acc],
+            "control_accuracy": [round(float(x), 6) for x in c_acc],
+            "area_between": round(float(np.mean(m_acc - c_acc)), 6),
+            "first_step_reaching_half": {"model": first(m_acc), "control": first(c_acc)},
+        }
+    return out
 
 
 def _weight_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[Any]:
