@@ -72,8 +72,6 @@ class Example:
         elif not isinstance(self.keywords, tuple):
             object.__setattr__(self, "keywords", tuple(self.keywords))
         if self.template is not None:
-            from unpact.prompts import PromptFormat
-
             try:
                 PromptFormat(template=self.template)
             except InputError as exc:

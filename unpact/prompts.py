@@ -74,11 +74,6 @@ class PromptFormat:
                 fix="add --chat-template (chat=True), or drop the system prompt",
             )
 
-    @property
-    def is_plain(self) -> bool:
-        """True for the default format: the bare question, the automatic separator, no chat template."""
-        return self == PromptFormat()
-
     def replace(self, **changes: Any) -> PromptFormat:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
