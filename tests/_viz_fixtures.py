@@ -55,8 +55,9 @@ def _typed_model(
     verdict: dict[str, Any] | None,
 ) -> Any:
     from unpact.audit import ModelSummary
+    from unpact.destructive import DestructiveRate
     from unpact.quality import Quality
-    from unpact.scoring import AttackRecovery, DestructiveRate, Rate, RecoveryReport
+    from unpact.scoring import AttackRecovery, Rate, RecoveryReport
     from unpact.scoring import rate as rates
     from unpact.verdict import Verdict
 

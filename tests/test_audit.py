@@ -429,7 +429,9 @@ def test_idk_model_verdict(micro_audit):
     assert m.verdict.label != "removal", m.verdict
     assert m.verdict.levels["black_box"] != "not_recoverable"
     a = m.scores.recovery_any
-    assert a.rate.lo > a.control.hi and a.excess >= 0.15
+    # the rates' intervals are clustered by fact (about six here), so they are wide and overlap; the excess stands
+    assert a.excess >= 0.15 and a.rate.method != "wilson" and a.control.method != "wilson"
+    assert a.rate.hi - a.rate.lo > 0.3
     # The circuit stage saved a diff of base vs IDK circuits for the report.
     from unpact.circuits.results import CircuitDiff
 

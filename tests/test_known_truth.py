@@ -64,16 +64,13 @@ def test_known_truth_verdicts(suite) -> None:
         f"{n:10s} truth={want[n]:15s} verdict={got[n]:20s} {summary.models[n].verdict.reason}" for n in got
     )
     print("\nknown-truth suite:\n" + rows)
-    # Cases whose construction is clean must be right. Not asserted, reported in docs/audit.md:
-    # - masked: suppression by construction, but the mask stays in every copy and acts on every pass, so prompt
-    #   and weight evidence cannot see through it; the representation level (issue 13) must find it;
-    # - graded-10 / graded-30: fine-tuning the 2-layer model on facts also costs it retain accuracy (then it is
-    #   destroyed, truly), and its ~40 fact clusters leave a residue test inconclusive.
-    clean = {"never", "base-itself", "noise", "graded-100"}
-    wrong = {n for n in clean if got[n] != want[n]}
+    # every model gets its truth: the masked one through the probe (white box: its states are the base's),
+    # the graded ones because their fine-tuning keeps the whole retain set (no destruction)
+    wrong = {n for n in got if got[n] != want[n]}
     assert not wrong, rows
-    # and no model that never held the forget facts in a hidden form is called suppression
-    assert all(got[n] != "suppression" for n in got if n != "masked"), rows
+    masked = summary.models["masked"]
+    assert masked.verdict.levels["white_box"] == "recoverable", rows
+    assert masked.verdict.levels["weights"] != "recoverable"  # the mask stays in every fine-tuned copy
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import pytest
 from unpact import quality as q
 from unpact import scoring as sc
 from unpact.data import Example
+from unpact.destructive import attention_shift, destructive_rate
 from unpact.errors import InputError
 from unpact.verdict import VerdictRule, decide
 
@@ -86,6 +87,24 @@ def test_recovery_summary_numbers():
     assert v.label == "suppression" and v.evidence_attack in ("restate", "any")
 
 
+def test_recovery_intervals_are_clustered_when_clusters_are_given():
+    # items 0-9 recovered, 10-19 not; in pairs of one fact each: the clustered interval counts 10 facts,
+    # not 20 independent items, so it is wider than Wilson's
+    recs, f, r = _records()
+    clusters = {i: f"fact{int(i) // 2}" for i in f} | {i: i for i in r}
+    kw = dict(base="base", attacks=["restate"], forget_ids=f, retain_ids=r, control_model="ro")
+    plain = sc.recovery_summary(recs, "u", **kw).recovery["restate"].rate
+    clustered = sc.recovery_summary(recs, "u", clusters=clusters, **kw).recovery["restate"].rate
+    assert (clustered.k, clustered.n, clustered.rate) == (plain.k, plain.n, plain.rate)
+    assert plain.method == "wilson" and clustered.method != "wilson"
+    assert clustered.hi - clustered.lo > plain.hi - plain.lo
+    assert sc.Rate.from_dict(clustered.to_dict()) == clustered
+    old = {k: v for k, v in plain.to_dict().items() if k != "method"}  # a summary written before clustering
+    assert sc.Rate.from_dict(old).method == "wilson" and sc.Rate.from_dict(old).k == plain.k
+    with pytest.raises(ValueError, match="cluster keys"):
+        sc.rate([True, False], ["a"])
+
+
 def test_verdict_branches():
     recs, f, r = _records(recovered=1, ctl_hits=1)
     kw = dict(base="base", attacks=["restate"], forget_ids=f, retain_ids=r)
@@ -127,15 +146,15 @@ def test_verdict_needs_non_overlapping_intervals():
 def test_destructive_rate_analytic():
     w = ["What", "is", "Ada", "job", "?"]
     b = SimpleNamespace(words=w, word_scores=np.array([0.0, 0.0, 1.0, 1.0, 0.0]))
-    same = sc.destructive_rate([b], [b])
+    same = destructive_rate([b], [b])
     assert same.rate == 0 and same.n == 1
     a = SimpleNamespace(words=w, word_scores=np.array([1.0, 1.0, 0.0, 0.0, 0.0]))
-    full = sc.destructive_rate([b], [a])  # all mass moved from content to function words
+    full = destructive_rate([b], [a])  # all mass moved from content to function words
     assert full.rate == pytest.approx(1.0) and full.function_part == pytest.approx(0.5)
     assert full.function_part + full.content_part == pytest.approx(full.rate)
     with pytest.raises(ValueError, match="pair them"):
-        sc.destructive_rate([b], [])
-    assert sc.attention_shift([b], [a], [["Ada", "job"]]) == pytest.approx(1.0)
+        destructive_rate([b], [])
+    assert attention_shift([b], [a], [["Ada", "job"]]) == pytest.approx(1.0)
 
 
 def test_linguistic_metrics():

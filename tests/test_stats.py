@@ -357,3 +357,29 @@ def test_core_module_does_not_import_scipy() -> None:
     code = "import sys, unpact.stats; raise SystemExit(1 if 'scipy' in sys.modules else 0)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_first_crossing_and_its_cluster_bootstrap_interval():
+    from unpact.stats import first_crossing
+
+    steps = [0, 1, 2, 4, 8]
+    # every item right from step 2 on: the crossing is certain
+    x = np.zeros((5, 12))
+    x[2:] = 1
+    clusters = [i // 3 for i in range(12)]
+    assert first_crossing(x, steps, clusters, 0.5) == (2, 2, 2)
+    # nothing ever learned: "never" (None) everywhere
+    assert first_crossing(np.zeros((5, 12)), steps, clusters, 0.5) == (None, None, None)
+    # half the clusters learn at step 1, the others at step 8: the mean reaches 0.5 at step 1, but a resample
+    # with fewer learning clusters does not before step 8, so the interval runs from step 1 to step 8
+    y = np.zeros((5, 40))
+    fast = [c % 2 == 0 for c in range(20)]
+    cl = [i // 2 for i in range(40)]
+    for i in range(40):
+        y[1 if fast[cl[i]] else 4 :, i] = 1
+    step, lo, hi = first_crossing(y, steps, cl, 0.5, seed=3)
+    assert (step, lo, hi) == (1, 1, 8)
+    # no items, and a wrong shape
+    assert first_crossing(np.zeros((5, 0)), steps, [], 0.5) == (None, None, None)
+    with pytest.raises(InputError, match="n_steps=5"):
+        first_crossing(np.zeros((4, 3)), steps, [0, 1, 2], 0.5)

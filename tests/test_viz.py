@@ -199,3 +199,29 @@ def test_real_lens_trajectory(tiny):
     fig = lens_curves_plotly(t, t, value="rank")
     np.testing.assert_allclose(fig.data[0].y, t.rank[:, t.answer_span[0] - 1] + 1.0)  # first answer token by default
     assert isinstance(lens_grid(t, value="prob"), Figure)
+
+
+def test_probe_layers_figure_draws_every_model_with_its_interval_and_chosen_layer():
+    from viz.representations import probe_layers_plotly
+
+    rows = {
+        "base": {
+            "layers": ["embed", "0", "1"],
+            "accuracy": [0.1, 0.5, 0.8],
+            "lo": [0.0, 0.4, 0.7],
+            "hi": [0.2, 0.6, 0.9],
+            "shuffled": [0.1, 0.1, 0.1],
+            "layer": 2,
+        },
+        "<b>unl</b>": {"layers": ["embed", "0", "1"], "accuracy": [0.1, 0.3, 0.2], "layer": 1},
+    }
+    fig = probe_layers_plotly(rows, chance=0.05)
+    names = [t.name for t in fig.data]
+    assert "base" in names and "<b>unl</b>" in names and "base: shuffled labels" in names
+    main = next(t for t in fig.data if t.name == "base")
+    assert list(main.error_y.array) == pytest.approx([0.1, 0.1, 0.1])
+    assert list(main.error_y.arrayminus) == pytest.approx([0.1, 0.1, 0.1])
+    chosen = next(t for t in fig.data if t.name == "base: chosen layer")
+    assert list(chosen.x) == ["1"] and list(chosen.y) == [0.8]
+    unl = next(t for t in fig.data if t.name == "<b>unl</b>")
+    assert unl.error_y.array is None  # no interval given, none drawn

@@ -14,8 +14,8 @@ level      evidence                                     primary test
 ========== ============================================ ==============================================
 black_box  text and sampling attacks, in-context        ``any black-box attack``: recovered by any
            relearning (prompts only)                    text or sampling attack
-white_box  emphasis hooks on activations (probes,       ``any white-box attack``
-           lenses, directions: later)
+white_box  emphasis hooks on activations, per-layer      ``any white-box evidence``: recovered by any
+           probes (lenses, directions: later)           emphasis hook or decoded by the probe
 weights    fine-tuning (relearning) and quantization    ``relearn forget_a``: half B answered after
            of a copy                                    fine-tuning on half A (last step)
 ========== ============================================ ==============================================
@@ -65,6 +65,7 @@ __all__ = [
     "paired_test",
     "judge_levels",
     "cluster_keys",
+    "spread",
 ]
 
 Level = Literal["black_box", "white_box", "weights"]
@@ -73,7 +74,7 @@ LEVELS: tuple[Level, ...] = ("black_box", "white_box", "weights")
 #: The one pre-declared primary test of each level (see the module docstring).
 PRIMARY: dict[str, str] = {
     "black_box": "any black-box attack",
-    "white_box": "any white-box attack",
+    "white_box": "any white-box evidence",
     "weights": "relearn forget_a",
 }
 
@@ -83,6 +84,27 @@ Outcome = Literal["recoverable", "residue", "not_recoverable", "inconclusive", "
 def cluster_keys(items: Sequence[Any], by: Literal["fact", "subject"] = "fact") -> dict[str, str]:
     """Item id -> cluster key (:func:`unpact.stats.cluster_keys`): one fact (its phrasings) or one subject."""
     return dict(zip((e.id for e in items), stats_cluster_keys(items, by=by)))
+
+
+def spread(items: Sequence[Any], k: int, by: str = "fact") -> list[Any]:
+    """At most ``k`` items, taken round-robin over clusters (facts or subjects: as many as possible represented).
+
+    The clustered intervals are as narrow as the number of clusters allows, so a budget of items goes
+    furthest spread over facts.
+    """
+    keys = cluster_keys(items, by=by)  # type: ignore[arg-type]
+    groups: dict[str, list[Any]] = {}
+    for e in items:
+        groups.setdefault(keys[e.id], []).append(e)
+    out: list[Any] = []
+    queues = list(groups.values())
+    i = 0
+    while len(out) < k and any(queues):
+        q = queues[i % len(queues)]
+        if q:
+            out.append(q.pop(0))
+        i += 1
+    return out
 
 
 @dataclass(frozen=True)

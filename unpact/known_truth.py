@@ -134,7 +134,7 @@ def known_truth_models(
 
     The graded models are fine-tuned with the unlearning loop (``task_vector`` with ``alpha=-1``: plain
     fine-tuning, teacher-forced answer loss, lr 1e-3, 300 steps) on the first X% of the forget facts (a fact:
-    one subject's gold answer, with all its phrasings), mixed with twice as many retain items.
+    one subject's gold answer, with all its phrasings), repeated to a third of the mix, and the whole retain set.
     """
     from unpact.evidence import cluster_keys
     from unpact.unlearn import unlearn
@@ -151,8 +151,10 @@ def known_truth_models(
         keep = set(facts_in_order[: max(1, round(g * len(facts_in_order)))])
         facts = [e for e in forget if keys[e.id] in keep]
         # task_vector sets theta_ref - alpha * (theta_ft - theta_ref): alpha=-1 keeps the fine-tuned weights
-        # the facts mixed with twice as many retain items, so the retain knowledge stays
-        mix = facts + list(retain[: 2 * len(facts)])
+        # the facts repeated to a third of the mix, the rest the whole retain set: the fine-tuning keeps
+        # every retain fact (a mix with only a few retain items overfits them and costs the others)
+        reps = max(1, round(len(retain) / (2 * len(facts))))
+        mix = facts * reps + list(retain)
         model = unlearn(
             retain_only, mix, None, method="task_vector", alpha=-1.0, lr=1e-3, steps=300, seed=seed, progress=progress
         )

@@ -1,4 +1,4 @@
-"""Chance-controlled scoring of keyword-emphasis attacks, and the destructive rate.
+"""Chance-controlled scoring of keyword-emphasis attacks.
 
 Per-item records
     One :class:`ItemRecord` per (model, item, attack): what the model generated, whether it
@@ -13,24 +13,20 @@ Rates (:func:`recovery_summary`)
     wrong. The recovery rate of an attack = share of forgotten items it makes right. Its
     **control** is the same attack, on the same items, on the retain-only model (a model that
     never learned the forget facts: its hits are chance) when there is one, else the
-    permuted-gold hits. Rates carry Wilson 95% intervals
-    (:func:`unpact.metrics.wilson_interval`). Two further controls guard the attack itself: the
+    permuted-gold hits. Rates carry 95% intervals, clustered by fact in the audit
+    (:func:`unpact.stats.clustered_rate`; Wilson on items, :func:`unpact.metrics.wilson_interval`,
+    when no clusters are given). Two further controls guard the attack itself: the
     base model's accuracy under attack on the items it knows (an emphasis that breaks the base
     model proves nothing) and the unlearned model's retain accuracy under attack.
 
-Destructive rate (:func:`destructive_rate`; unPact's finding 3, formula not published)
-    On retain prompts, attribute the gold answer on the base and the unlearned model and
-    normalise positive word contributions to shares. Per item the destructive rate is the total
-    variation distance ``0.5 * sum_w |share_after(w) - share_before(w)|`` (0 = attention pattern
-    intact, 1 = entirely moved), split into the part on function words and on content words
-    (the two parts add up to it). Report it with the retain accuracy drop.
+The destructive rate (attribution moved on retain prompts) is in :mod:`unpact.destructive`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -48,9 +44,6 @@ __all__ = [
     "AttackRecovery",
     "RecoveryReport",
     "recovery_summary",
-    "DestructiveRate",
-    "destructive_rate",
-    "attention_shift",
 ]
 
 Criterion = Literal["lenient", "exact", "rouge", "top1"]
@@ -201,14 +194,16 @@ def is_hit(rec: ItemRecord, criterion: Criterion = "lenient", *, rouge_threshold
 
 @dataclass(frozen=True)
 class Rate:
-    """A proportion with its Wilson interval.
+    """A proportion with its 95% interval: clustered when the items' clusters are known, else Wilson.
 
     Attributes:
         k: Successes.
         n: Trials.
         rate: ``k / n`` (``nan`` if ``n == 0``).
-        lo: Lower end of the 95% Wilson interval.
+        lo: Lower end of the 95% interval.
         hi: Upper end.
+        method: ``"wilson"`` (items taken as independent) or the clustered interval's method
+            (:func:`unpact.stats.clustered_rate`: a cluster bootstrap, or Wilson on the effective n).
     """
 
     k: int
@@ -216,16 +211,24 @@ class Rate:
     rate: float
     lo: float
     hi: float
+    method: str = "wilson"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (rates rounded to 6 decimals; ``nan`` becomes ``None``)."""
-        return {"k": self.k, "n": self.n, "rate": _r6(self.rate), "lo": _r6(self.lo), "hi": _r6(self.hi)}
+        return {
+            "k": self.k,
+            "n": self.n,
+            "rate": _r6(self.rate),
+            "lo": _r6(self.lo),
+            "hi": _r6(self.hi),
+            "method": self.method,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Rate:
-        """Inverse of :meth:`to_dict` (``None`` becomes ``nan``)."""
+        """Inverse of :meth:`to_dict` (``None`` becomes ``nan``; no ``method``: Wilson)."""
         f = lambda x: float("nan") if x is None else float(x)
-        return cls(int(d["k"]), int(d["n"]), f(d["rate"]), f(d["lo"]), f(d["hi"]))
+        return cls(int(d["k"]), int(d["n"]), f(d["rate"]), f(d["lo"]), f(d["hi"]), str(d.get("method", "wilson")))
 
     @property
     def value(self) -> float | None:
@@ -238,14 +241,28 @@ def _r6(x: float | None) -> float | None:
     return None if x is None or x != x else round(float(x), 6)
 
 
-def rate(hits: Iterable[bool]) -> Rate:
-    """The :class:`Rate` of a sequence of booleans."""
+def rate(hits: Iterable[bool], clusters: Sequence[Hashable] | None = None, *, seed: int = 0) -> Rate:
+    """The :class:`Rate` of a sequence of booleans.
+
+    Args:
+        hits: ``(n,)`` outcomes.
+        clusters: ``(n,)`` cluster keys of the items (a fact's phrasings, a person's facts): the interval
+            is then clustered (:func:`unpact.stats.clustered_rate`); ``None``: Wilson on items.
+        seed: The cluster bootstrap's seed.
+    """
     from unpact.metrics import wilson_interval
 
     h = [bool(x) for x in hits]
     k, n = sum(h), len(h)
     if n == 0:
         return Rate(0, 0, float("nan"), float("nan"), float("nan"))
+    if clusters is not None:
+        from unpact.stats import clustered_rate
+
+        if len(clusters) != n:
+            raise ValueError(f"rate: {n} outcomes but {len(clusters)} cluster keys")
+        e = clustered_rate(np.asarray(h), list(clusters), seed=seed)
+        return Rate(k, n, k / n, float(e.lo), float(e.hi), e.method)
     lo, hi = wilson_interval(k, n)
     return Rate(k, n, k / n, float(lo), float(hi))
 
@@ -322,6 +339,7 @@ def recovery_summary(
     retain_ids: Sequence[str],
     control_model: str | None = None,
     criterion: Criterion = "lenient",
+    clusters: Mapping[str, Hashable] | None = None,
 ) -> RecoveryReport:
     """Accuracy, recovery per attack and its controls for one model, from the records.
 
@@ -334,18 +352,26 @@ def recovery_summary(
         control_model: The retain-only model's name (its hits on the same items are the control);
             ``None`` uses the permuted-gold hits of ``model`` itself.
         criterion: What counts as a right answer.
+        clusters: Item id -> cluster key (:func:`unpact.evidence.cluster_keys`): every rate's interval
+            is then clustered; ``None``: Wilson intervals on items (which run too narrow when items share
+            a fact or a person).
 
     Returns:
         The :class:`RecoveryReport`.
     """
     idx = _index(records)
 
+    def rate_of(pairs: Iterable[tuple[str, bool | None]]) -> Rate:
+        kept = [(i, h) for i, h in pairs if h is not None]
+        keys = None if clusters is None else [clusters.get(i, f"id:{i}") for i, _ in kept]
+        return rate((h for _, h in kept), keys)
+
     def hit(m: str, item: str, attack: str) -> bool | None:
         r = idx.get((m, item, attack))
         return None if r is None else is_hit(r, criterion)
 
     def plain_rate(m: str, ids: Sequence[str]) -> Rate:
-        return rate(h for h in (hit(m, i, "plain") for i in ids) if h is not None)
+        return rate_of((i, hit(m, i, "plain")) for i in ids)
 
     def excess(a: Rate, b: Rate) -> float | None:
         return None if a.n == 0 or b.n == 0 else _r6(a.rate - b.rate)
@@ -362,10 +388,10 @@ def recovery_summary(
         hits = [is_hit(r, criterion) for _, r in have]
         chance = [r.perm_hit for _, r in have]
         if control_model:
-            ctl_recs = [idx.get((control_model, i, a)) for i, _ in have]
-            ctl = [is_hit(r, criterion) for r in ctl_recs if r is not None]
+            ctl_recs = [(i, idx.get((control_model, i, a))) for i, _ in have]
+            ctl = [(i, is_hit(r, criterion)) for i, r in ctl_recs if r is not None]
         else:
-            ctl = chance
+            ctl = [(i, c) for (i, _), c in zip(have, chance)]
         for (i, _), h, c in zip(have, hits, chance):
             any_hit[i] = any_hit.get(i, False) or h
             any_chance[i] = any_chance.get(i, False) or c
@@ -375,113 +401,27 @@ def recovery_summary(
                 if c_rec is not None:
                     any_ctl[i] = any_ctl.get(i, False) or is_hit(c_rec, criterion)
         gains = [r.answer_logprob - idx[(model, i, "plain")].answer_logprob for i, r in have]
-        base_kept = [hit(base, i, a) for i in known]
-        retain_kept = [hit(model, i, a) for i in retain_ids if hit(model, i, "plain")]
-        rr, cr = rate(hits), rate(ctl)
+        base_kept = [(i, hit(base, i, a)) for i in known]
+        retain_kept = [(i, hit(model, i, a)) for i in retain_ids if hit(model, i, "plain")]
+        ids = [i for i, _ in have]
+        rr, cr = rate_of(zip(ids, hits)), rate_of(ctl)
         recovery[a] = AttackRecovery(
             rate=rr,
             control=cr,
             excess=excess(rr, cr),
-            chance=rate(chance),
-            base_kept=rate(h for h in base_kept if h is not None),
-            retain_kept=rate(h for h in retain_kept if h is not None),
+            chance=rate_of(zip(ids, chance)),
+            base_kept=rate_of(base_kept),
+            retain_kept=rate_of(retain_kept),
             logprob_gain=_r6(float(np.mean(gains))) if gains else None,
         )
-    ra = rate(any_hit.values())
-    ca = rate((any_ctl if control_model else any_chance).values())
+    ra = rate_of(any_hit.items())
+    ca = rate_of((any_ctl if control_model else any_chance).items())
     return RecoveryReport(
         forget_acc=plain_rate(model, forget_ids),
         retain_acc=plain_rate(model, retain_ids),
         n_known=len(known),
-        forgotten=rate(hit(model, i, "plain") is False for i in known),
+        forgotten=rate_of((i, hit(model, i, "plain") is False) for i in known),
         control="retain_only" if control_model else "permuted_gold",
         recovery=recovery,
-        recovery_any=AttackRecovery(rate=ra, control=ca, excess=excess(ra, ca), chance=rate(any_chance.values())),
+        recovery_any=AttackRecovery(rate=ra, control=ca, excess=excess(ra, ca), chance=rate_of(any_chance.items())),
     )
-
-
-# ----- destructive rate ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DestructiveRate:
-    """How far unlearning moved the attribution mass on prompts it should not touch.
-
-    Attributes:
-        rate: Mean total-variation distance between before/after word shares (0..1).
-        function_part: Mean part of it on function words.
-        content_part: Mean part on content words (``function_part + content_part == rate``).
-        n: Items.
-        per_item: ``(n,)`` per-item distances.
-    """
-
-    rate: float
-    function_part: float
-    content_part: float
-    n: int
-    per_item: np.ndarray = field(repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (6 decimals; ``per_item`` is not included)."""
-        return {
-            "rate": _r6(self.rate),
-            "function_part": _r6(self.function_part),
-            "content_part": _r6(self.content_part),
-            "n": self.n,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DestructiveRate:
-        """Inverse of :meth:`to_dict` (``per_item`` comes back empty)."""
-        f = lambda x: float("nan") if x is None else float(x)
-        return cls(f(d["rate"]), f(d["function_part"]), f(d["content_part"]), int(d["n"]), np.zeros(0))
-
-
-def destructive_rate(before: Sequence[Any], after: Sequence[Any]) -> DestructiveRate:
-    """Destructive rate from paired attributions (objects with ``.words`` and ``.word_scores``).
-
-    Args:
-        before: Base model attributions on retain items.
-        after: Unlearned model attributions on the same items, same order.
-
-    Returns:
-        The :class:`DestructiveRate`.
-
-    Raises:
-        ValueError: If the lists differ in length or an item's words differ.
-    """
-    from unpact.keytokens import is_function_word, positive_shares
-
-    if len(before) != len(after):
-        raise ValueError(f"{len(before)} base attributions but {len(after)} unlearned ones; pair them item by item")
-    per, fparts, cparts = [], [], []
-    for b, a in zip(before, after):
-        if list(b.words) != list(a.words):
-            raise ValueError(
-                "paired attributions split the prompt into different words; use the same prompt and tokenizer"
-            )
-        d = np.abs(positive_shares(a.word_scores) - positive_shares(b.word_scores))
-        fw = np.array([is_function_word(w) for w in b.words], dtype=bool)
-        per.append(0.5 * d.sum())
-        fparts.append(0.5 * d[fw].sum())
-        cparts.append(0.5 * d[~fw].sum())
-    if not per:
-        return DestructiveRate(float("nan"), float("nan"), float("nan"), 0, np.zeros(0))
-    return DestructiveRate(
-        float(np.mean(per)), float(np.mean(fparts)), float(np.mean(cparts)), len(per), np.asarray(per, dtype=np.float64)
-    )
-
-
-def attention_shift(before: Sequence[Any], after: Sequence[Any], keywords: Sequence[Sequence[str]]) -> float:
-    """Mean drop of the key words' share from ``before`` to ``after`` (unPact's finding 1 on forget items).
-
-    Returns:
-        Mean over items of ``sum share_before(key) - sum share_after(key)`` (positive = focus lost);
-        ``nan`` for no items.
-    """
-    from unpact.keytokens import positive_shares
-
-    drops = []
-    for b, a, kws in zip(before, after, keywords):
-        ks = {k.lower() for k in kws}
-        m = np.array([w.strip().lower() in ks for w in b.words], dtype=bool)
-        drops.append(positive_shares(b.word_scores)[m].sum() - positive_shares(a.word_scores)[m].sum())
-    return float(np.mean(drops)) if drops else float("nan")

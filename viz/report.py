@@ -30,6 +30,7 @@ from unpact.audit.summary import AuditSummary, ModelSummary
 from unpact.errors import AuditDirError, UnpactError
 from unpact.scoring import Rate
 from unpact.verdict import Verdict
+from viz.report_sections import probes_html, weights_html
 
 logger = logging.getLogger(__name__)
 
@@ -308,59 +309,6 @@ def _tracer_pairs(
     return out
 
 
-def _weights_html(page: Any, d: AuditDir, summary: AuditSummary) -> str:
-    """Relearning curves (each model vs the retain-only control) and quantization bars, from ``weights/``."""
-    from unpact.audit.auditdir import RETAIN_ONLY
-    from unpact.audit.stages.weights import QuantEval
-    from unpact.weights.quantization import DEFAULT_SCHEMES
-    from unpact.weights.relearning import RelearnCurve
-    from viz.weights import quantization_bars_plotly, relearn_curves_plotly
-
-    out = []
-    for name in summary.models:
-        if name in (BASE, RETAIN_ONLY):
-            continue
-        curves: dict[str, Any] = {}
-        for train_set in ("forget_a", "retain", "unrelated", "forget_b"):
-            mine, ctl = d.weights_path(name, "relearn", train_set), d.weights_path(RETAIN_ONLY, "relearn", train_set)
-            if mine.exists() and ctl.exists():
-                a, c = RelearnCurve.load(mine), RelearnCurve.load(ctl)
-                if a.eval_ids:
-                    curves[train_set] = (a.steps, a.accuracy().tolist(), c.accuracy().tolist())
-        if curves:
-            out.append(
-                page.fig(relearn_curves_plotly(curves, model=name, control=RETAIN_ONLY, title=f"Relearning: {name}"))
-            )
-        relearn_rows = summary.models[name].sections.get("relearn") or {}
-        if relearn_rows:
-            out.append(
-                table_html(
-                    [
-                        {
-                            "fine-tuned on": ts,
-                            "half-B items": r["n_items"],
-                            "area between curves": f"{r['area_between']:+.2f}",
-                            "first step >= 50% (model / control)": "{} / {}".format(
-                                r["first_step_reaching_half"]["model"], r["first_step_reaching_half"]["control"]
-                            ),
-                        }
-                        for ts, r in relearn_rows.items()
-                    ]
-                )
-            )
-    rows = []
-    for name in summary.models:
-        for scheme in DEFAULT_SCHEMES:
-            path = d.weights_path(name, "quantize", scheme.name())
-            if path.exists():
-                q = QuantEval.load(path)
-                if len(q.forget_correct):
-                    rows.append({"model": name, "scheme": q.scheme, "forget_accuracy": float(q.forget_correct.mean())})
-    if rows:
-        out.append(page.fig(quantization_bars_plotly(rows)))
-    return "".join(out) or "<p class='meta'>No weight-level results were saved.</p>"
-
-
 def render_report(
     audit_dir: str | os.PathLike[str], *, max_examples: int = 4, max_records: int = 300, title: str | None = None
 ) -> str:
@@ -470,7 +418,9 @@ def render_report(
                 + "".join(_evidence_html(n, m) for n, m in judged.items())
             ),
         )
-        page.section("Relearning and quantization", lambda: _weights_html(page, d, summary))
+        page.section("Relearning and quantization", lambda: weights_html(page, d, summary))
+        if any("probes" in m.sections for m in summary.models.values()):
+            page.section("Representations: per-layer probes", lambda: probes_html(page, summary))
     if records:
         page.section("Per-item records", lambda: _records_html(records, max_records))
     page.section("Audit configuration", lambda: _config_table(summary))

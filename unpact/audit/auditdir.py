@@ -8,6 +8,7 @@ OUT/
   keywords.json          item id -> key words
   tracers/MODEL/KIND/ITEM.npz   saved tracer results (KIND: forget, retain, lens, circuits, ...)
   weights/MODEL/KIND/NAME.npz   weight-level evidence on a copy of MODEL (KIND: relearn, quantize)
+  representations/MODEL/KIND/NAME.npz   representation-level evidence read from MODEL (KIND: probe)
   models/NAME/           toy world: the unlearned models the audit made
   summary.json           the typed AuditSummary
   timings.json           the last run's plan (work per stage, estimated time) and measured seconds per stage
@@ -193,6 +194,11 @@ class AuditDir:
     def weights_path(self, model: str, kind: str, name: str) -> Path:
         """``weights/MODEL/KIND/NAME.npz``: one weight-level result (a relearning curve, a quantized model's scores)."""
         return self.root / "weights" / check_model_name(model, reserved=False) / kind / f"{item_file_name(name)}.npz"
+
+    def representations_path(self, model: str, kind: str, name: str) -> Path:
+        """``representations/MODEL/KIND/NAME.npz``: one representation-level result (a model's probes)."""
+        folder = self.root / "representations" / check_model_name(model, reserved=False) / kind
+        return folder / f"{item_file_name(name)}.npz"
 
     # ----- contents ------------------------------------------------------------------------------
     def records(self) -> RecordStore:

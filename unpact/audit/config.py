@@ -110,6 +110,10 @@ class AuditConfig:
         quantize: Run the quantization attack (:mod:`unpact.weights.quantization`) on every model.
         weights_items: At most this many base-known forget items (spread over subjects) are measured by
             the weight attacks per model (relearning measures those of half B).
+        probes: Fit per-layer linear probes (:mod:`unpact.representations.probes`) on every model: trained
+            on retain people, tested on the base-known forget items.
+        probe_items: Retain items the probes are fit on, spread over facts, taken from *all* the retain
+            items given (not only the ``max_retain`` audited ones: a probe needs many people).
         rule: The verdict's thresholds.
         preset: Toy world only: its size.
         methods: Toy world only: unlearning methods to audit.
@@ -160,6 +164,8 @@ class AuditConfig:
     weights_items: int = _setting(
         96, "forget items (known by the base model, spread over subjects) the weight attacks measure per model"
     )
+    probes: bool = _setting(True, "per-layer linear probes on every model: trained on retain people, tested on forget")
+    probe_items: int = _setting(1024, "retain items (of all given, spread over facts) the probes are fit on")
     rule: VerdictRule = _setting(help="the verdict's thresholds", resume=False, cli=False, factory=VerdictRule)
     preset: Literal["default", "micro"] = _setting("default", "toy world: its size (micro: fast)", resume=False)
     methods: tuple[str, ...] = _setting(DEFAULT_METHODS, "toy world: unlearning methods, comma-separated", resume=False)
@@ -183,6 +189,7 @@ class AuditConfig:
             "beta",
             "relearn_steps",
             "weights_items",
+            "probe_items",
         ):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -375,6 +382,7 @@ def resume_key(
     attacks: Sequence[Any],
     max_new_tokens: int,
     prompt_format: Mapping[str, Any] | None = None,
+    probe_train: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """What an output directory's records depend on: settings, models, data and the records' schema.
 
@@ -385,6 +393,7 @@ def resume_key(
         attacks: The resolved attacks' configurations.
         max_new_tokens: The resolved number of decoded tokens.
         prompt_format: The prompt format the models are put to (:meth:`unpact.prompts.PromptFormat.to_dict`).
+        probe_train: The retain items the probes are fit on (hashed when there are any).
 
     Returns:
         A JSON-ready dict; :func:`key_hash` gives its hash.
@@ -398,7 +407,11 @@ def resume_key(
             "prompt_format": dict(prompt_format or {}),
         },
         "models": dict(model_hashes),
-        "data": {"forget": _sha([e.to_dict() for e in forget]), "retain": _sha([e.to_dict() for e in retain])},
+        "data": {
+            "forget": _sha([e.to_dict() for e in forget]),
+            "retain": _sha([e.to_dict() for e in retain]),
+            **({"probe_train": _sha([e.to_dict() for e in probe_train])} if probe_train else {}),
+        },
     }
 
 

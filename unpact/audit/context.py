@@ -54,6 +54,7 @@ class AuditRun:
         forget: Forget items audited (after ``max_forget``).
         retain: Retain items audited (after ``max_retain``).
         retain_attacked: The retain items that are also attacked and attributed.
+        probe_train: The retain items the probes are fit on (of all given, spread over facts).
         dir: The output directory.
         store: The record store.
         attacks: Attack names (without ``plain``).
@@ -82,6 +83,7 @@ class AuditRun:
     _attributions: dict[tuple[str, str], list[Attribution]] = field(default_factory=dict, repr=False)
     _workers: RecordWorkers | None = field(default=None, repr=False)
     format_check: Any = None
+    probe_train: list[Example] = field(default_factory=list)
 
     # ----- helpers for stages --------------------------------------------------------------------
     def chunks(self, items: Sequence[Example]) -> list[tuple[int, list[Example]]]:

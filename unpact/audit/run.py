@@ -66,8 +66,11 @@ def prepare(
     """
     from unpact.attacks import DEFAULT_ATTACKS, get_attack
     from unpact.audit.format_check import check_format, format_key
+    from unpact.evidence import spread
 
     forget = list(forget) if config.max_forget is None else list(forget)[: config.max_forget]
+    # the probes learn from every retain item given (spread over facts), not only the audited ones
+    probe_train = spread(list(retain), config.probe_items, config.rule.cluster) if config.probes else []
     retain = list(retain) if config.max_retain is None else list(retain)[: config.max_retain]
     _check_items(forget, retain)
     for name, m in models.items():  # refuse before any work what a stage would refuse later
@@ -95,6 +98,7 @@ def prepare(
         attacks=[get_attack(a).config() for a in attacks],
         max_new_tokens=max_new,
         prompt_format=format_key(models.base, forget[0]),
+        probe_train=probe_train,
     )
     out = AuditDir.create(config.out)
     config_hash = out.check_resume(key, config.to_dict())
@@ -105,6 +109,7 @@ def prepare(
         forget=forget,
         retain=retain,
         retain_attacked=retain[: config.retain_attacked],
+        probe_train=probe_train,
         dir=out,
         store=out.records(),
         attacks=attacks,

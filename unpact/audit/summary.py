@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 import dacite
 
+from unpact.destructive import DestructiveRate
 from unpact.errors import DataFileError
 from unpact.evidence import EvidenceTest, LevelOutcome
 from unpact.quality import Quality
-from unpact.scoring import DestructiveRate, Rate, RecoveryReport
+from unpact.scoring import Rate, RecoveryReport
 from unpact.verdict import Verdict
 
 __all__ = ["ModelSummary", "AuditSummary", "format_table", "SUMMARY_SCHEMA"]

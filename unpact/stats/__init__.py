@@ -25,6 +25,7 @@ Only numpy (and the standard library) is used; nothing here imports scipy.
 
 from __future__ import annotations
 
+from unpact.stats.curves import first_crossing
 from unpact.stats.intervals import (
     Estimate,
     cluster_keys,
@@ -47,4 +48,5 @@ __all__ = [
     "effective_n",
     "icc_anova",
     "wilson_bounds",
+    "first_crossing",
 ]

@@ -1,7 +1,8 @@
 """Stage ``evidence``: every paired test of every model, grouped by threat level (:mod:`unpact.evidence`).
 
 Black box: each text and sampling attack, any of them (primary), in-context relearning. White box: each
-emphasis hook, any of them (primary). Weights: relearning on half A (primary), on retain items, on
+emphasis hook, the per-layer probe (the gold answer ranks first at the probe's layer, chosen on retain
+people), any of them (primary). Weights: relearning on half A (primary), on retain items, on
 unrelated text and on half B itself, and each quantization scheme. Every test compares the model with
 its control on the model's forgotten items: the retain-only model (the same attack, the same fine-tuning,
 the same quantization) or, without one, the permuted-gold chance hits (prompt levels only).
@@ -28,7 +29,7 @@ class EvidenceStage(Stage):
     """Paired tests per model and level, Holm-corrected primary tests, the outcome of each level."""
 
     name = "evidence"
-    reads = ("records", "weights/MODEL/relearn", "weights/MODEL/quantize")
+    reads = ("records", "weights/MODEL/relearn", "weights/MODEL/quantize", "representations/MODEL/probe")
     writes = ("summary.evidence", "summary.levels")
 
     def run(self, run: AuditRun) -> None:
@@ -37,10 +38,13 @@ class EvidenceStage(Stage):
         rule = run.config.rule
         clusters = cluster_keys(run.forget + run.retain, by=rule.cluster)
         for name, summary in run.summaries.items():
+            probes = _probe_summary(run, name, clusters)
+            if probes:
+                summary.sections["probes"] = probes
             if name == BASE:
                 continue
             tests = _prompt_tests(run, name, clusters) + _weight_tests(run, name, clusters)
-            curves = _relearn_summary(run, name)
+            curves = _relearn_summary(run, name, clusters)
             if curves:
                 summary.sections["relearn"] = curves
             summary.evidence, summary.levels = judge_levels(
@@ -90,11 +94,78 @@ def _prompt_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[A
         by_level.setdefault(level, ({}, {}))
         by_level[level][0][a] = hits
         by_level[level][1][a] = ctl
-    names = {"black_box": "any black-box attack", "white_box": "any white-box attack"}
+    probe = _probe_hits(run, model, ids)
+    if probe is not None:
+        kept = list(probe[0])
+        m = np.array([probe[0][i] for i in kept], dtype=bool)
+        c_arr = np.array([probe[1][i] for i in kept], dtype=bool)
+        tests.append(
+            paired_test("probe", "white_box", pair(kept, m, c_arr, clusters), seed=run.config.seed, note=probe[2])
+        )
+        by_level.setdefault("white_box", ({}, {}))
+        by_level["white_box"][0]["probe"] = probe[0]
+        by_level["white_box"][1]["probe"] = probe[1]
+    names = {"black_box": "any black-box attack", "white_box": "any white-box evidence"}
     for level, (hits_by_attack, ctl_by_attack) in by_level.items():
         kept, m, c_arr = any_of(hits_by_attack, ctl_by_attack, ids)
         tests.append(paired_test(names[level], level, pair(kept, m, c_arr, clusters), seed=run.config.seed))  # type: ignore[arg-type]
     return tests
+
+
+def _probe_hits(run: AuditRun, model: str, ids: list[str]) -> tuple[dict, dict, str] | None:
+    """``(item -> decoded by the model's probe, item -> by the control's, note)`` on the forgotten items.
+
+    The control is the retain-only model's probe (each model at its own layer, chosen on retain people);
+    without one, the same model's shuffled-label probe at the same layer.
+    """
+    from unpact.representations import ProbeResult
+
+    path = run.dir.representations_path(model, "probe", "last")
+    if not path.exists():
+        return None
+    mine = ProbeResult.load(path)
+    col = {i: j for j, i in enumerate(mine.forget_ids)}
+    if run.models.retain_only is not None and model != RETAIN_ONLY:
+        cpath = run.dir.representations_path(RETAIN_ONLY, "probe", "last")
+        if not cpath.exists():
+            return None
+        ctl = ProbeResult.load(cpath)
+        ccol = {i: j for j, i in enumerate(ctl.forget_ids)}
+        c_hits = ctl.hits
+        control = {i: bool(c_hits[ccol[i]]) for i in ids if i in col and i in ccol}
+        note = f"layer {mine.layer_names[mine.layer]} vs control layer {ctl.layer_names[ctl.layer]}"
+    else:
+        sh = mine.shuffled_rank[mine.layer] == 0
+        control = {i: bool(sh[col[i]]) for i in ids if i in col}
+        note = f"layer {mine.layer_names[mine.layer]} vs its shuffled-label probe"
+    hits = mine.hits
+    return {i: bool(hits[col[i]]) for i in control}, control, note
+
+
+def _probe_summary(run: AuditRun, model: str, clusters: dict[str, str]) -> dict[str, Any]:
+    """Per layer: rank accuracy on the base-known forget items (clustered 95% interval), shuffled-label probes."""
+    from unpact.representations import ProbeResult
+    from unpact.stats import clustered_rate
+
+    path = run.dir.representations_path(model, "probe", "last")
+    if not path.exists():
+        return {}
+    r = ProbeResult.load(path)
+    if not r.forget_ids:
+        return {}
+    cl = [clusters.get(i, f"id:{i}") for i in r.forget_ids]
+    est = [clustered_rate(r.forget_rank[j] == 0, cl, seed=run.config.seed) for j in range(len(r.layer_names))]
+    return {
+        "layers": list(r.layer_names),
+        "layer": int(r.layer),
+        "n_items": len(r.forget_ids),
+        "chance": round(r.chance, 6),
+        "accuracy": [round(e.value, 6) for e in est],
+        "lo": [round(e.lo, 6) for e in est],
+        "hi": [round(e.hi, 6) for e in est],
+        "shuffled": [round(float(x), 6) for x in r.shuffled_accuracy],
+        "val_accuracy": [round(float(x), 6) for x in r.val_accuracy],
+    }
 
 
 def _load_curve(run: AuditRun, model: str, train_set: str) -> Any:
@@ -108,15 +179,20 @@ def _load_curve(run: AuditRun, model: str, train_set: str) -> Any:
 RELEARN_THRESHOLD = 0.5
 
 
-def _relearn_summary(run: AuditRun, model: str) -> dict[str, Any]:
+def _relearn_summary(run: AuditRun, model: str, clusters: dict[str, str]) -> dict[str, Any]:
     """Per train set: both curves on the same items, the area between them and the first step reaching 50%.
 
     The area is the mean, over the schedule's checkpoints (equal weight: the steps are spaced on a log
     scale), of model accuracy minus control accuracy on the half-B items both measured: 0 when the model
-    relearns no faster than a model that never knew the facts, up to 1.
+    relearns no faster than a model that never knew the facts, up to 1. Its interval is the paired
+    cluster bootstrap of the per-item areas; the first steps' intervals resample the same clusters
+    (:func:`unpact.stats.first_crossing`; ``None``: not within the measured steps).
     """
+    from unpact.stats import first_crossing, paired_difference
+
     if run.models.retain_only is None or model == RETAIN_ONLY:
         return {}
+    seed = run.config.seed
     out: dict[str, Any] = {}
     for train_set in ("forget_a", "retain", "unrelated", "forget_b"):
         mine, ctl = _load_curve(run, model, train_set), _load_curve(run, RETAIN_ONLY, train_set)
@@ -125,20 +201,22 @@ def _relearn_summary(run: AuditRun, model: str) -> dict[str, Any]:
         ids = [i for i in mine.eval_ids if i in set(ctl.eval_ids)]
         mj = [mine.eval_ids.index(i) for i in ids]
         cj = [ctl.eval_ids.index(i) for i in ids]
-        m_acc = mine.correct[:, mj].mean(axis=1)
-        c_acc = ctl.correct[:, cj].mean(axis=1)
-
-        def first(acc: np.ndarray, steps: list[int] = mine.steps) -> int | None:
-            hit = np.nonzero(acc >= RELEARN_THRESHOLD)[0]
-            return int(steps[hit[0]]) if hit.size else None
-
+        m_c, c_c = mine.correct[:, mj].astype(float), ctl.correct[:, cj].astype(float)  # (steps, items)
+        cl = [clusters.get(i, f"id:{i}") for i in ids]
+        area = paired_difference(m_c.mean(axis=0), c_c.mean(axis=0), cl, seed=seed)
+        firsts = {
+            who: first_crossing(x, mine.steps, cl, RELEARN_THRESHOLD, seed=seed)
+            for who, x in (("model", m_c), ("control", c_c))
+        }
         out[train_set] = {
             "steps": list(mine.steps),
             "n_items": len(ids),
-            "model_accuracy": [round(float(x), 6) for x in m_acc],
-            "control_accuracy": [round(float(x), 6) for x in c_acc],
-            "area_between": round(float(np.mean(m_acc - c_acc)), 6),
-            "first_step_reaching_half": {"model": first(m_acc), "control": first(c_acc)},
+            "model_accuracy": [round(float(x), 6) for x in m_c.mean(axis=1)],
+            "control_accuracy": [round(float(x), 6) for x in c_c.mean(axis=1)],
+            "area_between": round(float(area.value), 6),
+            "area_between_ci": [round(float(area.lo), 6), round(float(area.hi), 6)],
+            "first_step_reaching_half": {who: f[0] for who, f in firsts.items()},
+            "first_step_reaching_half_ci": {who: [f[1], f[2]] for who, f in firsts.items()},
         }
     return out
 

@@ -10,7 +10,8 @@ __all__ = ["ScoresStage", "DestructiveStage"]
 
 class ScoresStage(Stage):
     """Accuracy, forgetting and recovery per attack against the control, for every model
-    (:func:`unpact.scoring.recovery_summary`): starts each model's summary."""
+    (:func:`unpact.scoring.recovery_summary`, intervals clustered by the verdict rule's ``cluster``):
+    starts each model's summary."""
 
     name = "scores"
     reads = ("records",)
@@ -18,9 +19,12 @@ class ScoresStage(Stage):
 
     def run(self, run: AuditRun) -> None:
         from unpact.audit.summary import ModelSummary
+        from unpact.evidence import cluster_keys
         from unpact.scoring import recovery_summary
 
         recs = list(run.store.records.values())
+        # intervals clustered like the evidence's tests (a fact's phrasings are not independent items)
+        clusters = cluster_keys(run.forget + run.retain, by=run.config.rule.cluster)
         f_ids, r_ids = [e.id for e in run.forget], [e.id for e in run.retain]
         for name in run.models.names:
             scores = recovery_summary(
@@ -31,6 +35,7 @@ class ScoresStage(Stage):
                 forget_ids=f_ids,
                 retain_ids=r_ids,
                 control_model=run.models.control_for(name),
+                clusters=clusters,
             )
             run.summaries[name] = ModelSummary(
                 role=run.models.role(name),
@@ -48,7 +53,7 @@ class DestructiveStage(Stage):
     writes = ("summary.destructive", "summary.key_share_drop")
 
     def run(self, run: AuditRun) -> None:
-        from unpact.scoring import attention_shift, destructive_rate
+        from unpact.destructive import attention_shift, destructive_rate
 
         for name, s in run.summaries.items():
             if name == BASE:

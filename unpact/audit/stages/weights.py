@@ -24,13 +24,22 @@ from unpact._result import SavedResult
 from unpact.audit.auditdir import BASE, RETAIN_ONLY
 from unpact.audit.context import AuditRun, Stage
 from unpact.data import Example
+from unpact.evidence import spread
 
 if TYPE_CHECKING:
     from unpact.audit.plan import Work
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RelearnStage", "QuantizeStage", "QuantEval", "schedule", "weight_items", "relearn_halves"]
+__all__ = [
+    "RelearnStage",
+    "QuantizeStage",
+    "QuantEval",
+    "schedule",
+    "weight_items",
+    "relearn_halves",
+    "known_items",
+]
 
 #: Retain items each quantized model is scored on (its retain accuracy after quantization).
 QUANT_RETAIN_ITEMS = 32
@@ -45,30 +54,7 @@ def schedule(last: int) -> list[int]:
     return [*out, last] if last > 0 else out
 
 
-def _spread(items: Sequence[Example], k: int, by: str = "fact") -> list[Example]:
-    """At most ``k`` items, taken round-robin over clusters (facts or subjects: as many as possible represented).
-
-    The clustered intervals are as narrow as the number of clusters allows, so a budget of items goes
-    furthest spread over facts.
-    """
-    from unpact.evidence import cluster_keys
-
-    keys = cluster_keys(items, by=by)  # type: ignore[arg-type]
-    groups: dict[str, list[Example]] = {}
-    for e in items:
-        groups.setdefault(keys[e.id], []).append(e)
-    out: list[Example] = []
-    queues = list(groups.values())
-    i = 0
-    while len(out) < k and any(queues):
-        q = queues[i % len(queues)]
-        if q:
-            out.append(q.pop(0))
-        i += 1
-    return out
-
-
-def _known(run: AuditRun, items: Sequence[Example]) -> list[Example]:
+def known_items(run: AuditRun, items: Sequence[Example]) -> list[Example]:
     """The items the base model answers right on the plain prompt (from the accuracy stage's records)."""
     from unpact.scoring import is_hit
 
@@ -78,15 +64,19 @@ def _known(run: AuditRun, items: Sequence[Example]) -> list[Example]:
 
 def weight_items(run: AuditRun) -> list[Example]:
     """The forget items the weight attacks measure: base-known, spread over facts, ``weights_items`` at most."""
-    return _spread(_known(run, run.forget), run.config.weights_items, run.config.rule.cluster)
+    return spread(known_items(run, run.forget), run.config.weights_items, run.config.rule.cluster)
 
 
-def relearn_halves(run: AuditRun) -> tuple[list[Example], list[Example]]:
-    """``(half A: all its forget items, half B: the base-known items measured)``; no subject in both."""
-    from unpact.weights.relearning import split_halves
+def relearn_halves(run: AuditRun) -> tuple[dict[str, Any], list[Example]]:
+    """``(train sets, half B's base-known items measured)``.
 
-    a, b = split_halves(run.forget, seed=run.config.seed)
-    return a, _spread(_known(run, b), run.config.weights_items, run.config.rule.cluster)
+    The train sets are :func:`unpact.weights.relearning.relearn_sets`'s (half A, a seeded retain sample
+    as large as half A, unrelated text, half B); no subject is in both halves.
+    """
+    from unpact.weights.relearning import relearn_sets
+
+    sets, b = relearn_sets(run.forget, run.retain, seed=run.config.seed)
+    return sets, spread(known_items(run, b), run.config.weights_items, run.config.rule.cluster)
 
 
 def _relearn_models(run: AuditRun) -> list[str]:
@@ -131,10 +121,11 @@ class RelearnStage(Stage):
         )
 
     def run(self, run: AuditRun) -> None:
-        from unpact.weights.relearning import UNRELATED_TEXT, relearn
+        from unpact.weights.relearning import relearn
 
         cfg = run.config
-        half_a, half_b = relearn_halves(run)
+        train, half_b = relearn_halves(run)
+        half_a = list(train["forget_a"])
         if not half_b:  # saved as empty curves, so the stage is done and the weights level says why
             logger.warning("relearning: no base-known forget item in half B; nothing to measure")
             from unpact.weights.relearning import RelearnCurve
@@ -145,12 +136,6 @@ class RelearnStage(Stage):
                 empty = np.zeros((len(steps0), 0))
                 RelearnCurve(train_set, steps0, [], empty.astype(bool), empty, 0.0, cfg.seed, 0, 0, None).save(path)
             return
-        train: dict[str, Any] = {
-            "forget_a": half_a,
-            "retain": list(run.retain[: len(half_a)]),
-            "unrelated": list(UNRELATED_TEXT),
-            "forget_b": half_b,
-        }
         steps = schedule(cfg.relearn_steps)
         todo = [(k, p) for k, p in self._paths(run).items() if not p.exists()]
         bar = run.bar(len(todo), "relearn")

@@ -1,0 +1,78 @@
+"""Stage ``probes``: is the forgotten answer still decodable from the residual stream?
+
+Per-layer linear probes (:func:`unpact.representations.fit_probes`) are fit on every model, the base
+and the retain-only model included: trained on retain people, tested on the forget items the base model
+answers. The retain-only model's probe is the floor (what can be guessed about a person never seen);
+without one, the same model's shuffled-label probe is the control. One result per model under
+``representations/MODEL/probe/last.npz``, resumable; :class:`~unpact.audit.stages.evidence.EvidenceStage`
+turns them into the white-box ``probe`` test.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from unpact.audit.context import AuditRun, Stage
+
+if TYPE_CHECKING:
+    from unpact.audit.plan import Work
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ProbeStage"]
+
+
+class ProbeStage(Stage):
+    """Per-layer probes of every model (see the module docstring)."""
+
+    name = "probes"
+    reads = ("records", "models")
+    writes = ("representations/MODEL/probe",)
+
+    def enabled(self, run: AuditRun) -> bool:
+        if not run.config.probes:
+            return False
+        if len({e.subject or e.id for e in run.probe_train}) < 2:
+            logger.warning("probes need retain items about at least two subjects (one to validate): skipped")
+            return False
+        return True
+
+    def _paths(self, run: AuditRun) -> dict[str, Path]:
+        return {m: run.dir.representations_path(m, "probe", "last") for m in run.models.names}
+
+    def done(self, run: AuditRun) -> bool:
+        return all(p.exists() for p in self._paths(run).values())
+
+    def work(self, run: AuditRun) -> Work:
+        from unpact.audit.plan import Work
+
+        left = sum(not p.exists() for p in self._paths(run).values())
+        # one prompt-only forward pass per item; the two probe fits (300 full-batch steps over every layer)
+        # cost about as much as attributing a fifth of the items (6 s per model on the default world)
+        n = len(run.probe_train) + len(run.forget)
+        return Work(forward=left * n, attribute=left * n // 5)
+
+    def run(self, run: AuditRun) -> None:
+        from unpact.audit.stages.weights import known_items
+        from unpact.representations import ProbeResult, fit_probes
+
+        cfg = run.config
+        test = known_items(run, run.forget)
+        train = run.probe_train
+        todo = [(m, p) for m, p in self._paths(run).items() if not p.exists()]
+        bar = run.bar(len(todo), "probes")
+        for model, path in todo:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not test:  # saved empty, so the stage is done and the white-box level says why
+                logger.warning("probes: no base-known forget item; nothing to decode")
+                e = np.zeros((1, 0), dtype=np.int64)
+                ProbeResult(["embed"], [], e, np.zeros(0, np.int64), np.zeros(1), e, 0, 0).save(path)
+            else:
+                fit_probes(run.models[model], train, test, seed=cfg.seed, batch_size=cfg.batch_size).save(path)
+            bar.update(1)
+            run.callback("probes", {"model": model})
+        bar.close()

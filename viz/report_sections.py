@@ -1,0 +1,123 @@
+"""Report sections for the weight and representation levels (kept out of :mod:`viz.report` to keep it small)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from unpact._html import table_html
+from unpact.audit.auditdir import AuditDir
+from unpact.audit.summary import AuditSummary
+
+__all__ = ["probes_html", "weights_html"]
+
+
+def probes_html(page: Any, summary: AuditSummary) -> str:
+    """Probe rank accuracy per layer for every model (figure) and at each model's chosen layer (table).
+
+    Args:
+        page: The report page (its ``fig`` embeds a plotly figure).
+        summary: The audit summary; each model's ``sections["probes"]`` (written by the evidence stage).
+
+    Returns:
+        HTML: the explanation, the figure and the table (every string escaped by ``table_html``).
+    """
+    from viz.representations import probe_layers_plotly
+
+    rows = {n: m.sections["probes"] for n, m in summary.models.items() if "probes" in m.sections}
+    chance = next(iter(rows.values()))["chance"] if rows else None
+    table = [
+        {
+            "model": n,
+            "layer (chosen on retain people)": r["layers"][r["layer"]],
+            "forget items": r["n_items"],
+            "rank accuracy [95% CI]": "{:.0%} [{:.0%}, {:.0%}]".format(
+                r["accuracy"][r["layer"]], r["lo"][r["layer"]], r["hi"][r["layer"]]
+            ),
+            "shuffled-label probe": f"{r['shuffled'][r['layer']]:.0%}",
+            "chance": f"{r['chance']:.0%}",
+        }
+        for n, r in rows.items()
+    ]
+    return (
+        "<p class='meta'>A probe per layer, fit on retain people, ranks the first token of each base-known forget "
+        "item's answer among its attribute's; the share ranked first is shown with its 95% interval clustered by "
+        "fact. The retain-only model is the floor (what can be guessed about people never seen); the dotted lines "
+        "are the same probes fit on shuffled labels. The white-box <i>probe</i> test compares each model's "
+        "forgotten items with the floor's.</p>" + page.fig(probe_layers_plotly(rows, chance=chance)) + table_html(table)
+    )
+
+
+def _area_text(r: Mapping[str, Any]) -> str:
+    ci = r.get("area_between_ci")
+    return f"{r['area_between']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def _step_text(r: Mapping[str, Any], who: str) -> str:
+    """``"8 [4, never]"``: the first step reaching 50% and its interval (``None``: not within the steps)."""
+    name = lambda s: "never" if s is None else str(s)
+    text = name(r["first_step_reaching_half"][who])
+    ci = (r.get("first_step_reaching_half_ci") or {}).get(who)
+    return text + (f" [{name(ci[0])}, {name(ci[1])}]" if ci else "")
+
+
+def weights_html(page: Any, d: AuditDir, summary: AuditSummary) -> str:
+    """Relearning curves (each model vs the retain-only control) and quantization bars, from ``weights/``.
+
+    Args:
+        page: The report page (its ``fig`` embeds a plotly figure).
+        d: The audit's output directory.
+        summary: The audit summary (each model's ``sections["relearn"]``).
+
+    Returns:
+        HTML: the figures and the relearning summary tables (strings escaped by ``table_html``).
+    """
+    from unpact.audit.auditdir import BASE, RETAIN_ONLY
+    from unpact.audit.stages.weights import QuantEval
+    from unpact.weights.quantization import DEFAULT_SCHEMES
+    from unpact.weights.relearning import RelearnCurve
+    from viz.weights import quantization_bars_plotly, relearn_curves_plotly
+
+    out = []
+    for name in summary.models:
+        if name in (BASE, RETAIN_ONLY):
+            continue
+        curves: dict[str, Any] = {}
+        for train_set in ("forget_a", "retain", "unrelated", "forget_b"):
+            mine, ctl = d.weights_path(name, "relearn", train_set), d.weights_path(RETAIN_ONLY, "relearn", train_set)
+            if mine.exists() and ctl.exists():
+                a, c = RelearnCurve.load(mine), RelearnCurve.load(ctl)
+                if a.eval_ids:
+                    curves[train_set] = (a.steps, a.accuracy().tolist(), c.accuracy().tolist())
+        if curves:
+            out.append(
+                page.fig(relearn_curves_plotly(curves, model=name, control=RETAIN_ONLY, title=f"Relearning: {name}"))
+            )
+        relearn_rows = summary.models[name].sections.get("relearn") or {}
+        if relearn_rows:
+            out.append(
+                table_html(
+                    [
+                        {
+                            "fine-tuned on": ts,
+                            "half-B items": r["n_items"],
+                            "area between curves [95% CI]": _area_text(r),
+                            "first step >= 50%: model [CI] / control [CI]": " / ".join(
+                                _step_text(r, who) for who in ("model", "control")
+                            ),
+                        }
+                        for ts, r in relearn_rows.items()
+                    ]
+                )
+            )
+    rows = []
+    for name in summary.models:
+        for scheme in DEFAULT_SCHEMES:
+            path = d.weights_path(name, "quantize", scheme.name())
+            if path.exists():
+                q = QuantEval.load(path)
+                if len(q.forget_correct):
+                    rows.append({"model": name, "scheme": q.scheme, "forget_accuracy": float(q.forget_correct.mean())})
+    if rows:
+        out.append(page.fig(quantization_bars_plotly(rows)))
+    return "".join(out) or "<p class='meta'>No weight-level results were saved.</p>"
