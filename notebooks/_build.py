@@ -134,6 +134,45 @@ a = attribute(subject, ex, method="loo")
 token_heatmap_plotly(a)""",
         ),
     ],
+    "06_representations.ipynb": [
+        (
+            "md",
+            "# Is it still in the representations? Per-layer probes and the unlearning direction\n\n"
+            "A probe fit on retain people reads the forget people's answers from each layer's residual stream; the "
+            "retain-only model, which never saw them, is the floor. Then the mean activation change unlearning made "
+            "on forget prompts is projected out with hooks, against the same done with a direction from retain "
+            "prompts (docs/representations.md).",
+        ),
+        ("code", SETUP),
+        ("code", UNLEARN),
+        (
+            "code",
+            """from unpact.representations import fit_probes
+retain_only = world.load_retain_only()
+probes = {name: fit_probes(m, world.retain, world.forget)
+          for name, m in [("base", base), ("npo_gd", unlearned), ("retain_only", retain_only)]}
+for name, r in probes.items():
+    print(f"{name:12s} layer {r.layer_names[r.layer]:>5s}  accuracy per layer {r.accuracy.round(2)}  "
+          f"shuffled labels {r.shuffled_accuracy.round(2)}  chance {r.chance:.2f}")""",
+        ),
+        (
+            "code",
+            """from viz.representations import probe_layers_plotly
+rows = {name: {"layers": r.layer_names, "accuracy": r.accuracy.tolist(), "shuffled": r.shuffled_accuracy.tolist(),
+               "layer": r.layer} for name, r in probes.items()}
+probe_layers_plotly(rows, chance=probes["base"].chance)""",
+        ),
+        (
+            "code",
+            """from unpact.representations import unlearning_direction
+from unpact.weights import split_halves
+half_a, half_b = split_halves(world.forget, seed=0)
+d = unlearning_direction(base, unlearned, half_a, world.retain[:len(half_a)], half_b, max_new_tokens=8)
+print("share of the activation change along the direction, per block:", d.share_explained.round(2))
+for key in d.keys:
+    print(f"{key:14s} half-B accuracy {d.accuracy(key):.0%}")""",
+        ),
+    ],
 }
 
 

@@ -467,3 +467,24 @@ def test_docs_stage_example(models, tmp_path):
         sec["mean"] - s.models["retain_only"].sections["gold_logprob"]["mean"], abs=1e-5
     )
     assert AuditDir(tmp_path).read_summary().models["u"].sections == s.models["u"].sections
+
+
+def test_tuned_lens_in_the_audit(models, tmp_path):
+    """``lens_method="tuned"``: a tuned lens per model, fit on retain items only, decodes the saved trajectories."""
+    from unpact.lens import LensTrajectory
+    from unpact.representations import TunedLens
+
+    base, u, ro = models
+    forget, retain = _data()
+    states = [ModelState.capture(m.model, with_weights=True) for m in models]
+    audit(cfg(tmp_path / "a", lens_method="tuned"), Models(base, {"u": u}, retain_only=ro), forget, retain)
+    d = AuditDir(tmp_path / "a")
+    for name in ("base", "u", "retain_only"):
+        lens = TunedLens.load(d.representations_path(name, "tuned_lens", "lens"))
+        lens.check_subject({"base": base, "u": u, "retain_only": ro}[name])  # fit on that model's own weights
+        traj = LensTrajectory.load(d.tracer_path(name, "lens", forget[0].id))
+        assert traj.method == "tuned"
+    assert [ModelState.capture(m.model, with_weights=True) for m in models] == states
+    # the lens method changes what the lens stage saves: it is part of the resume key
+    with pytest.raises(AuditConfigMismatch):
+        audit(cfg(tmp_path / "a"), Models(base, {"u": u}, retain_only=ro), forget, retain)

@@ -15,6 +15,12 @@ this view to show gradient-ascent-style unlearning erases the answer only after 
 probability and rank per layer, and the KL divergence between the two models' per-layer
 distributions (when the trajectories kept them, see ``keep_distributions``).
 
+**Tuned lens** (``method="tuned"``, Belrose et al. 2023): each layer's residual first goes through the
+model's own trained affine translator (:class:`~unpact.representations.tuned_lens.TunedLens`, fit with
+:func:`~unpact.representations.tuned_lens.fit_tuned_lens` on text without the forget items), then through
+the final norm and unembedding. The trajectory records the method; :func:`lens_diff` compares only
+trajectories of the same method (each model decoded through its own lens).
+
 A :class:`~unpact.models.Subject` built from a TransformerLens ``TransformerBridge``
 (``load_model(bridge)``) works the same way: the hooks sit on the bridge's underlying Hugging Face
 modules.
@@ -24,23 +30,27 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from unpact._result import SavedResult, fields_dict
 from unpact.data import Example
-from unpact.errors import ArchitectureError, InputError, check_items, check_positive
+from unpact.errors import InputError, check_items, check_positive
 from unpact.hooks import run_with_cache
 from unpact.models import Subject, check_finite, frozen
 from unpact.provenance import Provenance
+from unpact.representations.tuned_lens import TunedLens, check_lens_ok, lens_sites
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LensTrajectory", "LensDiff", "logit_lens", "lens_diff"]
+
+#: The lenses :func:`logit_lens` decodes with.
+LENS_METHODS: tuple[str, ...] = ("logit", "tuned")
 
 # Keep full per-layer distributions when layers x positions x vocab is at most this many floats.
 _AUTO_KEEP_MAX = 4_000_000
@@ -66,6 +76,7 @@ class LensTrajectory(SavedResult):
         entropy: ``(L, P)`` entropy of each layer's distribution in nats.
         logprobs: ``(L, P, vocab)`` full log-distributions (float32), or ``None`` if not kept.
         provenance: Model, weights hash, method and arguments.
+        method: The lens: ``"logit"`` or ``"tuned"`` (trajectories saved before the tuned lens load as ``"logit"``).
     """
 
     example: Example
@@ -83,6 +94,7 @@ class LensTrajectory(SavedResult):
     entropy: np.ndarray
     logprobs: np.ndarray | None = None
     provenance: Provenance | None = None
+    method: str = "logit"
 
     # ----- views --------------------------------------------------------------------------------
     @property
@@ -129,7 +141,9 @@ class LensTrajectory(SavedResult):
         if self.provenance is not None:
             fields["model"] = self.provenance.model
         return result_html(
-            f"Logit lens of example {self.example.id} (rank of gold token; 0 = top-1)", fields, table_html(rows)
+            f"{self.method.capitalize()} lens of example {self.example.id} (rank of gold token; 0 = top-1)",
+            fields,
+            table_html(rows),
         )
 
     def to_dict(self, *, answer_only: bool = False) -> dict[str, Any]:
@@ -147,6 +161,7 @@ class LensTrajectory(SavedResult):
             "topk_tokens": [[[str(t) for t in c] for c in row] for row in self.topk_tokens[:, cols]],
             "topk_prob": np.exp(self.topk_logprob[:, cols]).tolist(),
             "kl_to_final": self.kl_to_final[:, cols].tolist(),
+            "method": self.method,
             "provenance": None if self.provenance is None else self.provenance.to_dict(),
         }
 
@@ -168,6 +183,7 @@ class LensDiff:
             trajectory was made without ``keep_distributions``.
         kl_answer: ``(L,)`` mean of ``kl`` over the answer positions, or ``None``.
         answer_span: ``(start, stop)`` of the answer tokens.
+        method: The lens both trajectories used (``"logit"`` or ``"tuned"``).
     """
 
     example: Example
@@ -182,6 +198,7 @@ class LensDiff:
     answer_rank_change: np.ndarray
     kl: np.ndarray | None = None
     kl_answer: np.ndarray | None = None
+    method: str = "logit"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -192,8 +209,15 @@ def lens_diff(before: LensTrajectory, after: LensTrajectory) -> LensDiff:
     """Compare two trajectories of the same example (e.g. base vs unlearned model).
 
     Raises:
-        InputError: If the token sequences or layer counts differ.
+        InputError: If the token sequences, layer counts or lens methods differ.
     """
+    if before.method != after.method:
+        raise InputError(
+            f"cannot diff a {before.method}-lens trajectory with a {after.method}-lens one: "
+            "their per-layer distributions are not comparable",
+            source="lens_diff",
+            fix=f'decode both models with the same method (logit_lens(..., method="{before.method}"))',
+        )
     if not np.array_equal(before.token_ids, after.token_ids):
         raise InputError(
             "cannot diff lens trajectories of different token sequences; use the same example and tokenizer"
@@ -224,6 +248,7 @@ def lens_diff(before: LensTrajectory, after: LensTrajectory) -> LensDiff:
         answer_rank_change=after.answer_rank().mean(-1) - before.answer_rank().mean(-1),
         kl=kl,
         kl_answer=kl_answer,
+        method=before.method,
     )
 
 
@@ -231,6 +256,32 @@ def _layer_logprobs(subject: Subject, resid: torch.Tensor) -> torch.Tensor:
     """``(..., seq, d_model)`` residual -> ``(..., seq, vocab)`` float32 log-probabilities (NaN/inf refused)."""
     logits = check_finite(subject, subject.decode_resid(subject.final_norm(resid)).float(), "lens logits")
     return torch.log_softmax(logits, dim=-1)
+
+
+def _translators(
+    subject: Subject, method: str, tuned: TunedLens | None
+) -> Callable[[int, torch.Tensor], torch.Tensor] | None:
+    """The tuned lens's translators on the model's device, ``None`` for the logit lens; refuse bad combinations."""
+    fix_fit = (
+        "train one on this model's retain text (unpact.representations.fit_tuned_lens(subject, corpus)) "
+        "or load it (TunedLens.load(path))"
+    )
+    if method not in LENS_METHODS:
+        raise InputError(
+            f"unknown lens method {method!r}", source="logit_lens", fix=f"use one of {', '.join(LENS_METHODS)}"
+        )
+    if method == "logit":
+        if tuned is not None:
+            raise InputError(
+                'a tuned lens was given with method="logit"', source="logit_lens", fix='pass method="tuned" to use it'
+            )
+        return None
+    if tuned is None:
+        raise InputError('method="tuned" needs the model\'s TunedLens (tuned=...)', source="logit_lens", fix=fix_fit)
+    if not isinstance(tuned, TunedLens):
+        raise InputError(f"tuned must be a TunedLens, got {type(tuned).__name__}", source="logit_lens", fix=fix_fit)
+    tuned.check_subject(subject, where="logit_lens")
+    return tuned.translators(subject.device)
 
 
 def logit_lens(
@@ -241,8 +292,14 @@ def logit_lens(
     batch_size: int = 8,
     keep_distributions: bool | None = None,
     progress: bool = False,
+    method: Literal["logit", "tuned"] = "logit",
+    tuned: TunedLens | None = None,
 ) -> list[LensTrajectory]:
     """Decode every layer's residual stream through the final norm and unembedding.
+
+    With ``method="tuned"`` each layer's residual ``(seq, d_model)`` first goes through its translator in
+    ``tuned`` (``h @ weight[l].T + bias[l]``; the last row is the identity, so the last row is still the
+    model's own distribution).
 
     Args:
         subject: The model (a Hugging Face model or a TransformerLens bridge via ``load_model``).
@@ -252,25 +309,22 @@ def logit_lens(
         keep_distributions: Keep the full ``(L, P, vocab)`` log-distributions (needed for the KL in
             :meth:`LensTrajectory.diff`). Default: keep them when they hold at most 4M floats.
         progress: Show a progress bar.
+        method: ``"logit"`` (the residual as it is) or ``"tuned"`` (through ``tuned``'s translators).
+        tuned: The model's :class:`~unpact.representations.tuned_lens.TunedLens`; required by, and only
+            allowed with, ``method="tuned"``.
 
     Returns:
         One :class:`LensTrajectory` per example.
 
     Raises:
         InputError: If ``top_k`` or ``batch_size`` is not a positive integer, for malformed
-            examples, or when a layer decodes to NaN/inf logits.
+            examples, or when a layer decodes to NaN/inf logits; an unknown ``method``, ``"tuned"``
+            without a lens, or a lens trained on another model or with another number of layers.
         ArchitectureError: The architecture's final norm and unembedding do not decode an earlier
             layer's residual (``ArchSpec.lens_ok`` or ``decode_ok`` False; the message says why).
     """
-    if not (subject.spec.lens_ok and subject.spec.decode_ok):
-        mt = subject.spec.model_type
-        why = subject.spec.disabled_reason("lens") or "its ArchSpec says lens_ok=False or decode_ok=False"
-        raise ArchitectureError(
-            f"the logit lens is off for {mt}: {why}",
-            source="logit_lens",
-            fix="register an ArchSpec whose final_norm, unembed and logit_scale_attr / logit_divisor_attr / "
-            "logit_softcap_attr reproduce the model's logits (unpact.register_architecture; see docs/models.md)",
-        )
+    check_lens_ok(subject, "logit_lens", "logit lens")
+    translate = _translators(subject, method, tuned)
     check_positive("top_k", top_k, where="logit_lens")
     check_positive("batch_size", batch_size, where="logit_lens")
     if subject.tokenizer is None:
@@ -281,9 +335,9 @@ def logit_lens(
     tok = subject.tokenizer
     k = min(top_k, subject.vocab_size)
     encoded = [subject.encode(ex) for ex in examples]
-    sites = ["resid_pre.0"] + [f"resid_post.{i}" for i in range(subject.n_layers)]
-    names = ["embed"] + [str(i) for i in range(subject.n_layers)]
-    prov = Provenance.of(subject, "logit_lens", top_k=top_k)
+    sites, names = lens_sites(subject)
+    extra = {} if tuned is None or tuned.provenance is None else {"tuned_lens_created": tuned.provenance.created}
+    prov = Provenance.of(subject, f"{method}_lens", top_k=top_k, **extra)
     out: list[LensTrajectory] = []
     fill = getattr(tok, "pad_token_id", None)
     fill = int(fill if fill is not None else getattr(tok, "eos_token_id", None) or 0)
@@ -306,7 +360,10 @@ def logit_lens(
             resid = torch.stack([cache[n] for n in sites])  # (L, batch, seq, d)
             for i, (ex, e) in enumerate(zip(examples[s : s + batch_size], encs)):
                 n = len(e.input_ids)
-                lp = _layer_logprobs(subject, resid[:, i, : n - 1])  # (L, P, vocab)
+                r = resid[:, i, : n - 1]  # (L, P, d)
+                if translate is not None:
+                    r = torch.stack([translate(layer, r[layer]) for layer in range(r.shape[0])])
+                lp = _layer_logprobs(subject, r)  # (L, P, vocab)
                 gold = e.input_ids[1:].to(lp.device)
                 g = lp.gather(-1, gold[None, :, None].expand(lp.shape[0], -1, 1)).squeeze(-1)
                 rank = (lp > g[..., None]).sum(-1)
@@ -336,6 +393,7 @@ def logit_lens(
                         entropy=ent.cpu().numpy(),
                         logprobs=lp.cpu().numpy() if keep else None,
                         provenance=prov,
+                        method=method,
                     )
                 )
     return out

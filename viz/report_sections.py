@@ -9,7 +9,7 @@ from unpact._html import table_html
 from unpact.audit.auditdir import AuditDir
 from unpact.audit.summary import AuditSummary
 
-__all__ = ["probes_html", "weights_html"]
+__all__ = ["probes_html", "directions_html", "weights_html"]
 
 
 def probes_html(page: Any, summary: AuditSummary) -> str:
@@ -59,6 +59,44 @@ def _step_text(r: Mapping[str, Any], who: str) -> str:
     text = name(r["first_step_reaching_half"][who])
     ci = (r.get("first_step_reaching_half_ci") or {}).get(who)
     return text + (f" [{name(ci[0])}, {name(ci[1])}]" if ci else "")
+
+
+def directions_html(summary: AuditSummary) -> str:
+    """The unlearning direction per unlearned model: how much of the change it carries, and what undoing it does.
+
+    Args:
+        summary: The audit summary; each model's ``sections["directions"]`` (written by the evidence stage).
+
+    Returns:
+        HTML: the explanation and one table (every string escaped by ``table_html``).
+    """
+    pct = lambda x: "n/a" if x is None else f"{x:.0%}"
+    rows = []
+    for n, m in summary.models.items():
+        r = m.sections.get("directions")
+        if not r:
+            continue
+        acc = r["accuracy_on_forgotten"]
+        rows.append(
+            {
+                "model": n,
+                "forgotten half-B items": r["n_forgotten"],
+                "share of the change along the direction, per block": " / ".join(pct(x) for x in r["share_explained"]),
+                "ablate: forget / retain / random direction": " / ".join(
+                    pct(acc.get(f"ablate/{s}")) for s in ("forget", "retain", "random")
+                ),
+                "add back: forget / retain / random": " / ".join(
+                    pct(acc.get(f"add/{s}")) for s in ("forget", "retain", "random")
+                ),
+            }
+        )
+    return (
+        "<p class='meta'>Per block, the mean activation change (unlearned minus base) at the last prompt token on "
+        "half A of the forget people gives a direction; with hooks it is projected out of every block's output "
+        "(ablate) or the mean change is subtracted (add back), and the share of half B's forgotten items answered "
+        "right is shown, next to the same done with the direction estimated on retain prompts and with a random "
+        "one (the controls).</p>" + table_html(rows)
+    )
 
 
 def weights_html(page: Any, d: AuditDir, summary: AuditSummary) -> str:

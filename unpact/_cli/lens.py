@@ -23,6 +23,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--top-k", type=int, default=5, help="top decoded tokens kept per layer and position")
     p.add_argument("--all-positions", action="store_true", help="JSON: include prompt positions, not only the answer's")
     p.add_argument("--save", metavar="PATH", help="also save the trajectory (.npz) to PATH")
+    p.add_argument(
+        "--tuned-lens",
+        metavar="PATH",
+        help="decode through this tuned lens (a TunedLens .npz fit on the same model; see docs/lens.md)",
+    )
+    p.add_argument(
+        "--fit-tuned-lens",
+        metavar="TEXT_FILE",
+        help="fit a tuned lens on this text file (paragraphs split at blank lines; never the forget set) and "
+        "decode through it; with --save-tuned-lens, keep it",
+    )
+    p.add_argument("--save-tuned-lens", metavar="PATH", help="save the lens fit by --fit-tuned-lens to PATH")
     p.set_defaults(func=_run)
 
 
@@ -30,7 +42,23 @@ def _run(args: argparse.Namespace) -> int:
     from unpact.lens import logit_lens
 
     subject, ex = subject_and_example(args)
-    tr = logit_lens(subject, [ex], top_k=args.top_k)[0]
+    kw: dict[str, Any] = {}
+    if args.tuned_lens and args.fit_tuned_lens:
+        from unpact.errors import InputError
+
+        raise InputError("--tuned-lens and --fit-tuned-lens both given", source="unpact lens", fix="give one of them")
+    if args.tuned_lens:
+        from unpact.representations import TunedLens
+
+        kw = {"method": "tuned", "tuned": TunedLens.load(args.tuned_lens)}
+    elif args.fit_tuned_lens:
+        from unpact.representations import fit_tuned_lens, load_text_corpus
+
+        lens = fit_tuned_lens(subject, load_text_corpus(args.fit_tuned_lens), progress=True)
+        if args.save_tuned_lens:
+            lens.save(args.save_tuned_lens)
+        kw = {"method": "tuned", "tuned": lens}
+    tr = logit_lens(subject, [ex], top_k=args.top_k, **kw)[0]
     if args.save:
         tr.save(args.save)
     if args.json:
@@ -46,7 +74,7 @@ def render_table(tr: Any) -> str:
     gold = [tr.tokens[p + 1] for p in pos]
     width = 24
     lines = [
-        f"model: {tr.provenance.model if tr.provenance else '?'}",
+        f"model: {tr.provenance.model if tr.provenance else '?'}  ({getattr(tr, 'method', 'logit')} lens)",
         "cell = p(gold) / rank / top-1 decoded token",
         "",
         f"{'layer':<7}" + "".join(f"{g!r:<{width}}" for g in gold),

@@ -87,6 +87,9 @@ class AuditConfig:
         batch_size: Items per chunk, the unit of resumption.
         seed: Seed of sampling attacks and of the toy world's unlearning.
         lens: Save logit-lens trajectories of the forget items.
+        lens_method: ``"logit"`` (the model's own final norm and unembedding) or ``"tuned"``: a tuned lens
+            (:mod:`unpact.representations.tuned_lens`) is fit per model on the probes' retain items (never
+            the forget items), saved under ``representations/MODEL/tuned_lens/``, and decodes every layer.
         circuits: Forget items that get EAP-IG circuit diffs for the report (0: none).
         progress: Show progress bars.
         workers: Worker processes for the record, attribution and lens units: ``None`` none (everything
@@ -112,6 +115,8 @@ class AuditConfig:
             the weight attacks per model (relearning measures those of half B).
         probes: Fit per-layer linear probes (:mod:`unpact.representations.probes`) on every model: trained
             on retain people, tested on the base-known forget items.
+        directions: Estimate each unlearned model's unlearning direction on half A of the forget people
+            (:mod:`unpact.representations.directions`), ablate it or add the mean shift back, score half B.
         probe_items: Retain items the probes are fit on, spread over facts, taken from *all* the retain
             items given (not only the ``max_retain`` audited ones: a probe needs many people).
         rule: The verdict's thresholds.
@@ -137,6 +142,9 @@ class AuditConfig:
     batch_size: int = _setting(32, "items per chunk (the unit of resumption)")
     seed: int = _setting(0, "seed of sampling attacks (and of the toy world's unlearning)")
     lens: bool = _setting(True, "save logit-lens trajectories of forget items", resume=False)
+    lens_method: Literal["logit", "tuned"] = _setting(
+        "logit", "lens decoding: the model's own unembedding (logit) or a tuned lens fit on retain items"
+    )
     circuits: int = _setting(3, "forget items with EAP-IG circuit diffs in the report (0: none)", resume=False)
     progress: bool = _setting(True, "progress bars", resume=False)
     workers: int | None = _setting(
@@ -157,14 +165,23 @@ class AuditConfig:
         resume=False,
     )
     force: bool = _setting(False, "only warn when the base model answers too few items right (see above)", resume=False)
-    relearn: bool = _setting(True, "relearning attack: fine-tune copies on half A of the forget facts, test half B")
+    relearn: bool = _setting(
+        True, "relearning attack: fine-tune copies on half A of the forget facts, test half B", resume=False
+    )
     relearn_steps: int = _setting(32, "relearning: last fine-tuning step (measured at 0, 1, 2, 4, ... up to it)")
     relearn_lr: float | None = _setting(None, "relearning learning rate (default: the relearning module's)")
-    quantize: bool = _setting(True, "quantization attack: int8 / int4 round-to-nearest copies of every model")
+    quantize: bool = _setting(
+        True, "quantization attack: int8 / int4 round-to-nearest copies of every model", resume=False
+    )
     weights_items: int = _setting(
         96, "forget items (known by the base model, spread over subjects) the weight attacks measure per model"
     )
-    probes: bool = _setting(True, "per-layer linear probes on every model: trained on retain people, tested on forget")
+    probes: bool = _setting(
+        True, "per-layer linear probes on every model: trained on retain people, tested on forget", resume=False
+    )
+    directions: bool = _setting(
+        True, "unlearning direction: ablate it (or add the mean shift back) with hooks, test half B", resume=False
+    )
     probe_items: int = _setting(1024, "retain items (of all given, spread over facts) the probes are fit on")
     rule: VerdictRule = _setting(help="the verdict's thresholds", resume=False, cli=False, factory=VerdictRule)
     preset: Literal["default", "micro"] = _setting("default", "toy world: its size (micro: fast)", resume=False)

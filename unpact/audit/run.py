@@ -70,7 +70,7 @@ def prepare(
 
     forget = list(forget) if config.max_forget is None else list(forget)[: config.max_forget]
     # the probes learn from every retain item given (spread over facts), not only the audited ones
-    probe_train = spread(list(retain), config.probe_items, config.rule.cluster) if config.probes else []
+    probe_train = spread(list(retain), config.probe_items, config.rule.cluster)
     retain = list(retain) if config.max_retain is None else list(retain)[: config.max_retain]
     _check_items(forget, retain)
     for name, m in models.items():  # refuse before any work what a stage would refuse later

@@ -114,15 +114,22 @@ def attribute_unit(subject: Subject, items: Sequence[Example], paths: Sequence[s
         r.save(p)
 
 
-def lens_unit(subject: Subject, items: Sequence[Example], paths: Sequence[str]) -> None:
-    """One lens unit: logit-lens trajectories of a chunk of items, saved to ``paths``.
+def lens_unit(subject: Subject, items: Sequence[Example], paths: Sequence[str], tuned: str | None = None) -> None:
+    """One lens unit: lens trajectories of a chunk of items, saved to ``paths``.
 
     The report reads ranks, log-probs and top tokens: the full distributions (layers x positions x
-    vocabulary per item) are not kept.
+    vocabulary per item) are not kept. ``tuned``: the path of the model's saved tuned lens (``None``:
+    the logit lens).
     """
     from unpact.lens import logit_lens
 
-    for t, p in zip(logit_lens(subject, list(items), keep_distributions=False, batch_size=len(items)), paths):
+    kw: dict[str, Any] = {}
+    if tuned is not None:
+        from unpact.representations import TunedLens
+
+        kw = {"method": "tuned", "tuned": TunedLens.load(tuned)}
+    trajectories = logit_lens(subject, list(items), keep_distributions=False, batch_size=len(items), **kw)
+    for t, p in zip(trajectories, paths):
         t.save(p)
 
 

@@ -11,7 +11,7 @@ from unpact.audit.stages.evidence import EvidenceStage
 from unpact.audit.stages.keywords import KeywordsStage
 from unpact.audit.stages.quality import QualityStage
 from unpact.audit.stages.records import AccuracyStage, AttacksStage
-from unpact.audit.stages.representations import ProbeStage
+from unpact.audit.stages.representations import DirectionStage, ProbeStage
 from unpact.audit.stages.scores import DestructiveStage, ScoresStage
 from unpact.audit.stages.tracers import AttributionStage, CircuitsStage, LensStage
 from unpact.audit.stages.verdict import VerdictStage
@@ -30,6 +30,7 @@ DEFAULT_STAGES: tuple[type[Stage], ...] = (
     RelearnStage,
     QuantizeStage,
     ProbeStage,
+    DirectionStage,
     ScoresStage,
     DestructiveStage,
     QualityStage,

@@ -29,7 +29,14 @@ class EvidenceStage(Stage):
     """Paired tests per model and level, Holm-corrected primary tests, the outcome of each level."""
 
     name = "evidence"
-    reads = ("records", "weights/MODEL/relearn", "weights/MODEL/quantize", "representations/MODEL/probe")
+    reads = (
+        "records",
+        "tracers/MODEL/lens",
+        "weights/MODEL/relearn",
+        "weights/MODEL/quantize",
+        "representations/MODEL/probe",
+        "representations/MODEL/direction",
+    )
     writes = ("summary.evidence", "summary.levels")
 
     def run(self, run: AuditRun) -> None:
@@ -37,13 +44,18 @@ class EvidenceStage(Stage):
 
         rule = run.config.rule
         clusters = cluster_keys(run.forget + run.retain, by=rule.cluster)
+        has_lens = any(run.dir.tracer_path(m, "lens", e.id).exists() for m in run.models.names for e in run.forget[:1])
+        distinguishing = _distinguishing(run) if has_lens else None
         for name, summary in run.summaries.items():
             probes = _probe_summary(run, name, clusters)
             if probes:
                 summary.sections["probes"] = probes
+            directions = _direction_summary(run, name)
+            if directions:
+                summary.sections["directions"] = directions
             if name == BASE:
                 continue
-            tests = _prompt_tests(run, name, clusters) + _weight_tests(run, name, clusters)
+            tests = _prompt_tests(run, name, clusters, distinguishing) + _weight_tests(run, name, clusters)
             curves = _relearn_summary(run, name, clusters)
             if curves:
                 summary.sections["relearn"] = curves
@@ -64,7 +76,9 @@ def _forgotten(run: AuditRun, model: str) -> list[str]:
     return out
 
 
-def _prompt_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[Any]:
+def _prompt_tests(
+    run: AuditRun, model: str, clusters: dict[str, str], distinguishing: dict[str, int] | None = None
+) -> list[Any]:
     from unpact.attacks import get_attack
     from unpact.evidence import any_of, pair, paired_test
     from unpact.scoring import is_hit
@@ -105,6 +119,8 @@ def _prompt_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[A
         by_level.setdefault("white_box", ({}, {}))
         by_level["white_box"][0]["probe"] = probe[0]
         by_level["white_box"][1]["probe"] = probe[1]
+    tests += _direction_tests(run, model, ids, clusters)
+    tests += _lens_tests(run, model, ids, clusters, distinguishing)
     names = {"black_box": "any black-box attack", "white_box": "any white-box evidence"}
     for level, (hits_by_attack, ctl_by_attack) in by_level.items():
         kept, m, c_arr = any_of(hits_by_attack, ctl_by_attack, ids)
@@ -140,6 +156,109 @@ def _probe_hits(run: AuditRun, model: str, ids: list[str]) -> tuple[dict, dict, 
         note = f"layer {mine.layer_names[mine.layer]} vs its shuffled-label probe"
     hits = mine.hits
     return {i: bool(hits[col[i]]) for i in control}, control, note
+
+
+def _distinguishing(run: AuditRun) -> dict[str, int]:
+    """Forget item id -> index of its answer's first distinguishing token (candidates: forget + probe items)."""
+    from unpact.representations import distinguishing_index
+
+    everything = run.forget + run.probe_train
+    answers = {e.answer: run.models.base.encode(e).answer_ids.tolist() for e in everything}
+    return distinguishing_index(everything, answers)
+
+
+def _lens_ranks(run: AuditRun, model: str, ids: list[str], k: dict[str, int]) -> dict[str, np.ndarray]:
+    """Item id -> ``(L,)`` lens rank per layer of the gold answer's first distinguishing token (saved trajectories)."""
+    from unpact.lens import LensTrajectory
+    from unpact.representations import layer_ranks
+
+    out = {}
+    for i in ids:
+        path = run.dir.tracer_path(model, "lens", i)
+        if path.exists():
+            out[i] = layer_ranks(LensTrajectory.load(path), k[i])
+    return out
+
+
+def _lens_tests(
+    run: AuditRun, model: str, ids: list[str], clusters: dict[str, str], k: dict[str, int] | None
+) -> list[Any]:
+    """Exploratory white-box test ``lens recovery``: the distinguishing token top-1 at some layer, vs the control."""
+    from unpact.evidence import pair, paired_test
+
+    control = run.models.control_for(model)
+    if control is None or model == RETAIN_ONLY or k is None:
+        return []
+    mine, ctl = _lens_ranks(run, model, ids, k), _lens_ranks(run, control, ids, k)
+    kept = [i for i in ids if i in mine and i in ctl]
+    if not kept:
+        return []
+    m = np.array([(mine[i] == 0).any() for i in kept])
+    c = np.array([(ctl[i] == 0).any() for i in kept])
+    best = np.array([mine[i].argmin() for i in kept])
+    return [
+        paired_test(
+            "lens recovery",
+            "white_box",
+            pair(kept, m, c, clusters),
+            seed=run.config.seed,
+            note=f"first distinguishing token top-1 at some layer; best most often at row {np.bincount(best).argmax()}",
+        )
+    ]
+
+
+def _direction_tests(run: AuditRun, model: str, ids: list[str], clusters: dict[str, str]) -> list[Any]:
+    """Exploratory white-box tests: the forget direction ablated / added back vs the retain direction, same model."""
+    from unpact.evidence import pair, paired_test
+    from unpact.representations import DirectionResult
+    from unpact.representations.directions import INTERVENTIONS
+
+    path = run.dir.representations_path(model, "direction", "last")
+    if model not in run.models.unlearned or not path.exists():
+        return []
+    r = DirectionResult.load(path)
+    if not r.item_ids:  # nothing was scored (no base-known item in half B)
+        return []
+    col = {i: j for j, i in enumerate(r.item_ids)}
+    kept = [i for i in ids if i in col]
+    cols = [col[i] for i in kept]
+    tests = []
+    for how in INTERVENTIONS:
+        rnd = r.hits(f"{how}/random")[cols]
+        note = f"control: the retain-prompt direction; a random direction recovers {rnd.mean():.0%}" if cols else ""
+        tests.append(
+            paired_test(
+                f"direction {how}",
+                "white_box",
+                pair(kept, r.hits(f"{how}/forget")[cols], r.hits(f"{how}/retain")[cols], clusters),
+                seed=run.config.seed,
+                note=note,
+            )
+        )
+    return tests
+
+
+def _direction_summary(run: AuditRun, model: str) -> dict[str, Any]:
+    """Per layer: the shift's norm and the share of the activation change along it; accuracy per intervention."""
+    from unpact.representations import DirectionResult
+
+    path = run.dir.representations_path(model, "direction", "last")
+    if model not in run.models.unlearned or not path.exists():
+        return {}
+    r = DirectionResult.load(path)
+    if not r.item_ids:
+        return {}
+    forgotten = set(_forgotten(run, model))
+    cols = [j for j, i in enumerate(r.item_ids) if i in forgotten]
+    return {
+        "layers": list(r.layer_names),
+        "shift_norm": [round(float(x), 6) for x in r.shift_norm],
+        "retain_shift_norm": [round(float(x), 6) for x in r.retain_shift_norm],
+        "share_explained": [round(float(x), 6) for x in r.share_explained],
+        "n_items": len(r.item_ids),
+        "n_forgotten": len(cols),
+        "accuracy_on_forgotten": {k: round(float(r.hits(k)[cols].mean()), 6) if cols else None for k in r.keys},
+    }
 
 
 def _probe_summary(run: AuditRun, model: str, clusters: dict[str, str]) -> dict[str, Any]:

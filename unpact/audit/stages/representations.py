@@ -1,4 +1,4 @@
-"""Stage ``probes``: is the forgotten answer still decodable from the residual stream?
+"""Stages ``probes`` and ``directions``: is the forgotten answer still in the residual stream?
 
 Per-layer linear probes (:func:`unpact.representations.fit_probes`) are fit on every model, the base
 and the retain-only model included: trained on retain people, tested on the forget items the base model
@@ -6,6 +6,12 @@ answers. The retain-only model's probe is the floor (what can be guessed about a
 without one, the same model's shuffled-label probe is the control. One result per model under
 ``representations/MODEL/probe/last.npz``, resumable; :class:`~unpact.audit.stages.evidence.EvidenceStage`
 turns them into the white-box ``probe`` test.
+
+``directions`` estimates each unlearned model's unlearning direction on half A of the forget people
+(:func:`unpact.representations.unlearning_direction`, the relearning split), ablates it or adds the mean
+shift back with hooks, and scores half B, against the same done with the direction estimated on retain
+prompts and with random directions (``representations/MODEL/direction/last.npz``; white-box tests
+``direction ablate`` and ``direction add``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ProbeStage"]
+__all__ = ["ProbeStage", "DirectionStage"]
 
 
 class ProbeStage(Stage):
@@ -75,4 +81,69 @@ class ProbeStage(Stage):
                 fit_probes(run.models[model], train, test, seed=cfg.seed, batch_size=cfg.batch_size).save(path)
             bar.update(1)
             run.callback("probes", {"model": model})
+        bar.close()
+
+
+class DirectionStage(Stage):
+    """The unlearning direction of every unlearned model, ablated or added back (see the module docstring)."""
+
+    name = "directions"
+    reads = ("records", "models")
+    writes = ("representations/MODEL/direction",)
+
+    def enabled(self, run: AuditRun) -> bool:
+        if not run.config.directions:
+            return False
+        if len({e.subject or e.id for e in run.forget}) < 2:
+            logger.warning("the unlearning direction needs forget items about two subjects or more (two halves)")
+            return False
+        return bool(run.models.unlearned)
+
+    def _paths(self, run: AuditRun) -> dict[str, Path]:
+        return {m: run.dir.representations_path(m, "direction", "last") for m in run.models.unlearned}
+
+    def done(self, run: AuditRun) -> bool:
+        return all(p.exists() for p in self._paths(run).values())
+
+    def work(self, run: AuditRun) -> Work:
+        from unpact.audit.plan import Work
+        from unpact.representations.directions import INTERVENTIONS, SOURCES
+
+        left = sum(not p.exists() for p in self._paths(run).values())
+        n_b = min(run.config.weights_items, len(run.forget) // 2)
+        # states of both models on half A, the retain sample and half B; half B decoded once per intervention
+        return Work(
+            forward=left * 2 * (len(run.forget) + n_b), decode=left * n_b * (1 + len(INTERVENTIONS) * len(SOURCES))
+        )
+
+    def run(self, run: AuditRun) -> None:
+        from unpact.audit.stages.weights import relearn_halves
+        from unpact.representations.directions import unlearning_direction
+
+        cfg = run.config
+        train, half_b = relearn_halves(run)
+        todo = [(m, p) for m, p in self._paths(run).items() if not p.exists()]
+        bar = run.bar(len(todo), "directions")
+        for model, path in todo:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not half_b:  # saved empty, so the stage is done and the evidence says why
+                from unpact.representations import DirectionResult
+
+                logger.warning("unlearning direction: no base-known forget item in half B; nothing to score")
+                z = np.zeros(0)
+                empty = np.zeros((0, 0))
+                DirectionResult([], z, z, z, [], [], empty.astype(bool), empty).save(path)
+            else:
+                unlearning_direction(
+                    run.models.base,
+                    run.models[model],
+                    list(train["forget_a"]),
+                    list(train["retain"]),
+                    half_b,
+                    seed=cfg.seed,
+                    max_new_tokens=run.max_new_tokens,
+                    batch_size=cfg.batch_size,
+                ).save(path)
+            bar.update(1)
+            run.callback("directions", {"model": model})
         bar.close()

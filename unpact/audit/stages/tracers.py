@@ -69,6 +69,7 @@ class LensStage(Stage):
 
         from unpact.audit.workers import lens_unit, unit_threads, worker_count
 
+        tuned = self._tuned_lenses(run)
         bar = run.bar(len(run.models.names) * len(run.forget), self.name)
         units: list[tuple[str, list[Any], list[str]]] = []
         for name in run.models.names:
@@ -82,7 +83,7 @@ class LensStage(Stage):
         if n > 1 and len(units) > 1:
             pool = run.record_workers(n)
             futures: dict[Future[None], tuple[str, int]] = {
-                pool.submit_lens(name, ch, paths): (name, len(ch)) for name, ch, paths in units
+                pool.submit_lens(name, ch, paths, tuned.get(name)): (name, len(ch)) for name, ch, paths in units
             }
             for f in as_completed(futures):
                 f.result()
@@ -92,10 +93,32 @@ class LensStage(Stage):
         else:
             with unit_threads(run):
                 for name, ch, paths in units:
-                    lens_unit(run.models[name], ch, paths)
+                    lens_unit(run.models[name], ch, paths, tuned.get(name))
                     run.callback(self.name, {"model": name})
                     bar.update(len(ch))
         bar.close()
+
+    def _tuned_lenses(self, run: AuditRun) -> dict[str, str]:
+        """With ``lens_method="tuned"``: model -> its tuned lens's path (fit on the probes' retain items if missing)."""
+        if run.config.lens_method != "tuned":
+            return {}
+        from unpact.representations import fit_tuned_lens
+
+        out = {}
+        for name in run.models.names:
+            path = run.dir.representations_path(name, "tuned_lens", "lens")
+            if not path.exists():
+                logger.info("fitting a tuned lens for %s on %d retain items", name, len(run.probe_train))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fit_tuned_lens(
+                    run.models[name],
+                    run.probe_train,
+                    forget=run.forget,
+                    seed=run.config.seed,
+                    progress=run.config.progress,
+                ).save(path)
+            out[name] = str(path)
+        return out
 
 
 class CircuitsStage(Stage):
