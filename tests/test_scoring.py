@@ -101,7 +101,7 @@ def test_recovery_intervals_are_clustered_when_clusters_are_given():
     assert sc.Rate.from_dict(clustered.to_dict()) == clustered
     old = {k: v for k, v in plain.to_dict().items() if k != "method"}  # a summary written before clustering
     assert sc.Rate.from_dict(old).method == "wilson" and sc.Rate.from_dict(old).k == plain.k
-    with pytest.raises(ValueError, match="cluster keys"):
+    with pytest.raises(InputError, match="cluster keys"):
         sc.rate([True, False], ["a"])
 
 

@@ -15,7 +15,8 @@ level      evidence                                     primary test
 black_box  text and sampling attacks, in-context        ``any black-box attack``: recovered by any
            relearning (prompts only)                    text or sampling attack
 white_box  emphasis hooks on activations, per-layer      ``any white-box evidence``: recovered by any
-           probes (lenses, directions: later)           emphasis hook or decoded by the probe
+           probes, the unlearning direction, lens       emphasis hook or decoded by the probe (the
+           recovery (the last two exploratory)          probe only against a retain-only model)
 weights    fine-tuning (relearning) and quantization    ``relearn forget_a``: half B answered after
            of a copy                                    fine-tuning on half A (last step)
 ========== ============================================ ==============================================

@@ -260,7 +260,13 @@ def rate(hits: Iterable[bool], clusters: Sequence[Hashable] | None = None, *, se
         from unpact.stats import clustered_rate
 
         if len(clusters) != n:
-            raise ValueError(f"rate: {n} outcomes but {len(clusters)} cluster keys")
+            from unpact.errors import InputError
+
+            raise InputError(
+                f"{n} outcomes but {len(clusters)} cluster keys",
+                source="unpact.scoring.rate",
+                fix="pass one key per item",
+            )
         e = clustered_rate(np.asarray(h), list(clusters), seed=seed)
         return Rate(k, n, k / n, float(e.lo), float(e.hi), e.method)
     lo, hi = wilson_interval(k, n)

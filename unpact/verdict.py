@@ -117,7 +117,8 @@ def _significant(entry: AttackRecovery, rule: VerdictRule) -> float | None:
     if r.n < rule.min_items or c.n == 0 or r.lo != r.lo or c.hi != c.hi:
         return None
     excess = r.rate - c.rate
-    # Conservative: the two Wilson intervals must not overlap (recovery's lower end above the control's upper end).
+    # Conservative: the two 95% intervals (clustered in the audit, else Wilson) must not overlap
+    # (recovery's lower end above the control's upper end).
     if r.lo > c.hi and excess >= rule.min_excess:
         return excess
     return None

@@ -43,6 +43,14 @@ def _run(args: argparse.Namespace) -> int:
 
     subject, ex = subject_and_example(args)
     kw: dict[str, Any] = {}
+    if args.save_tuned_lens and not args.fit_tuned_lens:
+        from unpact.errors import InputError
+
+        raise InputError(
+            "--save-tuned-lens saves the lens --fit-tuned-lens fits, but no --fit-tuned-lens was given",
+            source="unpact lens",
+            fix="add --fit-tuned-lens TEXT_FILE, or drop --save-tuned-lens",
+        )
     if args.tuned_lens and args.fit_tuned_lens:
         from unpact.errors import InputError
 

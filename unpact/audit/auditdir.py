@@ -8,7 +8,8 @@ OUT/
   keywords.json          item id -> key words
   tracers/MODEL/KIND/ITEM.npz   saved tracer results (KIND: forget, retain, lens, circuits, ...)
   weights/MODEL/KIND/NAME.npz   weight-level evidence on a copy of MODEL (KIND: relearn, quantize)
-  representations/MODEL/KIND/NAME.npz   representation-level evidence read from MODEL (KIND: probe)
+  representations/MODEL/KIND/NAME.npz   representation-level evidence read from MODEL (KIND: probe, direction,
+                         tuned_lens)
   models/NAME/           toy world: the unlearned models the audit made
   summary.json           the typed AuditSummary
   timings.json           the last run's plan (work per stage, estimated time) and measured seconds per stage

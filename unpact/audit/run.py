@@ -49,6 +49,23 @@ def _check_items(forget: Sequence[Example], retain: Sequence[Example]) -> None:
         )
 
 
+def _probe_pool(forget: Sequence[Example], retain: Sequence[Example]) -> list[Example]:
+    """The retain items the probes may learn from: none about a forget subject or repeating a forget item.
+
+    The probe's floor (the retain-only model) means "people never seen", so a retain item about a forget
+    person, or one asking a forget item's question, is left out (logged).
+    """
+    subjects = {e.subject for e in forget if e.subject}
+    pairs = {(e.prompt, e.answer) for e in forget}
+    keep = [e for e in retain if (e.subject is None or e.subject not in subjects) and (e.prompt, e.answer) not in pairs]
+    if len(keep) < len(retain):
+        logger.info(
+            "probes: %d retain item(s) about a forget subject or repeating a forget item are not trained on",
+            len(retain) - len(keep),
+        )
+    return keep
+
+
 def prepare(
     config: AuditConfig,
     models: Models,
@@ -68,11 +85,11 @@ def prepare(
     from unpact.audit.format_check import check_format, format_key
     from unpact.evidence import spread
 
-    forget = list(forget) if config.max_forget is None else list(forget)[: config.max_forget]
+    _check_items(list(forget), list(retain))  # every item given: the probes read beyond max_retain
     # the probes learn from every retain item given (spread over facts), not only the audited ones
-    probe_train = spread(list(retain), config.probe_items, config.rule.cluster)
+    probe_train = spread(_probe_pool(forget, retain), config.probe_items, "fact")
+    forget = list(forget) if config.max_forget is None else list(forget)[: config.max_forget]
     retain = list(retain) if config.max_retain is None else list(retain)[: config.max_retain]
-    _check_items(forget, retain)
     for name, m in models.items():  # refuse before any work what a stage would refuse later
         why = m.spec.disabled_reason("ig") if config.attribution == "ig" else None
         if why is not None:

@@ -8,14 +8,18 @@ every block's output, every position, prompt and generated tokens; no weight cha
 model then either
 
 * ``ablate``: projects ``u_l`` out of its residual stream, ``h <- h - (h . u_l) u_l``, or
-* ``add``: adds the mean shift back, ``h <- h - delta_l`` (the base model's mean, at the forget prompts),
+* ``add``: adds the mean shift back: the embedding's shift is subtracted where the stream enters block 0
+  and each block's own increment ``delta_l - delta_{l-1}`` at its output, so that after block ``l`` the
+  stream has ``delta_l`` taken off in all (to first order, back to the base model's mean at the forget
+  prompts; the blocks still respond to the corrected stream),
 
 and is scored on the other half's items (half B, no person in both). Controls, on the same model and
 items, applied the same way:
 
 * the direction estimated the same way on **retain** prompts (unlearned minus base there): what undoing
   any change unlearning made does, not one specific to the forget facts;
-* a **random** direction per layer (and, for ``add``, a random vector of the same norm as ``delta_l``).
+* a **random** shift: per block an increment in a random direction with the norm of ``delta``'s increment
+  there (its cumulative sums give the directions ``ablate`` projects out).
 
 (The retain-only model is no control here: its residual basis is unrelated to the base's.) How much of
 the activation change the one direction carries is reported per layer: on half B's prompts, the share
@@ -91,8 +95,8 @@ class DirectionResult(SavedResult):
 
 
 def _shift(base_states: torch.Tensor, model_states: torch.Tensor) -> torch.Tensor:
-    """``(n, L + 1, d)`` states of both models -> ``(L, d)`` mean change at the blocks' outputs."""
-    return (model_states - base_states)[:, 1:].mean(0)
+    """``(n, L + 1, d)`` states of both models -> ``(L + 1, d)`` mean change (embedding, then each block's output)."""
+    return (model_states - base_states).mean(0)
 
 
 def _ablate(u: torch.Tensor) -> Callable[..., torch.Tensor]:
@@ -114,21 +118,31 @@ def _subtract(v: torch.Tensor) -> Callable[..., torch.Tensor]:
     return fn
 
 
-def _hooks(vectors: torch.Tensor, how: str) -> list[tuple[str, Callable[..., torch.Tensor]]]:
-    """Hooks on every block output: project ``vectors[l]``'s direction out, or subtract ``vectors[l]``."""
-    out = []
-    for layer in range(vectors.shape[0]):
-        v = vectors[layer]
-        fn = _ablate(v / v.norm().clamp_min(1e-12)) if how == "ablate" else _subtract(v)
-        out.append((f"resid_post.{layer}", fn))
-    return out
+def _hooks(shift: torch.Tensor, how: str) -> list[tuple[str, Callable[..., torch.Tensor]]]:
+    """The hooks of one intervention, from a ``(L + 1, d)`` mean shift (row 0: the embedding).
+
+    ``ablate`` projects the direction of ``shift[l + 1]`` out of block ``l``'s output. ``add`` subtracts
+    the embedding's shift where the stream enters block 0 and each block's own increment
+    ``shift[l + 1] - shift[l]`` at its output, so the total taken off the stream after block ``l`` is
+    ``shift[l + 1]`` (subtracting the cumulative shift at every block would count the earlier ones again).
+    """
+    if how == "ablate":
+        return [
+            (f"resid_post.{layer}", _ablate(shift[layer + 1] / shift[layer + 1].norm().clamp_min(1e-12)))
+            for layer in range(shift.shape[0] - 1)
+        ]
+    steps = torch.cat([shift[:1], shift[1:] - shift[:-1]])
+    return [("resid_pre.0", _subtract(steps[0]))] + [
+        (f"resid_post.{layer}", _subtract(steps[layer + 1])) for layer in range(shift.shape[0] - 1)
+    ]
 
 
-def _random_like(vectors: torch.Tensor, seed: int) -> torch.Tensor:
-    """Random vectors with the norms of ``vectors`` (per row), from a seeded generator."""
+def _random_like(shift: torch.Tensor, seed: int) -> torch.Tensor:
+    """A random ``(L + 1, d)`` shift whose per-row increments have the norms of ``shift``'s (seeded)."""
     gen = torch.Generator().manual_seed(seed)
-    r = torch.randn(vectors.shape, generator=gen)
-    return r / r.norm(dim=-1, keepdim=True) * vectors.norm(dim=-1, keepdim=True)
+    steps = torch.cat([shift[:1], shift[1:] - shift[:-1]])
+    r = torch.randn(shift.shape, generator=gen)
+    return (r / r.norm(dim=-1, keepdim=True) * steps.norm(dim=-1, keepdim=True)).cumsum(0)
 
 
 def unlearning_direction(
@@ -186,10 +200,10 @@ def unlearning_direction(
     def states(subject: Subject, xs: Sequence[Example]) -> torch.Tensor:
         return last_token_states(subject, xs, batch_size=batch_size)
 
-    delta = _shift(states(base, estimate), states(unlearned, estimate))  # (L, d)
+    delta = _shift(states(base, estimate), states(unlearned, estimate))  # (L + 1, d)
     delta_r = _shift(states(base, retain), states(unlearned, retain))
     change = (states(unlearned, items) - states(base, items))[:, 1:]  # (n, L, d)
-    u = delta / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    u = delta[1:] / delta[1:].norm(dim=-1, keepdim=True).clamp_min(1e-12)
     along = torch.einsum("nld,ld->nl", change, u).square().sum(0)
     share = (along / change.square().sum(dim=(0, 2)).clamp_min(1e-12)).numpy()
     sources = {"forget": delta, "retain": delta_r, "random": _random_like(delta, seed)}
@@ -210,8 +224,8 @@ def unlearning_direction(
             score(f"{how}/{src}", _hooks(vec, how))
     return DirectionResult(
         layer_names=[str(i) for i in range(unlearned.n_layers)],
-        shift_norm=delta.norm(dim=-1).numpy().astype(np.float64),
-        retain_shift_norm=delta_r.norm(dim=-1).numpy().astype(np.float64),
+        shift_norm=delta[1:].norm(dim=-1).numpy().astype(np.float64),
+        retain_shift_norm=delta_r[1:].norm(dim=-1).numpy().astype(np.float64),
         share_explained=share.astype(np.float64),
         item_ids=[e.id for e in items],
         keys=keys,

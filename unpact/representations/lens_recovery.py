@@ -32,7 +32,8 @@ def distinguishing_index(items: Sequence[Example], answer_ids: Mapping[str, Sequ
     Args:
         items: The items (their attribute groups the candidate answers).
         answer_ids: Answer text -> its token ids as the model reads it after the prompt (every item's
-            answer must be there; more answers, e.g. the retain items', make the candidates complete).
+            answer must be there; the candidates are the answers of ``items`` only, so pass all the
+            items whose answers should count, e.g. forget and retain).
 
     Returns:
         ``{item id: k}``, ``0 <= k < len(answer_ids[item.answer])``.

@@ -172,9 +172,14 @@ def candidate_sets(items: Sequence[Example], first: dict[str, int]) -> dict[str,
 
 
 def _standardise(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Per layer and feature, with ``ref``'s mean and standard deviation: ``x`` is ``(n, L, d)``."""
-    mu, sd = ref.mean(0, keepdim=True), ref.std(0, keepdim=True, correction=0).clamp_min(1e-6)
-    return (x - mu) / sd
+    """Standardise ``x`` feature by feature with ``ref``'s mean and standard deviation (over dim 0).
+
+    A feature that does not vary in ``ref`` (beyond float round-off relative to its size: e.g. the
+    embedding row when every prompt ends in the same token) becomes 0 instead of scaled-up round-off.
+    """
+    mu, sd = ref.mean(0, keepdim=True), ref.std(0, keepdim=True, correction=0)
+    varies = sd > 1e-5 * (mu.abs() + 1e-3)
+    return torch.where(varies, (x - mu) / sd.clamp_min(1e-12), torch.zeros_like(x))
 
 
 def _fit(h: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor, gold: torch.Tensor, *, seed: int) -> tuple:
@@ -220,7 +225,8 @@ def _ranks(h: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor, gold: torch.T
     with torch.no_grad():
         s = _scores(h, emb, *uv).masked_fill(~mask[:, None], float("-inf"))  # (n, L, k)
         g = s.gather(-1, gold[:, None, None].expand(-1, s.shape[1], 1))
-        return (s > g).sum(-1).T
+        # ties count against the gold candidate (a tie is not a decoded answer)
+        return ((s > g).sum(-1) + (s == g).sum(-1) - 1).T
 
 
 def _split_by_subject(items: Sequence[Example], share: float, seed: int) -> tuple[list[int], list[int]]:
@@ -239,7 +245,11 @@ def _shuffled_answers(items: Sequence[Example], seed: int) -> list[str]:
         values.setdefault(_attribute(e), []).append(e.answer)
     values = {k: sorted(set(v)) for k, v in values.items()}
     facts = sorted({(e.subject or e.id, _attribute(e)) for e in items})
-    new = {f: rng.choice(values[f[1]]) for f in facts}
+    own = {(e.subject or e.id, _attribute(e)): e.answer for e in items}
+    new = {}
+    for f in facts:  # another value than the fact's own where the attribute has one
+        others = [v for v in values[f[1]] if v != own[f]]
+        new[f] = rng.choice(others or values[f[1]])
     return [new[(e.subject or e.id, _attribute(e))] for e in items]
 
 
@@ -288,7 +298,7 @@ def fit_probes(
         raise InputError(f"fit_probes: {subject.name}'s token embedding has no weight matrix")
     table = weight.detach()
     emb = table[torch.tensor([t for _, t in names], device=table.device)].float().cpu()
-    emb = (emb - emb.mean(0)) / emb.std(0, correction=0).clamp_min(1e-6)
+    emb = _standardise(emb, emb)
 
     def masks(xs: Sequence[Example], answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         attr = [_attribute(e) for e in xs]

@@ -1,8 +1,11 @@
 """Stage ``evidence``: every paired test of every model, grouped by threat level (:mod:`unpact.evidence`).
 
 Black box: each text and sampling attack, any of them (primary), in-context relearning. White box: each
-emphasis hook, the per-layer probe (the gold answer ranks first at the probe's layer, chosen on retain
-people), any of them (primary). Weights: relearning on half A (primary), on retain items, on
+emphasis hook, the per-layer probe (the gold answer's first token ranks first at the probe's layer, chosen
+on retain people), any of them (primary; the probe joins it only against a retain-only model's probe);
+exploratory: the unlearning direction ablated / added back (control: the retain-prompt direction) and
+lens recovery (the first distinguishing token top-1 at some layer). A test whose stage is switched off
+reads none of its old files. Weights: relearning on half A (primary), on retain items, on
 unrelated text and on half B itself, and each quantization scheme. Every test compares the model with
 its control on the model's forgotten items: the retain-only model (the same attack, the same fine-tuning,
 the same quantization) or, without one, the permuted-gold chance hits (prompt levels only).
@@ -44,7 +47,9 @@ class EvidenceStage(Stage):
 
         rule = run.config.rule
         clusters = cluster_keys(run.forget + run.retain, by=rule.cluster)
-        has_lens = any(run.dir.tracer_path(m, "lens", e.id).exists() for m in run.models.names for e in run.forget[:1])
+        has_lens = run.config.lens and any(
+            run.dir.tracer_path(m, "lens", e.id).exists() for m in run.models.names for e in run.forget[:1]
+        )
         distinguishing = _distinguishing(run) if has_lens else None
         for name, summary in run.summaries.items():
             probes = _probe_summary(run, name, clusters)
@@ -77,7 +82,10 @@ def _forgotten(run: AuditRun, model: str) -> list[str]:
 
 
 def _prompt_tests(
-    run: AuditRun, model: str, clusters: dict[str, str], distinguishing: dict[str, int] | None = None
+    run: AuditRun,
+    model: str,
+    clusters: dict[str, str],
+    distinguishing: dict[str, tuple[int, list[int]]] | None = None,
 ) -> list[Any]:
     from unpact.attacks import get_attack
     from unpact.evidence import any_of, pair, paired_test
@@ -116,9 +124,12 @@ def _prompt_tests(
         tests.append(
             paired_test("probe", "white_box", pair(kept, m, c_arr, clusters), seed=run.config.seed, note=probe[2])
         )
-        by_level.setdefault("white_box", ({}, {}))
-        by_level["white_box"][0]["probe"] = probe[0]
-        by_level["white_box"][1]["probe"] = probe[1]
+        # joins the primary only against the retain-only floor: a shuffled-label probe controls the probe's
+        # capacity, not what the prompt alone tells about a person, so without a floor the probe stays exploratory
+        if run.models.retain_only is not None:
+            by_level.setdefault("white_box", ({}, {}))
+            by_level["white_box"][0]["probe"] = probe[0]
+            by_level["white_box"][1]["probe"] = probe[1]
     tests += _direction_tests(run, model, ids, clusters)
     tests += _lens_tests(run, model, ids, clusters, distinguishing)
     names = {"black_box": "any black-box attack", "white_box": "any white-box evidence"}
@@ -137,7 +148,7 @@ def _probe_hits(run: AuditRun, model: str, ids: list[str]) -> tuple[dict, dict, 
     from unpact.representations import ProbeResult
 
     path = run.dir.representations_path(model, "probe", "last")
-    if not path.exists():
+    if not run.config.probes or not path.exists():  # a stage switched off: its old files are not evidence
         return None
     mine = ProbeResult.load(path)
     col = {i: j for j, i in enumerate(mine.forget_ids)}
@@ -158,30 +169,44 @@ def _probe_hits(run: AuditRun, model: str, ids: list[str]) -> tuple[dict, dict, 
     return {i: bool(hits[col[i]]) for i in control}, control, note
 
 
-def _distinguishing(run: AuditRun) -> dict[str, int]:
-    """Forget item id -> index of its answer's first distinguishing token (candidates: forget + probe items)."""
+def _distinguishing(run: AuditRun) -> dict[str, tuple[int, list[int]]]:
+    """Forget item id -> (index of its answer's first distinguishing token, the answer's token ids it refers to).
+
+    The candidates are the forget and the probes' retain items' answers, as the base model reads them.
+    """
     from unpact.representations import distinguishing_index
 
     everything = run.forget + run.probe_train
     answers = {e.answer: run.models.base.encode(e).answer_ids.tolist() for e in everything}
-    return distinguishing_index(everything, answers)
+    k = distinguishing_index(everything, answers)
+    return {e.id: (k[e.id], answers[e.answer]) for e in run.forget}
 
 
-def _lens_ranks(run: AuditRun, model: str, ids: list[str], k: dict[str, int]) -> dict[str, np.ndarray]:
-    """Item id -> ``(L,)`` lens rank per layer of the gold answer's first distinguishing token (saved trajectories)."""
+def _lens_ranks(
+    run: AuditRun, model: str, ids: list[str], k: dict[str, tuple[int, list[int]]]
+) -> dict[str, np.ndarray]:
+    """Item id -> ``(L,)`` lens rank per layer of the gold answer's first distinguishing token (saved trajectories).
+
+    An item whose saved answer tokens differ from those the index was computed on (a tokenization that
+    depends on the prompt) is left out rather than read at the wrong position.
+    """
     from unpact.lens import LensTrajectory
     from unpact.representations import layer_ranks
 
     out = {}
     for i in ids:
         path = run.dir.tracer_path(model, "lens", i)
-        if path.exists():
-            out[i] = layer_ranks(LensTrajectory.load(path), k[i])
+        if not path.exists() or i not in k:
+            continue
+        t = LensTrajectory.load(path)
+        index, tokens = k[i]
+        if t.token_ids[t.answer_span[0] : t.answer_span[1]].tolist() == tokens:
+            out[i] = layer_ranks(t, index)
     return out
 
 
 def _lens_tests(
-    run: AuditRun, model: str, ids: list[str], clusters: dict[str, str], k: dict[str, int] | None
+    run: AuditRun, model: str, ids: list[str], clusters: dict[str, str], k: dict[str, tuple[int, list[int]]] | None
 ) -> list[Any]:
     """Exploratory white-box test ``lens recovery``: the distinguishing token top-1 at some layer, vs the control."""
     from unpact.evidence import pair, paired_test
@@ -202,9 +227,15 @@ def _lens_tests(
             "white_box",
             pair(kept, m, c, clusters),
             seed=run.config.seed,
-            note=f"first distinguishing token top-1 at some layer; best most often at row {np.bincount(best).argmax()}",
+            note="first distinguishing token top-1 at some layer; best most often at layer "
+            + _row_name(int(np.bincount(best).argmax())),
         )
     ]
+
+
+def _row_name(row: int) -> str:
+    """A lens row's name: ``embed`` for row 0, else the block whose output it is."""
+    return "embed" if row == 0 else f"{row - 1} (after block {row - 1})"
 
 
 def _direction_tests(run: AuditRun, model: str, ids: list[str], clusters: dict[str, str]) -> list[Any]:
@@ -214,7 +245,7 @@ def _direction_tests(run: AuditRun, model: str, ids: list[str], clusters: dict[s
     from unpact.representations.directions import INTERVENTIONS
 
     path = run.dir.representations_path(model, "direction", "last")
-    if model not in run.models.unlearned or not path.exists():
+    if not run.config.directions or model not in run.models.unlearned or not path.exists():
         return []
     r = DirectionResult.load(path)
     if not r.item_ids:  # nothing was scored (no base-known item in half B)
@@ -243,7 +274,7 @@ def _direction_summary(run: AuditRun, model: str) -> dict[str, Any]:
     from unpact.representations import DirectionResult
 
     path = run.dir.representations_path(model, "direction", "last")
-    if model not in run.models.unlearned or not path.exists():
+    if not run.config.directions or model not in run.models.unlearned or not path.exists():
         return {}
     r = DirectionResult.load(path)
     if not r.item_ids:
@@ -267,7 +298,7 @@ def _probe_summary(run: AuditRun, model: str, clusters: dict[str, str]) -> dict[
     from unpact.stats import clustered_rate
 
     path = run.dir.representations_path(model, "probe", "last")
-    if not path.exists():
+    if not run.config.probes or not path.exists():
         return {}
     r = ProbeResult.load(path)
     if not r.forget_ids:
@@ -309,7 +340,7 @@ def _relearn_summary(run: AuditRun, model: str, clusters: dict[str, str]) -> dic
     """
     from unpact.stats import first_crossing, paired_difference
 
-    if run.models.retain_only is None or model == RETAIN_ONLY:
+    if not run.config.relearn or run.models.retain_only is None or model == RETAIN_ONLY:
         return {}
     seed = run.config.seed
     out: dict[str, Any] = {}
@@ -357,7 +388,7 @@ def _weight_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[A
         "forget_b": "relearn forget_b",
         "in_context": "in-context relearning",
     }
-    for train_set, test_name in names.items():
+    for train_set, test_name in names.items() if run.config.relearn else ():
         mine, ctl = _load_curve(run, model, train_set), _load_curve(run, control, train_set)
         if mine is None or ctl is None:
             continue
@@ -375,7 +406,7 @@ def _weight_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[A
                 note=f"after {step} steps" if train_set != "in_context" else f"{mine.n_train} facts of half A shown",
             )
         )
-    for scheme in DEFAULT_SCHEMES:
+    for scheme in DEFAULT_SCHEMES if run.config.quantize else ():
         paths = [run.dir.weights_path(m, "quantize", scheme.name()) for m in (model, control)]
         if not all(p.exists() for p in paths):
             continue

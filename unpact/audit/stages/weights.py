@@ -64,7 +64,7 @@ def known_items(run: AuditRun, items: Sequence[Example]) -> list[Example]:
 
 def weight_items(run: AuditRun) -> list[Example]:
     """The forget items the weight attacks measure: base-known, spread over facts, ``weights_items`` at most."""
-    return spread(known_items(run, run.forget), run.config.weights_items, run.config.rule.cluster)
+    return spread(known_items(run, run.forget), run.config.weights_items, "fact")
 
 
 def relearn_halves(run: AuditRun) -> tuple[dict[str, Any], list[Example]]:
@@ -76,7 +76,7 @@ def relearn_halves(run: AuditRun) -> tuple[dict[str, Any], list[Example]]:
     from unpact.weights.relearning import relearn_sets
 
     sets, b = relearn_sets(run.forget, run.retain, seed=run.config.seed)
-    return sets, spread(known_items(run, b), run.config.weights_items, run.config.rule.cluster)
+    return sets, spread(known_items(run, b), run.config.weights_items, "fact")
 
 
 def _relearn_models(run: AuditRun) -> list[str]:

@@ -1,0 +1,70 @@
+"""The representation stages inside an audit: probes, the unlearning direction and lens recovery, on the micro world."""
+
+from __future__ import annotations
+
+import pytest
+
+from unpact.audit import AuditConfig, AuditDir, Models, audit
+from unpact.hooks import count_hooks
+from unpact.models import ModelState
+
+
+def _config(out, **kw) -> AuditConfig:
+    base = dict(
+        attacks=("restate", "embed_scale"),
+        attribution="loo",
+        max_retain=32,
+        n_retain_attacked=4,
+        circuits=0,
+        relearn=False,
+        quantize=False,
+        progress=False,
+        workers=1,
+    )
+    return AuditConfig(out=str(out), **{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def rep_audit(micro_world, toy_base, tmp_path_factory):
+    from unpact.unlearn import unlearn
+
+    rmu = unlearn(toy_base, micro_world.forget, micro_world.retain, method="rmu", progress=False)
+    ro = micro_world.load_retain_only()
+    models = Models(toy_base, {"rmu": rmu}, retain_only=ro)
+    states = [ModelState.capture(m.model, with_weights=True) for m in (toy_base, rmu, ro)]
+    out = tmp_path_factory.mktemp("rep-audit")
+    s = audit(_config(out), models, micro_world.forget, micro_world.retain)
+    assert [ModelState.capture(m.model, with_weights=True) for m in (toy_base, rmu, ro)] == states
+    assert all(count_hooks(m.model) == 0 for m in (toy_base, rmu, ro))
+    return s, out, models
+
+
+@pytest.mark.slow
+def test_every_representation_test_is_in_the_evidence(rep_audit) -> None:
+    s, out, _ = rep_audit
+    m = s.models["rmu"]
+    names = {t.name for t in m.evidence}
+    assert {"probe", "direction ablate", "direction add", "lens recovery", "any white-box evidence"} <= names
+    for t in m.evidence:
+        if t.name in ("probe", "direction ablate", "direction add", "lens recovery"):
+            assert t.level == "white_box" and not t.primary and t.n > 0, t
+    # sections for the report: probes for every model, the direction for the unlearned one
+    assert set(s.models["base"].sections["probes"]) >= {"layers", "accuracy", "lo", "hi", "shuffled", "layer"}
+    d = m.sections["directions"]
+    assert len(d["share_explained"]) == len(d["layers"]) and "ablate/forget" in d["accuracy_on_forgotten"]
+    assert AuditDir(out).representations_path("rmu", "direction", "last").exists()
+
+
+@pytest.mark.slow
+def test_a_switched_off_stage_is_done_on_resume_and_its_old_files_are_not_evidence(rep_audit, micro_world) -> None:
+    s, out, models = rep_audit
+    seen: list[str] = []
+    again = audit(_config(out), models, micro_world.forget, micro_world.retain, callback=lambda st, i: seen.append(st))
+    assert seen == []  # every stage was done: nothing recomputed
+    assert again.verdicts() == s.verdicts()
+    # the stage toggles are not part of the resume key; switched off, their saved results stop counting
+    off = audit(_config(out, probes=False, directions=False), models, micro_world.forget, micro_world.retain).models[
+        "rmu"
+    ]
+    names = {t.name for t in off.evidence}
+    assert "probe" not in names and "direction ablate" not in names and "directions" not in off.sections
