@@ -126,7 +126,7 @@ def _prompt_tests(
         )
         # joins the primary only against the retain-only floor: a shuffled-label probe controls the probe's
         # capacity, not what the prompt alone tells about a person, so without a floor the probe stays exploratory
-        if run.models.retain_only is not None:
+        if run.models.retain_only is not None and model != RETAIN_ONLY:
             by_level.setdefault("white_box", ({}, {}))
             by_level["white_box"][0]["probe"] = probe[0]
             by_level["white_box"][1]["probe"] = probe[1]
