@@ -1,4 +1,5 @@
-"""The representation stages inside an audit: probes, the unlearning direction and lens recovery, on the micro world."""
+"""The representation stages inside an audit: probes, the unlearning direction, lens recovery and the soft prompt,
+on the micro world."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def _config(out, **kw) -> AuditConfig:
         circuits=0,
         relearn=False,
         quantize=False,
+        soft_prompt_steps=10,
         progress=False,
         workers=1,
     )
@@ -44,27 +46,53 @@ def test_every_representation_test_is_in_the_evidence(rep_audit) -> None:
     s, out, _ = rep_audit
     m = s.models["rmu"]
     names = {t.name for t in m.evidence}
-    assert {"probe", "direction ablate", "direction add", "lens recovery", "any white-box evidence"} <= names
+    explore = ("probe", "direction ablate", "direction add", "lens recovery", "soft prompt")
+    assert {*explore, "any white-box evidence"} <= names
     for t in m.evidence:
-        if t.name in ("probe", "direction ablate", "direction add", "lens recovery"):
+        if t.name in explore:
             assert t.level == "white_box" and not t.primary and t.n > 0, t
     # sections for the report: probes for every model, the direction for the unlearned one
     assert set(s.models["base"].sections["probes"]) >= {"layers", "accuracy", "lo", "hi", "shuffled", "layer"}
     d = m.sections["directions"]
     assert len(d["share_explained"]) == len(d["layers"]) and "ablate/forget" in d["accuracy_on_forgotten"]
     assert AuditDir(out).representations_path("rmu", "direction", "last").exists()
+    # the soft prompt: learned on the unlearned model and on its control, the retain-only model
+    sp = m.sections["soft_prompt"]
+    assert set(sp["accuracy"]) == {"none", "soft"} and sp["steps"] == 10 and 0 <= sp["best_step"] <= 10
+    assert "soft_prompt" in s.models["retain_only"].sections and "soft_prompt" not in s.models["base"].sections
 
 
 @pytest.mark.slow
-def test_a_switched_off_stage_is_done_on_resume_and_its_old_files_are_not_evidence(rep_audit, micro_world) -> None:
-    s, out, models = rep_audit
+def test_a_switched_off_stage_is_done_on_resume_and_its_old_files_are_not_evidence(
+    rep_audit, micro_world, tmp_path
+) -> None:
+    import shutil
+
+    s, shared, models = rep_audit
+    out = tmp_path / "copy"  # the other tests read the shared audit directory as the fixture left it
+    shutil.copytree(shared, out)
     seen: list[str] = []
     again = audit(_config(out), models, micro_world.forget, micro_world.retain, callback=lambda st, i: seen.append(st))
     assert seen == []  # every stage was done: nothing recomputed
     assert again.verdicts() == s.verdicts()
     # the stage toggles are not part of the resume key; switched off, their saved results stop counting
-    off = audit(_config(out, probes=False, directions=False), models, micro_world.forget, micro_world.retain).models[
-        "rmu"
-    ]
+    off = audit(
+        _config(out, probes=False, directions=False, soft_prompt=False), models, micro_world.forget, micro_world.retain
+    ).models["rmu"]
     names = {t.name for t in off.evidence}
     assert "probe" not in names and "direction ablate" not in names and "directions" not in off.sections
+    assert "soft prompt" not in names and "soft_prompt" not in off.sections
+
+
+@pytest.mark.slow
+def test_the_report_shows_every_representation_section(rep_audit) -> None:
+    from viz.report import render_report
+
+    _, out, _ = rep_audit
+    html = render_report(out)
+    for heading in (
+        "Representations: per-layer probes",
+        "Representations: the unlearning direction",
+        "Embedding space: the soft-prompt attack",
+    ):
+        assert heading in html

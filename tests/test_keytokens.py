@@ -44,7 +44,9 @@ def test_drop_ranking():
     before = [0.0, 0.0, 0.5, 0.3, 0.2, 0.0]
     after = [0.0, 0.5, 0.1, 0.3, 0.1, 0.0]
     # shares before (.5,.3,.2), after (.5 on "was", .1/.3/.1 on Ada/Lovelace/born): Ada drops most, then born
-    assert kt.drop_ranking(WORDS, before, after, k=3) == [2, 4]  # Lovelace kept its 0.3
+    # with "was" a candidate (stop_words="none"; by default it never counts and the shares renormalise without it)
+    assert kt.drop_ranking(WORDS, before, after, k=3, stop_words="none") == [2, 4]  # Lovelace kept its 0.3
+    assert kt.drop_ranking(WORDS, before, after, k=3) == [2]
     assert kt.drop_ranking(WORDS, before, before) == []
     with pytest.raises(ValueError, match="lengths differ"):
         kt.drop_ranking(WORDS, before, after[:2])
@@ -74,3 +76,25 @@ def test_is_candidate_rejects_answer_content_words():
     assert not kt.is_candidate("york,", "New York")
     assert kt.is_candidate("of", "Bank of England")  # function words do not count
     assert kt.is_candidate("born", "New York City")
+
+
+def test_function_words_are_never_key_words_by_default_and_the_stop_list_is_configurable(tmp_path) -> None:
+    from unpact.audit import AuditConfig
+    from unpact.errors import UnknownNameError
+
+    words = ["What", "did", "Ada", "Lovelace", "write", "?"]
+    scores = [5.0, 4.0, 1.5, 2.0, 0.5, 0.0]
+    # the function words carry most of the attribution, but emphasising them is no attack
+    assert [words[i] for i in kt.unpact_rule(words, scores)] == ["Ada", "Lovelace", "write"]
+    assert [words[i] for i in kt.unpact_rule(words, scores, stop_words="none")] == ["What", "did", "Ada", "Lovelace"]
+    assert kt.drop_ranking(words, scores, [0.0] * 6, k=2) == [3, 2]
+    assert kt.drop_ranking(words, scores, [0.0] * 6, k=2, stop_words=None) == [0, 1]
+    f = tmp_path / "stop.txt"
+    f.write_text("# my list\nLovelace\n\nwrite\n", encoding="utf-8")
+    assert kt.stop_list(str(f)) == {"lovelace", "write"}
+    assert [words[i] for i in kt.unpact_rule(words, scores, stop_words=str(f))] == ["What", "did", "Ada"]
+    assert [words[i] for i in kt.unpact_rule(words, scores, stop_words=["ada", "what"])] == ["did", "Lovelace"]
+    with pytest.raises(UnknownNameError, match="unknown stop list 'xx'"):
+        kt.stop_list("xx")
+    with pytest.raises(UnknownNameError, match="stop list"):
+        AuditConfig(stop_words="no-such-file.txt")

@@ -13,8 +13,9 @@ leave-one-out, a user's own) can feed them; :func:`key_words` takes
 :class:`unpact.attribution.Attribution`-like objects (``.words``, ``.word_scores``).
 
 Words that cannot carry a fact are never key words: punctuation-only words, special tokens
-(``<bos>``...) and any word equal to the gold answer or sharing a content word with it (an attack
-must never leak the answer).
+(``<bos>``...), any word equal to the gold answer or sharing a content word with it (an attack
+must never leak the answer), and the words of a *stop list* (:func:`stop_list`; by default English
+function words: "the", "did", "What" carry no fact, and emphasising them is no attack).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ __all__ = [
     "key_words",
     "is_function_word",
     "is_candidate",
+    "STOP_LISTS",
+    "stop_list",
 ]
 
 DEFAULT_ALPHA = 0.1
@@ -53,6 +56,44 @@ FUNCTION_WORDS: frozenset[str] = frozenset(
     he she him her his hers they them their theirs we us our you your i me my mine there here up down out off
     all any each some such very just also too s ''""".split()
 )
+
+#: Built-in stop lists by language code: words never chosen as key words. English is its closed-class words
+#: (general-purpose stop lists, such as the ``stop-words`` package's, also hold content words like "year",
+#: "home" or "name", which are exactly what a question about a person turns on).
+STOP_LISTS: dict[str, frozenset[str]] = {"en": FUNCTION_WORDS}
+
+StopWords = str | Iterable[str] | None
+
+
+def stop_list(spec: StopWords) -> frozenset[str]:
+    """The lower-cased words of a stop list.
+
+    Args:
+        spec: A language code of :data:`STOP_LISTS` (``"en"``), ``"none"`` or ``None`` (no stop list),
+            the path of a UTF-8 text file with one word per line (blank lines and ``#`` comments
+            skipped), or the words themselves.
+
+    Raises:
+        UnknownNameError: A string that is neither a known code nor an existing file.
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "none"):
+        return frozenset()
+    if isinstance(spec, str):
+        if spec in STOP_LISTS:
+            return STOP_LISTS[spec]
+        from pathlib import Path
+
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise UnknownNameError(
+                f"unknown stop list {spec!r}: not a language code ({', '.join(sorted(STOP_LISTS))}) nor a file",
+                source="stop_words",
+                fix="pass 'en', 'none', or the path of a text file with one word per line",
+            )
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return frozenset(w.strip().lower() for w in lines if w.strip() and not w.lstrip().startswith("#"))
+    return frozenset(str(w).strip().lower() for w in spec)
+
 
 _SPECIAL = re.compile(r"^<[^<>\s]+>$|^\[[A-Z_]+\]$")
 
@@ -114,8 +155,10 @@ def positive_shares(
     return pos / total if total > 0 else np.zeros_like(pos)
 
 
-def _candidates(words: Sequence[str], answer: str | None, exclude: Iterable[str]) -> np.ndarray:
-    ex = {e.strip().lower() for e in exclude}
+def _candidates(
+    words: Sequence[str], answer: str | None, exclude: Iterable[str], stop_words: StopWords = "en"
+) -> np.ndarray:
+    ex = {e.strip().lower() for e in exclude} | stop_list(stop_words)
     return np.array([is_candidate(w, answer) and w.strip().lower() not in ex for w in words], dtype=bool)
 
 
@@ -127,6 +170,7 @@ def unpact_rule(
     beta: int = DEFAULT_BETA,
     answer: str | None = None,
     exclude: Iterable[str] = (),
+    stop_words: StopWords = "en",
 ) -> list[int]:
     """Indices of the key words by unPact's rule.
 
@@ -137,6 +181,7 @@ def unpact_rule(
         beta: Below this many positive words, all positive words are key words.
         answer: Gold answer; a word equal to it is never a key word.
         exclude: Further words to skip (case-insensitive).
+        stop_words: Stop list (:func:`stop_list`): its words never count (English function words by default).
 
     Returns:
         Word indices in prompt order.
@@ -150,7 +195,7 @@ def unpact_rule(
         )
     if not 0.0 <= alpha < 1.0 or beta < 1:
         raise InputError(f"need 0 <= alpha < 1 and beta >= 1 (got alpha={alpha}, beta={beta})", source="unpact_rule")
-    cand = _candidates(words, answer, exclude)
+    cand = _candidates(words, answer, exclude, stop_words)
     shares = positive_shares(scores, cand)
     positive = np.flatnonzero(shares > 0)
     if len(positive) < beta:
@@ -166,10 +211,12 @@ def drop_ranking(
     k: int = 3,
     answer: str | None = None,
     exclude: Iterable[str] = (),
+    stop_words: StopWords = "en",
 ) -> list[int]:
     """Indices of the (at most) ``k`` words whose positive share fell most, before -> after.
 
-    Only words with a strictly positive drop are returned, largest drop first.
+    Only words with a strictly positive drop are returned, largest drop first; the words of
+    ``stop_words`` (:func:`stop_list`) and ``exclude`` never count.
 
     Raises:
         InputError: If the three sequences differ in length or ``k`` is negative.
@@ -180,7 +227,7 @@ def drop_ranking(
             f"words/scores lengths differ ({len(words)}, {len(scores_before)}, {len(scores_after)}); "
             "attribute the same prompt with the same tokenizer on both models"
         )
-    cand = _candidates(words, answer, exclude)
+    cand = _candidates(words, answer, exclude, stop_words)
     drop = positive_shares(scores_before, cand) - positive_shares(scores_after, cand)
     order = np.argsort(-drop, kind="stable")
     return [int(i) for i in order[:k] if drop[i] > 0]
@@ -195,6 +242,7 @@ def key_words(
     beta: int = DEFAULT_BETA,
     k: int = 3,
     answer: str | None = None,
+    stop_words: StopWords = "en",
 ) -> list[str]:
     """Key words of one item from attributions (objects with ``.words`` and ``.word_scores``).
 
@@ -206,6 +254,7 @@ def key_words(
         alpha, beta: Parameters of :func:`unpact_rule`.
         k: Words kept by :func:`drop_ranking`.
         answer: Gold answer (default: ``base.example.answer`` if present); never a key word.
+        stop_words: Stop list (:func:`stop_list`); English function words by default, ``"none"`` for none.
 
     Returns:
         Distinct key words in prompt order.
@@ -223,7 +272,7 @@ def key_words(
     words = list(base.words)
     idx: set[int] = set()
     if rule in ("unpact", "union"):
-        idx |= set(unpact_rule(words, base.word_scores, alpha=alpha, beta=beta, answer=answer))
+        idx |= set(unpact_rule(words, base.word_scores, alpha=alpha, beta=beta, answer=answer, stop_words=stop_words))
     if rule in ("drop", "union"):
         if unlearned is None:
             raise InputError(
@@ -237,5 +286,7 @@ def key_words(
                 source="key_words",
                 fix="attribute the same prompt with the same tokenizer on both models",
             )
-        idx |= set(drop_ranking(words, base.word_scores, unlearned.word_scores, k=k, answer=answer))
+        idx |= set(
+            drop_ranking(words, base.word_scores, unlearned.word_scores, k=k, answer=answer, stop_words=stop_words)
+        )
     return list(dict.fromkeys(words[i].strip() for i in sorted(idx)))

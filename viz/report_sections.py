@@ -9,7 +9,7 @@ from unpact._html import table_html
 from unpact.audit.auditdir import AuditDir
 from unpact.audit.summary import AuditSummary
 
-__all__ = ["probes_html", "directions_html", "weights_html"]
+__all__ = ["probes_html", "directions_html", "soft_prompt_html", "weights_html"]
 
 
 def probes_html(page: Any, summary: AuditSummary) -> str:
@@ -96,6 +96,41 @@ def directions_html(summary: AuditSummary) -> str:
         "(ablate) or the mean change is subtracted (add back), and the share of half B's forgotten items answered "
         "right is shown, next to the same done with the direction estimated on retain prompts and with a random "
         "one (the controls).</p>" + table_html(rows)
+    )
+
+
+def soft_prompt_html(summary: AuditSummary) -> str:
+    """The soft-prompt attack per model: half-B accuracy without and with the learned prompt, and its control.
+
+    Args:
+        summary: The audit summary; each model's ``sections["soft_prompt"]`` (written by the evidence stage).
+
+    Returns:
+        HTML: the explanation and one table (every string escaped by ``table_html``).
+    """
+    pct = lambda x: "n/a" if x is None else f"{x:.0%}"
+    rows = []
+    for n, m in summary.models.items():
+        r = m.sections.get("soft_prompt")
+        if not r:
+            continue
+        acc, on = r["accuracy"], r["accuracy_on_forgotten"]
+        rows.append(
+            {
+                "model": n,
+                "half-B items (forgotten)": f"{r['n_items']} ({r['n_forgotten']})",
+                "accuracy: as is / with the soft prompt": f"{pct(acc.get('none'))} / {pct(acc.get('soft'))}",
+                "on its forgotten items": f"{pct(on.get('none'))} / {pct(on.get('soft'))}",
+                "gold log-prob: as is / with it": " / ".join(f"{r['logprob'][k]:.2f}" for k in ("none", "soft")),
+                "steps kept (of)": f"{r['best_step']} ({r['steps']})",
+            }
+        )
+    return (
+        "<p class='meta'>A few input embeddings, learned with the weights frozen to raise the gold answers of half "
+        "A of the forget people (stopped at the best loss on held-out training people), are put before each "
+        "question of half B. The retain-only model gets its own soft prompt, learned the same way: it never saw "
+        "the facts, so what it gains is the answer format and priors. The white-box test <i>soft prompt</i> "
+        "compares the two on each model's forgotten items.</p>" + table_html(rows)
     )
 
 

@@ -119,6 +119,12 @@ class AuditConfig:
             (:mod:`unpact.representations.directions`), ablate it or add the mean shift back, score half B.
         probe_items: Retain items the probes are fit on, spread over facts, taken from *all* the retain
             items given (not only the ``max_retain`` audited ones: a probe needs many people).
+        soft_prompt: Learn a soft prompt (:mod:`unpact.attacks.soft_prompt`) on half A of the forget people
+            for every unlearned model and the retain-only control; score half B.
+        soft_prompt_tokens: Its number of input embeddings.
+        soft_prompt_steps: Its optimisation steps.
+        stop_words: Words never chosen as key words (:func:`unpact.keytokens.stop_list`): ``"en"``
+            (English function words), ``"none"``, or the path of a UTF-8 file with one word per line.
         rule: The verdict's thresholds.
         preset: Toy world only: its size.
         methods: Toy world only: unlearning methods to audit.
@@ -183,6 +189,16 @@ class AuditConfig:
         True, "unlearning direction: ablate it (or add the mean shift back) with hooks, test half B", resume=False
     )
     probe_items: int = _setting(1024, "retain items (of all given, spread over facts) the probes are fit on")
+    soft_prompt: bool = _setting(
+        True,
+        "soft-prompt attack: input embeddings learned on half A, tested on half B (control: retain-only)",
+        resume=False,
+    )
+    soft_prompt_tokens: int = _setting(8, "soft-prompt attack: learned input embeddings")
+    soft_prompt_steps: int = _setting(100, "soft-prompt attack: optimisation steps")
+    stop_words: str = _setting(
+        "en", "words never chosen as key words: 'en' (English function words), 'none', or a file of one word per line"
+    )
     rule: VerdictRule = _setting(help="the verdict's thresholds", resume=False, cli=False, factory=VerdictRule)
     preset: Literal["default", "micro"] = _setting("default", "toy world: its size (micro: fast)", resume=False)
     methods: tuple[str, ...] = _setting(DEFAULT_METHODS, "toy world: unlearning methods, comma-separated", resume=False)
@@ -207,6 +223,8 @@ class AuditConfig:
             "relearn_steps",
             "weights_items",
             "probe_items",
+            "soft_prompt_tokens",
+            "soft_prompt_steps",
         ):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -226,6 +244,9 @@ class AuditConfig:
             if v is not None and not 0 <= v <= 1:
                 raise InputError(f"{name} must lie in [0, 1], got {v}", source=_where(name))
         self.prompt_format()  # validates the template
+        from unpact.keytokens import stop_list
+
+        stop_list(self.stop_words)  # a known language code or a readable file
         if self.attacks is not None:
             from unpact.attacks import get_attack
 

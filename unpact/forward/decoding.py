@@ -132,6 +132,9 @@ def _recompute(
     iv_rows = None
     if iv is not None:
         iv_rows = Intervention(
-            tuple(iv.keypos[r // n] for r in range(len(new))), embed_scale=iv.embed_scale, attn_bias=iv.attn_bias
+            tuple(iv.keypos[r // n] for r in range(len(new))),
+            embed_scale=iv.embed_scale,
+            attn_bias=iv.attn_bias,
+            embeds=iv.embeds,
         )
     return prompt_pass(subject, seqs, intervention=iv_rows).first_logits

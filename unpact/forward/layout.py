@@ -28,16 +28,20 @@ class Intervention:
         embed_scale: Factor on the key tokens' embeddings (1: unchanged).
         attn_bias: Constant added to every attention logit from a later position toward a key
             position, in every layer (0: unchanged); needs an architecture that accepts a 4-D mask.
+        embeds: Optional ``(n_keys, d_model)`` vectors written over the key tokens' embeddings (a soft
+            prompt: every row has ``n_keys`` key positions, whose ids are placeholders); applied
+            before ``embed_scale``.
     """
 
     keypos: tuple[tuple[int, ...], ...]
     embed_scale: float = 1.0
     attn_bias: float = 0.0
+    embeds: torch.Tensor | None = None
 
     @property
     def active(self) -> bool:
         """Whether it changes anything."""
-        return (self.embed_scale != 1.0 or self.attn_bias != 0.0) and any(self.keypos)
+        return (self.embed_scale != 1.0 or self.attn_bias != 0.0 or self.embeds is not None) and any(self.keypos)
 
 
 @dataclass
@@ -160,14 +164,18 @@ def _bias_mask(
 
 
 def _prompt_hooks(iv: Intervention | None, packed: Packed) -> dict[str, Any]:
-    if iv is None or iv.embed_scale == 1.0 or not any(iv.keypos):
+    if iv is None or (iv.embed_scale == 1.0 and iv.embeds is None) or not any(iv.keypos):
         return {}
     rows, cols = _key_columns(iv, packed)
     scale = float(iv.embed_scale)
+    soft = iv.embeds
 
     def scale_embed(t: torch.Tensor, *, hook: Any) -> torch.Tensor:
         t = t.clone()
-        t[rows, cols] = t[rows, cols] * scale
+        if soft is not None:
+            t[rows, cols] = soft.to(t).repeat(len(iv.keypos), 1)
+        if scale != 1.0:
+            t[rows, cols] = t[rows, cols] * scale
         return t
 
     return {"embed": scale_embed}
@@ -180,6 +188,13 @@ def _check_intervention(iv: Intervention | None, packed: Packed, subject: Subjec
         raise InputError(
             f"the intervention has key positions for {len(iv.keypos)} rows, the batch has {len(packed.prompt_lens)}",
             source="Intervention.keypos",
+        )
+    if iv.embeds is not None and (iv.embeds.dim() != 2 or any(len(kp) != iv.embeds.shape[0] for kp in iv.keypos)):
+        raise InputError(
+            f"the intervention's embeds have shape {tuple(iv.embeds.shape)}; every row needs one key position "
+            "per vector",
+            source="Intervention.embeds",
+            fix="pass (n_keys, d_model) vectors and n_keys key positions in every row",
         )
     for i, kp in enumerate(iv.keypos):
         bad = [p for p in kp if not 0 <= p < packed.prompt_lens[i]]

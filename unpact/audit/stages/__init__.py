@@ -13,6 +13,7 @@ from unpact.audit.stages.quality import QualityStage
 from unpact.audit.stages.records import AccuracyStage, AttacksStage
 from unpact.audit.stages.representations import DirectionStage, ProbeStage
 from unpact.audit.stages.scores import DestructiveStage, ScoresStage
+from unpact.audit.stages.soft_prompt import SoftPromptStage
 from unpact.audit.stages.tracers import AttributionStage, CircuitsStage, LensStage
 from unpact.audit.stages.verdict import VerdictStage
 from unpact.audit.stages.weights import QuantizeStage, RelearnStage
@@ -31,6 +32,7 @@ DEFAULT_STAGES: tuple[type[Stage], ...] = (
     QuantizeStage,
     ProbeStage,
     DirectionStage,
+    SoftPromptStage,
     ScoresStage,
     DestructiveStage,
     QualityStage,

@@ -3,8 +3,9 @@
 Black box: each text and sampling attack, any of them (primary), in-context relearning. White box: each
 emphasis hook, the per-layer probe (the gold answer's first token ranks first at the probe's layer, chosen
 on retain people), any of them (primary; the probe joins it only against a retain-only model's probe);
-exploratory: the unlearning direction ablated / added back (control: the retain-prompt direction) and
-lens recovery (the first distinguishing token top-1 at some layer). A test whose stage is switched off
+exploratory: the unlearning direction ablated / added back (control: the retain-prompt direction), the
+soft prompt (control: the retain-only model's own) and lens recovery (the first distinguishing token
+top-1 at some layer). A test whose stage is switched off
 reads none of its old files. Weights: relearning on half A (primary), on retain items, on
 unrelated text and on half B itself, and each quantization scheme. Every test compares the model with
 its control on the model's forgotten items: the retain-only model (the same attack, the same fine-tuning,
@@ -20,6 +21,8 @@ import numpy as np
 
 from unpact.audit.auditdir import BASE, RETAIN_ONLY
 from unpact.audit.context import AuditRun, Stage
+from unpact.audit.stages.records import forgotten
+from unpact.audit.stages.soft_prompt import soft_prompt_summary, soft_prompt_tests
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class EvidenceStage(Stage):
         "weights/MODEL/quantize",
         "representations/MODEL/probe",
         "representations/MODEL/direction",
+        "representations/MODEL/soft_prompt",
     )
     writes = ("summary.evidence", "summary.levels")
 
@@ -58,6 +62,9 @@ class EvidenceStage(Stage):
             directions = _direction_summary(run, name)
             if directions:
                 summary.sections["directions"] = directions
+            soft = soft_prompt_summary(run, name)
+            if soft:
+                summary.sections["soft_prompt"] = soft
             if name == BASE:
                 continue
             tests = _prompt_tests(run, name, clusters, distinguishing) + _weight_tests(run, name, clusters)
@@ -67,18 +74,6 @@ class EvidenceStage(Stage):
             summary.evidence, summary.levels = judge_levels(
                 tests, alpha=rule.alpha, margin=rule.min_excess, min_items=rule.min_items
             )
-
-
-def _forgotten(run: AuditRun, model: str) -> list[str]:
-    from unpact.scoring import is_hit
-
-    recs = run.store.records
-    out = []
-    for e in run.forget:
-        b, m = recs.get((BASE, e.id, "plain")), recs.get((model, e.id, "plain"))
-        if b is not None and m is not None and is_hit(b) and not is_hit(m):
-            out.append(e.id)
-    return out
 
 
 def _prompt_tests(
@@ -93,7 +88,7 @@ def _prompt_tests(
 
     recs = run.store.records
     control = run.models.control_for(model)
-    ids = _forgotten(run, model)
+    ids = forgotten(run, model)
     by_level: dict[str, tuple[dict[str, dict[str, bool]], dict[str, dict[str, bool]]]] = {}
     tests = []
     for a in run.attacks:
@@ -131,6 +126,7 @@ def _prompt_tests(
             by_level["white_box"][0]["probe"] = probe[0]
             by_level["white_box"][1]["probe"] = probe[1]
     tests += _direction_tests(run, model, ids, clusters)
+    tests += soft_prompt_tests(run, model, ids, clusters)
     tests += _lens_tests(run, model, ids, clusters, distinguishing)
     names = {"black_box": "any black-box attack", "white_box": "any white-box evidence"}
     for level, (hits_by_attack, ctl_by_attack) in by_level.items():
@@ -279,8 +275,8 @@ def _direction_summary(run: AuditRun, model: str) -> dict[str, Any]:
     r = DirectionResult.load(path)
     if not r.item_ids:
         return {}
-    forgotten = set(_forgotten(run, model))
-    cols = [j for j, i in enumerate(r.item_ids) if i in forgotten]
+    gone = set(forgotten(run, model))
+    cols = [j for j, i in enumerate(r.item_ids) if i in gone]
     return {
         "layers": list(r.layer_names),
         "shift_norm": [round(float(x), 6) for x in r.shift_norm],
@@ -378,7 +374,7 @@ def _weight_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[A
 
     if run.models.retain_only is None:
         return []
-    forgotten = set(_forgotten(run, model))
+    gone = set(forgotten(run, model))
     control = RETAIN_ONLY
     tests = []
     names = {
@@ -392,7 +388,7 @@ def _weight_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[A
         mine, ctl = _load_curve(run, model, train_set), _load_curve(run, control, train_set)
         if mine is None or ctl is None:
             continue
-        cols = [j for j, i in enumerate(mine.eval_ids) if i in forgotten and i in ctl.eval_ids]
+        cols = [j for j, i in enumerate(mine.eval_ids) if i in gone and i in ctl.eval_ids]
         ids = [mine.eval_ids[j] for j in cols]
         cj = [ctl.eval_ids.index(i) for i in ids]
         level = "black_box" if train_set == "in_context" else "weights"
@@ -411,7 +407,7 @@ def _weight_tests(run: AuditRun, model: str, clusters: dict[str, str]) -> list[A
         if not all(p.exists() for p in paths):
             continue
         mine_q, ctl_q = (QuantEval.load(p) for p in paths)
-        ids = [i for i in mine_q.forget_ids if i in forgotten and i in ctl_q.forget_ids]
+        ids = [i for i in mine_q.forget_ids if i in gone and i in ctl_q.forget_ids]
         mj = [mine_q.forget_ids.index(i) for i in ids]
         cj = [ctl_q.forget_ids.index(i) for i in ids]
         agree = "n/a" if mine_q.code_agreement is None else f"{mine_q.code_agreement:.1%}"

@@ -114,3 +114,17 @@ class AttacksStage(_RecordStage):
             for a in run.attacks:
                 yield name, "forget", a, run.forget
                 yield name, "retain", a, run.retain_attacked
+
+
+def forgotten(run: AuditRun, model: str) -> list[str]:
+    """Ids of the forget items the base model answers and ``model`` does not (plain prompt)."""
+    from unpact.audit.auditdir import BASE
+    from unpact.scoring import is_hit
+
+    recs = run.store.records
+    out = []
+    for e in run.forget:
+        b, m = recs.get((BASE, e.id, "plain")), recs.get((model, e.id, "plain"))
+        if b is not None and m is not None and is_hit(b) and not is_hit(m):
+            out.append(e.id)
+    return out
