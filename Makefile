@@ -34,7 +34,7 @@ lint: install
 	$(BIN)/mypy
 
 test: install browser lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 # Every benchmark, one table of ratios against references measured in the same run (bench/results/table.md,
 # also written into docs/speed.md). AUDIT names a finished audit whose per-stage times go into the table.

@@ -98,3 +98,18 @@ def test_function_words_are_never_key_words_by_default_and_the_stop_list_is_conf
         kt.stop_list("xx")
     with pytest.raises(UnknownNameError, match="stop list"):
         AuditConfig(stop_words="no-such-file.txt")
+
+
+def test_stop_list_matching_and_file_errors(tmp_path) -> None:
+    from unpact.errors import InputError, UnknownNameError
+
+    words = ["What\u2019s", "didn't", "US", "Ada", "the", "it"]
+    keep = kt._candidates(words, None, (), "en")
+    assert [w for w, k in zip(words, keep) if k] == ["US", "Ada"]  # contractions stopped, the acronym kept
+    assert kt.stop_list(" EN ") == kt.FUNCTION_WORDS and kt.stop_list("None") == frozenset()
+    with pytest.raises(UnknownNameError, match="is a directory"):
+        kt.stop_list(str(tmp_path))
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="cannot read the stop list"):
+        kt.stop_list(str(bad))

@@ -75,24 +75,56 @@ def stop_list(spec: StopWords) -> frozenset[str]:
 
     Raises:
         UnknownNameError: A string that is neither a known code nor an existing file.
+        InputError: A file that cannot be read as UTF-8 text.
     """
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "none"):
+    if spec is None:
         return frozenset()
     if isinstance(spec, str):
-        if spec in STOP_LISTS:
-            return STOP_LISTS[spec]
+        code = spec.strip().lower()
+        if code == "none":
+            return frozenset()
+        if code in STOP_LISTS:
+            return STOP_LISTS[code]
         from pathlib import Path
 
         path = Path(spec).expanduser()
+        if path.is_dir():
+            raise UnknownNameError(
+                f"stop list {spec!r} is a directory", source="stop_words", fix="name a text file with one word per line"
+            )
         if not path.is_file():
             raise UnknownNameError(
                 f"unknown stop list {spec!r}: not a language code ({', '.join(sorted(STOP_LISTS))}) nor a file",
                 source="stop_words",
                 fix="pass 'en', 'none', or the path of a text file with one word per line",
             )
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return frozenset(w.strip().lower() for w in lines if w.strip() and not w.lstrip().startswith("#"))
-    return frozenset(str(w).strip().lower() for w in spec)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(
+                f"cannot read the stop list {str(path)!r}: {exc}",
+                source="stop_words",
+                fix="give a readable UTF-8 text file with one word per line",
+            ) from exc
+        return frozenset(_norm(w) for w in lines if w.strip() and not w.lstrip().startswith("#"))
+    return frozenset(_norm(str(w)) for w in spec)
+
+
+def _norm(word: str) -> str:
+    """Lower-cased, stripped, typographic apostrophes made plain."""
+    return word.strip().lower().replace("\u2019", "'")
+
+
+def _stopped(word: str, stop: frozenset[str]) -> bool:
+    """Whether ``word`` is on the stop list: itself or its part before an apostrophe ("What's", "didn't").
+
+    A word written in capitals ("US", "IT") is an acronym, never a stop word.
+    """
+    w = word.strip()
+    if len(w) > 1 and w.isupper():
+        return False
+    n = _norm(w)
+    return n in stop or n.split("'")[0] in stop or (n.endswith("n't") and n[:-3] in stop)
 
 
 _SPECIAL = re.compile(r"^<[^<>\s]+>$|^\[[A-Z_]+\]$")
@@ -158,8 +190,11 @@ def positive_shares(
 def _candidates(
     words: Sequence[str], answer: str | None, exclude: Iterable[str], stop_words: StopWords = "en"
 ) -> np.ndarray:
-    ex = {e.strip().lower() for e in exclude} | stop_list(stop_words)
-    return np.array([is_candidate(w, answer) and w.strip().lower() not in ex for w in words], dtype=bool)
+    ex = {e.strip().lower() for e in exclude}
+    stop = stop_list(stop_words)
+    return np.array(
+        [is_candidate(w, answer) and w.strip().lower() not in ex and not _stopped(w, stop) for w in words], dtype=bool
+    )
 
 
 def unpact_rule(

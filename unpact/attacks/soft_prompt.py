@@ -180,9 +180,10 @@ def fit_soft_prompt(
     The vectors start at the mean embedding of the training prompts' tokens (plus seeded noise of a
     tenth of its scale); Adam's step size is ``lr`` times the root-mean-square of the token embeddings,
     so the same ``lr`` suits any model's embedding scale. A share ``val_share`` of the training
-    subjects is held out (with five subjects or more): the loss on them is checked ten times over the
-    run, and the vectors of the best check are kept, so the prompt stops before it merely memorises
-    the training people's answers (which would lower, not raise, what it does for other people).
+    subjects is held out (with five subjects or more): the loss on them is checked at the start and
+    at ten evenly spaced steps (every step with fewer than ten), and the vectors of the best check are
+    kept, so the prompt stops before it merely memorises the training people's answers (which would
+    lower, not raise, what it does for other people).
 
     Args:
         subject: The model (weights, mode and grad flags are restored).
@@ -217,34 +218,38 @@ def fit_soft_prompt(
     fit_idx, val_idx = _validation_split(train, val_share, seed) if val_share > 0 else (list(range(len(train))), [])
     first = [encs[i] for i in fit_idx[:batch_size]]
     packed0 = pack([e.prompt_ids for e in first], None, fill_id(subject.tokenizer))
-    with torch.no_grad():
-        emb = subject.embed(packed0.ids.to(subject.device)).float()  # the ``embed`` site's output
-    real = emb[packed0.mask.bool().to(emb.device)]  # (n_real_tokens, d)
-    scale = float(real.square().mean().sqrt())
-    gen = torch.Generator().manual_seed(seed)
-    init = real.mean(0).cpu() + 0.1 * scale * torch.randn((n_tokens, real.shape[-1]), generator=gen)
-    soft = init.to(subject.device).requires_grad_(True)
-    opt = torch.optim.Adam([soft], lr=lr * scale)
-    order = list(fit_idx)
-    rng = random.Random(seed)
     losses: list[float] = []
     val_losses: list[float] = []
-    every = max(1, steps // 10)
-
-    def validate() -> float:
+    checks = {max(1, round(steps * k / 10)) for k in range(1, 11)} if steps else set()  # ten checks (fewer steps: each)
+    with frozen(subject.model):  # eval mode (no dropout) from the first embedding on; flags restored after
         with torch.no_grad():
-            parts = [val_idx[i : i + batch_size] for i in range(0, len(val_idx), batch_size)]
-            return float(sum(float(_loss(subject, [encs[i] for i in p], soft)) * len(p) for p in parts)) / len(val_idx)
+            emb = subject.embed(packed0.ids.to(subject.device)).float()  # the ``embed`` site's output
+        real = emb[packed0.mask.bool().to(emb.device)]  # (n_real_tokens, d)
+        scale = float(real.square().mean().sqrt())
+        gen = torch.Generator().manual_seed(seed)
+        init = real.mean(0).cpu() + 0.1 * scale * torch.randn((n_tokens, real.shape[-1]), generator=gen)
+        soft = init.to(subject.device).requires_grad_(True)
+        opt = torch.optim.Adam([soft], lr=lr * scale)
 
-    best = (validate(), 0, soft.detach().clone()) if val_idx else (math.inf, steps, soft.detach())
-    if val_idx:
-        val_losses.append(best[0])
-    with frozen(subject.model):
+        def validate() -> float:
+            with torch.no_grad():
+                parts = [val_idx[i : i + batch_size] for i in range(0, len(val_idx), batch_size)]
+                total = sum(float(_loss(subject, [encs[i] for i in p], soft)) * len(p) for p in parts)
+                return total / len(val_idx)
+
+        best = (validate(), 0, soft.detach().clone()) if val_idx else (math.inf, steps, soft.detach())
+        if val_idx:
+            val_losses.append(best[0])
+        order = list(fit_idx)
+        rng = random.Random(seed)
+        width = min(batch_size, len(order))
+        cursor = len(order)  # an epoch ends where the next batch would not fit: reshuffle, start again
         for step in range(steps):
-            if step * batch_size % len(order) < batch_size:
+            if cursor + width > len(order):
                 rng.shuffle(order)
-            start = step * batch_size % len(order)
-            idx = (order + order)[start : start + min(batch_size, len(order))]
+                cursor = 0
+            idx = order[cursor : cursor + width]
+            cursor += width
             loss = _loss(subject, [encs[i] for i in idx], soft)
             opt.zero_grad()
             loss.backward()
@@ -254,7 +259,7 @@ def fit_soft_prompt(
                 raise InputError(
                     f"{where}: the loss became {losses[-1]} at step {step}", fix="lower lr or use float32 weights"
                 )
-            if val_idx and ((step + 1) % every == 0 or step + 1 == steps):
+            if val_idx and step + 1 in checks:
                 val_losses.append(validate())
                 if val_losses[-1] < best[0]:
                     best = (val_losses[-1], step + 1, soft.detach().clone())
@@ -339,6 +344,7 @@ def soft_prompt_attack(
     from unpact.evaluate import evaluate
 
     where = "soft_prompt_attack"
+    train = check_items("train", train, Example, where=where)
     items = check_items("items", items, Example, where=where)
     if not items:
         raise InputError(f"{where}: no items to score", fix="pass at least one held-out example")

@@ -436,6 +436,8 @@ def resume_key(
     Returns:
         A JSON-ready dict; :func:`key_hash` gives its hash.
     """
+    from unpact.keytokens import stop_list
+
     return {
         "schema": RECORDS_SCHEMA,
         "settings": {
@@ -443,6 +445,7 @@ def resume_key(
             "attacks": list(attacks),
             "max_new_tokens": max_new_tokens,
             "prompt_format": dict(prompt_format or {}),
+            "stop_list": _sha(sorted(stop_list(config.stop_words))),  # a file's words, not only its path
         },
         "models": dict(model_hashes),
         "data": {

@@ -69,7 +69,7 @@ class SoftPromptStage(Stage):
         bar = run.bar(len(todo), "soft prompt")
         for model, path in todo:
             path.parent.mkdir(parents=True, exist_ok=True)
-            if not half_b:  # saved empty, so the stage is done and the evidence says why
+            if not half_b:  # saved empty, so the stage is done; no test is made from it (the warning says why)
                 logger.warning("soft prompt: no base-known forget item in half B; nothing to score")
                 z = np.zeros((len(SOFT_KEYS), 0))
                 SoftPromptResult(
