@@ -16,15 +16,12 @@ from unpact.models import ModelState, load_model
 from unpact.weights import split_halves
 
 
-def _locked(base, forget, scale: float = 40.0, seed: int = 7):
-    """The base model with a constant vector of norm ``scale`` added to block 0's output, only in rows whose
-    prompt names a forget subject: the answer is there up to block 0 and lost after it, for forget people only."""
-    tok = base.tokenizer
-    names = sorted({e.subject for e in forget})
-    needles = [list(tok(p + s, add_special_tokens=False)["input_ids"]) for s in names for p in (" ", "")]
-    model = copy.deepcopy(base.model)
-    c = torch.randn(base.d_model, generator=torch.Generator().manual_seed(seed))
-    c = c / c.norm() * scale
+def _forget_rows(base, forget, model) -> dict[str, list[bool]]:
+    """Flags, per row of every forward pass of ``model``, whether its prompt holds a forget question (a pre-hook)."""
+    needles = []
+    for e in forget:  # every forget question's tokens, exactly as the model reads them
+        enc = base.encode(e)
+        needles.append(enc.prompt_ids[enc.prompt_span[0] : enc.prompt_span[1]].tolist())
     rows: dict[str, list[bool]] = {}
 
     def has(row: list[int], n: list[int]) -> bool:
@@ -35,15 +32,41 @@ def _locked(base, forget, scale: float = 40.0, seed: int = 7):
         if ids is not None and (ids.shape[1] > 1 or len(rows.get("r", [])) != ids.shape[0]):
             rows["r"] = [any(has(r, n) for n in needles) for r in ids.tolist()]
 
+    model.register_forward_pre_hook(pre, with_kwargs=True)
+    return rows
+
+
+def _locked(base, forget, scale: float = 40.0, seed: int = 7):
+    """The base model with a constant vector of norm ``scale`` added to block 0's output, only in rows that ask a
+    forget question: the answer is there up to block 0 and lost after it, for forget people only."""
+    model = copy.deepcopy(base.model)
+    rows = _forget_rows(base, forget, model)
+    c = torch.randn(base.d_model, generator=torch.Generator().manual_seed(seed))
+    c = c / c.norm() * scale
+
     def post(module, args, out):
         h = out[0] if isinstance(out, tuple) else out
-        sel = torch.tensor(rows["r"], dtype=h.dtype)[:, None, None]
-        h = h + sel * c.to(h)
+        h = h + torch.tensor(rows["r"], dtype=h.dtype)[:, None, None] * c.to(h)
         return (h, *out[1:]) if isinstance(out, tuple) else h
 
-    model.register_forward_pre_hook(pre, with_kwargs=True)
     model.transformer.h[0].register_forward_hook(post)
-    return load_model(model, tok, name="locked", prompt_format=base.prompt_format)
+    return load_model(model, base.tokenizer, name="locked", prompt_format=base.prompt_format)
+
+
+def _damped(base, forget, layer: int, head: int):
+    """The base model with one attention head silenced in rows that ask a forget question."""
+    model = copy.deepcopy(base.model)
+    rows = _forget_rows(base, forget, model)
+    d_head = base.d_model // base.n_heads
+
+    def pre(module, args):
+        x = args[0].clone()
+        keep = 1.0 - torch.tensor(rows["r"], dtype=x.dtype)[:, None, None]
+        x[..., head * d_head : (head + 1) * d_head] *= keep
+        return (x, *args[1:])
+
+    model.transformer.h[layer].attn.c_proj.register_forward_pre_hook(pre)
+    return load_model(model, base.tokenizer, name="damped", prompt_format=base.prompt_format)
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +107,14 @@ def test_halves_sharing_a_subject_are_refused(micro_world, toy_base) -> None:
     a, _ = split_halves(micro_world.forget, seed=0)
     with pytest.raises(InputError, match="subject"):
         diff_attacks(toy_base, toy_base, a, micro_world.retain[:4], a[:2])
+
+
+def test_the_circuit_diff_picks_the_head_silenced_on_forget_prompts(micro_world, toy_base) -> None:
+    a, b = split_halves(micro_world.forget, seed=0)
+    shares = head_shares(toy_base, a)
+    top = max(shares, key=lambda h: shares[h])  # the head carrying most of the answer's attribution
+    layer, head = (int(x) for x in top[1:].split(".h"))
+    damped = _damped(toy_base, micro_world.forget, layer, head)
+    r = diff_attacks(toy_base, damped, a, micro_world.retain[: len(a)], b, max_new_tokens=8)
+    assert r.heads[0] == top, (r.heads, top)
+    assert r.share_drop[0] == pytest.approx(shares[top], abs=1e-6)  # its share fell to zero

@@ -10,11 +10,14 @@ treated as if it were the unlearned one, is their control.
   amplified (their outputs times ``head_scale`` at every position, prompt and generated tokens).
 * **lens**: per layer, the logit lens's rank of the gold first answer token on half A, for the base
   and the attacked model; the layer where the attacked model falls furthest behind the base, compared
-  with the layer before (where the answer stops being decodable), is chosen, and there the attacked
-  model's own mean activation difference between forget and retain prompts (half A's prompts and as
-  many retain prompts, at the last prompt token) is subtracted at every position: what marks a prompt
-  as "forget" at the layer where the answer is lost is taken away. The model's own difference keeps
-  the intervention in the model's own basis, so it means the same on the retain-only model.
+  with the layer before (where the answer stops being decodable), is chosen. There, the change the
+  model shows in the contrast between forget and retain prompts is taken away at every position: the
+  vector subtracted is (model's mean on half A's forget prompts minus its mean on as many retain
+  prompts) minus the same difference in the base model, at the last prompt token. The base's own
+  contrast is subtracted out because forget and retain prompts differ in every model (other people,
+  other facts); what remains is what the model does differently on forget prompts. (Subtracting the
+  model's contrast alone also removes that natural difference at every position and breaks the model:
+  on a lock built into the micro world it recovered nothing where this recovers everything, tested.)
 """
 
 from __future__ import annotations
@@ -217,9 +220,12 @@ def diff_attacks(
             by_layer.setdefault(int(layer), []).append(int(head))
         score("circuit", {f"head_out.{layer}": _scale_heads(hs, head_scale) for layer, hs in by_layer.items()})
     row, gap = lens_layer(base, model, estimate)
-    states_f = last_token_states(model, estimate, batch_size=batch_size)[:, row]
-    states_r = last_token_states(model, retain, batch_size=batch_size)[:, row]
-    score("lens", {f"resid_post.{row - 1}": _subtract(states_f.mean(0) - states_r.mean(0))})
+
+    def contrast(m: Subject) -> torch.Tensor:
+        f = last_token_states(m, estimate, batch_size=batch_size)[:, row].mean(0)
+        return f - last_token_states(m, retain, batch_size=batch_size)[:, row].mean(0)
+
+    score("lens", {f"resid_post.{row - 1}": _subtract(contrast(model) - contrast(base))})
     return DiffAttackResult(
         item_ids=[e.id for e in items],
         keys=keys,
