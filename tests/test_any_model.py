@@ -55,6 +55,8 @@ def test_unregistered_family_is_audited_through_the_cli(olmo_world, tmp_path) ->
         "4",
         "--soft-prompt-steps",
         "5",
+        "--diff-attack-items",
+        "4",
         "--no-progress",
         "--workers",
         "1",

@@ -20,6 +20,7 @@ def _config(out, **kw) -> AuditConfig:
         relearn=False,
         quantize=False,
         soft_prompt_steps=10,
+        diff_attack_items=4,
         progress=False,
         workers=1,
     )
@@ -46,7 +47,15 @@ def test_every_representation_test_is_in_the_evidence(rep_audit) -> None:
     s, out, _ = rep_audit
     m = s.models["rmu"]
     names = {t.name for t in m.evidence}
-    explore = ("probe", "direction ablate", "direction add", "lens recovery", "soft prompt")
+    explore = (
+        "probe",
+        "direction ablate",
+        "direction add",
+        "lens recovery",
+        "soft prompt",
+        "circuit-diff attack",
+        "lens-diff attack",
+    )
     assert {*explore, "any white-box evidence"} <= names
     for t in m.evidence:
         if t.name in explore:
@@ -60,6 +69,11 @@ def test_every_representation_test_is_in_the_evidence(rep_audit) -> None:
     sp = m.sections["soft_prompt"]
     assert set(sp["accuracy"]) == {"none", "soft"} and sp["steps"] == 10 and 0 <= sp["best_step"] <= 10
     assert "soft_prompt" in s.models["retain_only"].sections and "soft_prompt" not in s.models["base"].sections
+    # the circuit- and lens-diff attacks: chosen on half A of the unlearned model and of its control
+    da = m.sections["diff_attacks"]
+    assert set(da["accuracy"]) == {"none", "circuit", "lens"} and da["n_estimate"] <= 4 and da["layer"] >= 1
+    assert len(da["rank_gap"]) == len(s.models["base"].sections["probes"]["layers"])
+    assert "diff_attacks" in s.models["retain_only"].sections
 
 
 @pytest.mark.slow
@@ -77,11 +91,15 @@ def test_a_switched_off_stage_is_done_on_resume_and_its_old_files_are_not_eviden
     assert again.verdicts() == s.verdicts()
     # the stage toggles are not part of the resume key; switched off, their saved results stop counting
     off = audit(
-        _config(out, probes=False, directions=False, soft_prompt=False), models, micro_world.forget, micro_world.retain
+        _config(out, probes=False, directions=False, soft_prompt=False, diff_attacks=False),
+        models,
+        micro_world.forget,
+        micro_world.retain,
     ).models["rmu"]
     names = {t.name for t in off.evidence}
     assert "probe" not in names and "direction ablate" not in names and "directions" not in off.sections
     assert "soft prompt" not in names and "soft_prompt" not in off.sections
+    assert "lens-diff attack" not in names and "diff_attacks" not in off.sections
 
 
 @pytest.mark.slow
@@ -94,5 +112,6 @@ def test_the_report_shows_every_representation_section(rep_audit) -> None:
         "Representations: per-layer probes",
         "Representations: the unlearning direction",
         "Embedding space: the soft-prompt attack",
+        "Attacks from the circuit and lens diffs",
     ):
         assert heading in html

@@ -52,6 +52,7 @@ def suite(tmp_path_factory):
         # reach what 32 do on this world (every verdict the same; measured), at half the time
         directions=False,
         soft_prompt=False,
+        diff_attacks=False,
         relearn_steps=16,
         progress=False,
         rule=VerdictRule(**SUITE_RULE),

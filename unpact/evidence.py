@@ -16,7 +16,8 @@ black_box  text and sampling attacks, in-context        ``any black-box attack``
            relearning (prompts only)                    text or sampling attack
 white_box  emphasis hooks on activations, per-layer      ``any white-box evidence``: recovered by any
            probes, the unlearning direction, lens       emphasis hook or decoded by the probe (the
-           recovery, the soft prompt (the last three    probe only against a retain-only model)
+           recovery, the soft prompt, the circuit- and  probe only against a retain-only model)
+           lens-diff attacks (the last five
            exploratory)
 weights    fine-tuning (relearning) and quantization    ``relearn forget_a``: half B answered after
            of a copy                                    fine-tuning on half A (last step)

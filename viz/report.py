@@ -30,7 +30,7 @@ from unpact.audit.summary import AuditSummary, ModelSummary
 from unpact.errors import AuditDirError, UnpactError
 from unpact.scoring import Rate
 from unpact.verdict import Verdict
-from viz.report_sections import directions_html, probes_html, soft_prompt_html, weights_html
+from viz.report_sections import diff_attacks_html, directions_html, probes_html, soft_prompt_html, weights_html
 
 logger = logging.getLogger(__name__)
 
@@ -425,6 +425,8 @@ def render_report(
             page.section("Representations: the unlearning direction", lambda: directions_html(summary))
         if any("soft_prompt" in m.sections for m in summary.models.values()):
             page.section("Embedding space: the soft-prompt attack", lambda: soft_prompt_html(summary))
+        if any("diff_attacks" in m.sections for m in summary.models.values()):
+            page.section("Attacks from the circuit and lens diffs", lambda: diff_attacks_html(summary))
     if records:
         page.section("Per-item records", lambda: _records_html(records, max_records))
     page.section("Audit configuration", lambda: _config_table(summary))

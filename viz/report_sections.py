@@ -9,7 +9,7 @@ from unpact._html import table_html
 from unpact.audit.auditdir import AuditDir
 from unpact.audit.summary import AuditSummary
 
-__all__ = ["probes_html", "directions_html", "soft_prompt_html", "weights_html"]
+__all__ = ["probes_html", "directions_html", "soft_prompt_html", "diff_attacks_html", "weights_html"]
 
 
 def probes_html(page: Any, summary: AuditSummary) -> str:
@@ -131,6 +131,45 @@ def soft_prompt_html(summary: AuditSummary) -> str:
         "question of half B. The retain-only model gets its own soft prompt, learned the same way: it never saw "
         "the facts, so what it gains is the answer format and priors. The white-box test <i>soft prompt</i> "
         "compares the two on each model's forgotten items.</p>" + table_html(rows)
+    )
+
+
+def diff_attacks_html(summary: AuditSummary) -> str:
+    """The circuit- and lens-diff attacks per model: what was chosen on half A, half-B accuracy under each.
+
+    Args:
+        summary: The audit summary; each model's ``sections["diff_attacks"]`` (written by the evidence stage).
+
+    Returns:
+        HTML: the explanation and one table (every string escaped by ``table_html``).
+    """
+    pct = lambda x: "n/a" if x is None else f"{x:.0%}"
+    rows = []
+    for n, m in summary.models.items():
+        r = m.sections.get("diff_attacks")
+        if not r:
+            continue
+        on = r["accuracy_on_forgotten"]
+        rows.append(
+            {
+                "model": n,
+                "half-B items (forgotten)": f"{r['n_items']} ({r['n_forgotten']})",
+                "heads amplified (share drop)": ", ".join(
+                    f"{h} ({d:+.3f})" for h, d in zip(r["heads"], r["share_drop"])
+                )
+                or "none",
+                "lens row": r["layer"],
+                "on its forgotten items: as is / circuit / lens": " / ".join(
+                    pct(on.get(k)) for k in ("none", "circuit", "lens")
+                ),
+            }
+        )
+    return (
+        "<p class='meta'>Chosen on half A of the forget people, scored on half B, with hooks. <i>Circuit</i>: the "
+        "attention heads whose share of the gold answer's edge attribution fell most from the base model are "
+        "amplified (x2). <i>Lens</i>: at the logit-lens layer where the model falls furthest behind the base, the "
+        "model's change in the forget-vs-retain contrast (its forget-minus-retain mean activation minus the base's) "
+        "is subtracted. The retain-only model, treated as if unlearned, is the control of both.</p>" + table_html(rows)
     )
 
 

@@ -123,6 +123,9 @@ class AuditConfig:
             for every unlearned model and the retain-only control; score half B.
         soft_prompt_tokens: Its number of input embeddings.
         soft_prompt_steps: Its optimisation steps.
+        diff_attacks: Attacks chosen from the circuit and lens diffs (:mod:`unpact.attacks.tracer_diffs`) on
+            half A, scored on half B, for every unlearned model and the retain-only control.
+        diff_attack_items: Half-A items (spread over facts) the heads and the lens layer are chosen on.
         stop_words: Words never chosen as key words (:func:`unpact.keytokens.stop_list`): ``"en"``
             (English function words), ``"none"``, or the path of a UTF-8 file with one word per line.
         rule: The verdict's thresholds.
@@ -196,6 +199,12 @@ class AuditConfig:
     )
     soft_prompt_tokens: int = _setting(8, "soft-prompt attack: learned input embeddings")
     soft_prompt_steps: int = _setting(100, "soft-prompt attack: optimisation steps")
+    diff_attacks: bool = _setting(
+        True,
+        "attacks chosen from the circuit and lens diffs on half A, tested on half B (control: retain-only)",
+        resume=False,
+    )
+    diff_attack_items: int = _setting(32, "diff attacks: half-A items the heads and the lens layer are chosen on")
     stop_words: str = _setting(
         "en", "words never chosen as key words: 'en' (English function words), 'none', or a file of one word per line"
     )
@@ -225,6 +234,7 @@ class AuditConfig:
             "probe_items",
             "soft_prompt_tokens",
             "soft_prompt_steps",
+            "diff_attack_items",
         ):
             v = getattr(self, name)
             if v is not None and v < 1:

@@ -7,6 +7,7 @@ line in :data:`DEFAULT_STAGES`; see docs/architecture.md.
 from __future__ import annotations
 
 from unpact.audit.context import Stage
+from unpact.audit.stages.diff_attacks import DiffAttackStage
 from unpact.audit.stages.evidence import EvidenceStage
 from unpact.audit.stages.keywords import KeywordsStage
 from unpact.audit.stages.quality import QualityStage
@@ -33,6 +34,7 @@ DEFAULT_STAGES: tuple[type[Stage], ...] = (
     ProbeStage,
     DirectionStage,
     SoftPromptStage,
+    DiffAttackStage,
     ScoresStage,
     DestructiveStage,
     QualityStage,

@@ -4,8 +4,8 @@ Black box: each text and sampling attack, any of them (primary), in-context rele
 emphasis hook, the per-layer probe (the gold answer's first token ranks first at the probe's layer, chosen
 on retain people), any of them (primary; the probe joins it only against a retain-only model's probe);
 exploratory: the unlearning direction ablated / added back (control: the retain-prompt direction), the
-soft prompt (control: the retain-only model's own) and lens recovery (the first distinguishing token
-top-1 at some layer). A test whose stage is switched off
+soft prompt and the circuit- and lens-diff attacks (control: the retain-only model's own) and lens
+recovery (the first distinguishing token top-1 at some layer). A test whose stage is switched off
 reads none of its old files. Weights: relearning on half A (primary), on retain items, on
 unrelated text and on half B itself, and each quantization scheme. Every test compares the model with
 its control on the model's forgotten items: the retain-only model (the same attack, the same fine-tuning,
@@ -21,6 +21,7 @@ import numpy as np
 
 from unpact.audit.auditdir import BASE, RETAIN_ONLY
 from unpact.audit.context import AuditRun, Stage
+from unpact.audit.stages.diff_attacks import diff_attack_summary, diff_attack_tests
 from unpact.audit.stages.records import forgotten
 from unpact.audit.stages.soft_prompt import soft_prompt_summary, soft_prompt_tests
 
@@ -43,6 +44,7 @@ class EvidenceStage(Stage):
         "representations/MODEL/probe",
         "representations/MODEL/direction",
         "representations/MODEL/soft_prompt",
+        "representations/MODEL/diff_attacks",
     )
     writes = ("summary.evidence", "summary.levels")
 
@@ -65,6 +67,9 @@ class EvidenceStage(Stage):
             soft = soft_prompt_summary(run, name)
             if soft:
                 summary.sections["soft_prompt"] = soft
+            diffs = diff_attack_summary(run, name)
+            if diffs:
+                summary.sections["diff_attacks"] = diffs
             if name == BASE:
                 continue
             tests = _prompt_tests(run, name, clusters, distinguishing) + _weight_tests(run, name, clusters)
@@ -127,6 +132,7 @@ def _prompt_tests(
             by_level["white_box"][1]["probe"] = probe[1]
     tests += _direction_tests(run, model, ids, clusters)
     tests += soft_prompt_tests(run, model, ids, clusters)
+    tests += diff_attack_tests(run, model, ids, clusters)
     tests += _lens_tests(run, model, ids, clusters, distinguishing)
     names = {"black_box": "any black-box attack", "white_box": "any white-box evidence"}
     for level, (hits_by_attack, ctl_by_attack) in by_level.items():
