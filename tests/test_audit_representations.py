@@ -49,6 +49,7 @@ def test_every_representation_test_is_in_the_evidence(rep_audit) -> None:
     names = {t.name for t in m.evidence}
     explore = (
         "probe",
+        "probe (subject token)",
         "direction ablate",
         "direction add",
         "lens recovery",
@@ -62,6 +63,7 @@ def test_every_representation_test_is_in_the_evidence(rep_audit) -> None:
             assert t.level == "white_box" and not t.primary and t.n > 0, t
     # sections for the report: probes for every model, the direction for the unlearned one
     assert set(s.models["base"].sections["probes"]) >= {"layers", "accuracy", "lo", "hi", "shuffled", "layer"}
+    assert s.models["base"].sections["probes_subject"]["layers"] == s.models["base"].sections["probes"]["layers"]
     d = m.sections["directions"]
     assert len(d["share_explained"]) == len(d["layers"]) and "ablate/forget" in d["accuracy_on_forgotten"]
     assert AuditDir(out).representations_path("rmu", "direction", "last").exists()

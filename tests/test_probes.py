@@ -92,3 +92,23 @@ def test_runs_on_tiny_models_of_several_architectures(arch) -> None:
     r = fit_probes(s, train, test)
     assert ModelState.capture(s.model, with_weights=True) == before
     assert r.forget_rank.shape == (s.n_layers + 1, 4) and 0 <= r.layer <= s.n_layers
+
+
+def test_subject_token_probe_reads_the_last_token_of_the_name(micro_world, toy_base) -> None:
+    from unpact.representations.probes import subject_token_index
+
+    e = micro_world.forget[0]
+    i = subject_token_index(toy_base, e)
+    read = toy_base.tokenizer.decode(toy_base.encode(e).prompt_ids[: i + 1])
+    assert read.rstrip().endswith(e.subject.split()[-1]), (read, e.subject)
+    caps = Example("c", e.prompt.replace(e.subject, e.subject.upper()), e.answer, subject=e.subject)
+    assert subject_token_index(toy_base, caps) >= 0  # the name in capitals is found too
+    states = last_token_states(toy_base, [e, micro_world.forget[1]], position="subject")
+    assert states.shape == (2, toy_base.n_layers + 1, toy_base.d_model)
+    assert not torch.allclose(states[0], last_token_states(toy_base, [e])[0])
+    r = fit_probes(toy_base, micro_world.retain[:60], micro_world.forget[:6], position="subject")
+    assert r.provenance.args["position"] == "subject" and r.forget_rank.shape[1] == 6
+    with pytest.raises(InputError, match="does not mention its subject"):
+        last_token_states(toy_base, [Example("x", "Where was he born?", "Paris", subject="Ada")], position="subject")
+    with pytest.raises(InputError, match="unknown position"):
+        last_token_states(toy_base, [e], position="first")

@@ -36,9 +36,9 @@ def _forget_rows(base, forget, model) -> dict[str, list[bool]]:
     return rows
 
 
-def _locked(base, forget, scale: float = 40.0, seed: int = 7):
-    """The base model with a constant vector of norm ``scale`` added to block 0's output, only in rows that ask a
-    forget question: the answer is there up to block 0 and lost after it, for forget people only."""
+def _locked(base, forget, scale: float = 40.0, seed: int = 7, block: int = 0):
+    """The base model with a constant vector of norm ``scale`` added to a block's output, only in rows that ask a
+    forget question: the answer is there up to that block and lost after it, for forget people only."""
     model = copy.deepcopy(base.model)
     rows = _forget_rows(base, forget, model)
     c = torch.randn(base.d_model, generator=torch.Generator().manual_seed(seed))
@@ -49,7 +49,7 @@ def _locked(base, forget, scale: float = 40.0, seed: int = 7):
         h = h + torch.tensor(rows["r"], dtype=h.dtype)[:, None, None] * c.to(h)
         return (h, *out[1:]) if isinstance(out, tuple) else h
 
-    model.transformer.h[0].register_forward_hook(post)
+    model.transformer.h[block].register_forward_hook(post)
     return load_model(model, base.tokenizer, name="locked", prompt_format=base.prompt_format)
 
 
@@ -88,9 +88,18 @@ def test_the_lens_diff_finds_the_layer_where_the_answer_is_lost_and_undoes_the_l
     assert r.accuracy("none") < base_acc - 0.3, (r.accuracy("none"), base_acc)
     # the lock is added at block 0's output: the gap to the base opens at lens row 1 (after block 0)
     assert r.layer == 1 and r.rank_gap[1] - r.rank_gap[0] > 1.0, r.rank_gap
-    # subtracting the model's own forget-minus-retain mean difference there removes the lock
-    assert r.accuracy("lens") > base_acc - 0.2, (r.accuracy("lens"), base_acc)
+    # the model's change in the forget-vs-retain contrast (minus the base's) is the lock itself: subtracting it there
+    # gives the base's answers back
+    assert r.accuracy("lens") >= base_acc - 0.05, (r.accuracy("lens"), base_acc)
     assert r.keys == ["none", "circuit", "lens"] and len(r.heads) <= 3
+
+
+def test_a_lock_after_a_later_block_is_located_there(micro_world, toy_base) -> None:
+    locked = _locked(toy_base, micro_world.forget, block=1)
+    a, b = split_halves(micro_world.forget, seed=0)
+    r = diff_attacks(toy_base, locked, a, micro_world.retain[: len(a)], b, max_new_tokens=8)
+    assert r.layer == 2, r.rank_gap  # after block 1
+    assert r.accuracy("lens") > r.accuracy("none")
 
 
 def test_head_shares_sum_to_one_and_the_result_saves(locked_result, micro_world, tmp_path) -> None:
@@ -112,9 +121,12 @@ def test_halves_sharing_a_subject_are_refused(micro_world, toy_base) -> None:
 def test_the_circuit_diff_picks_the_head_silenced_on_forget_prompts(micro_world, toy_base) -> None:
     a, b = split_halves(micro_world.forget, seed=0)
     shares = head_shares(toy_base, a)
-    top = max(shares, key=lambda h: shares[h])  # the head carrying most of the answer's attribution
-    layer, head = (int(x) for x in top[1:].split(".h"))
+    ranked = sorted(shares, key=lambda h: -shares[h])
+    third = ranked[2]  # a head below the top two: picking it first needs the drop, not the base share
+    layer, head = (int(x) for x in third[1:].split(".h"))
     damped = _damped(toy_base, micro_world.forget, layer, head)
     r = diff_attacks(toy_base, damped, a, micro_world.retain[: len(a)], b, max_new_tokens=8)
-    assert r.heads[0] == top, (r.heads, top)
-    assert r.share_drop[0] == pytest.approx(shares[top], abs=1e-6)  # its share fell to zero
+    assert r.heads[0] == third, (r.heads, ranked[:4])
+    assert r.share_drop[0] > max(0.0, *r.share_drop[1:])
+    # amplifying the chosen heads changes the forward pass
+    assert not np.allclose(r.logprob[r.keys.index("circuit")], r.logprob[r.keys.index("none")])

@@ -26,25 +26,34 @@ def probes_html(page: Any, summary: AuditSummary) -> str:
 
     rows = {n: m.sections["probes"] for n, m in summary.models.items() if "probes" in m.sections}
     chance = next(iter(rows.values()))["chance"] if rows else None
-    table = [
-        {
-            "model": n,
-            "layer (chosen on retain people)": r["layers"][r["layer"]],
-            "forget items": r["n_items"],
-            "rank accuracy [95% CI]": "{:.0%} [{:.0%}, {:.0%}]".format(
-                r["accuracy"][r["layer"]], r["lo"][r["layer"]], r["hi"][r["layer"]]
-            ),
-            "shuffled-label probe": f"{r['shuffled'][r['layer']]:.0%}",
-            "chance": f"{r['chance']:.0%}",
-        }
-        for n, r in rows.items()
-    ]
+    table = []
+    for key, where in (("probes", "last prompt token"), ("probes_subject", "subject's last token")):
+        for n, m in summary.models.items():
+            r = m.sections.get(key)
+            if not r:
+                continue
+            table.append(
+                {
+                    "model": n,
+                    "read at": where,
+                    "layer (chosen on retain people)": r["layers"][r["layer"]],
+                    "forget items": r["n_items"],
+                    "rank accuracy [95% CI]": "{:.0%} [{:.0%}, {:.0%}]".format(
+                        r["accuracy"][r["layer"]], r["lo"][r["layer"]], r["hi"][r["layer"]]
+                    ),
+                    "shuffled-label probe": f"{r['shuffled'][r['layer']]:.0%}",
+                    "chance": f"{r['chance']:.0%}",
+                }
+            )
     return (
         "<p class='meta'>A probe per layer, fit on retain people, ranks the first token of each base-known forget "
         "item's answer among its attribute's; the share ranked first is shown with its 95% interval clustered by "
         "fact. The retain-only model is the floor (what can be guessed about people never seen); the dotted lines "
-        "are the same probes fit on shuffled labels. The white-box <i>probe</i> test compares each model's "
-        "forgotten items with the floor's.</p>" + page.fig(probe_layers_plotly(rows, chance=chance)) + table_html(table)
+        "are the same probes fit on shuffled labels (the figure: at the last prompt token). The white-box <i>probe</i> "
+        "test compares each model's forgotten items with the floor's; <i>probe (subject token)</i> does the same at "
+        "the last token of the person's name (exploratory).</p>"
+        + page.fig(probe_layers_plotly(rows, chance=chance))
+        + table_html(table)
     )
 
 

@@ -51,7 +51,8 @@ class DiffAttackResult(SavedResult):
     Attributes:
         item_ids: The half-B items scored.
         keys: The conditions scored (:data:`DIFF_KEYS`; ``"circuit"`` missing where edge attribution
-            patching does not support the architecture).
+            patching does not support the architecture or no head lost share, ``"lens"`` where the logit
+            lens does not).
         correct: ``(n_keys, n_items)`` answered right (lenient match).
         logprob: ``(n_keys, n_items)`` mean gold-answer log-probability.
         heads: The heads amplified (``"a{L}.h{H}"``).
@@ -126,7 +127,7 @@ def lens_layer(base: Subject, model: Subject, items: Sequence[Example]) -> tuple
 def _scale_heads(heads: Sequence[int], factor: float) -> Callable[..., torch.Tensor]:
     def fn(h: torch.Tensor, *, hook: object) -> torch.Tensor:
         h = h.clone()
-        h[:, :, list(heads)] = h[:, :, list(heads)] * factor
+        h[..., list(heads), :] = h[..., list(heads), :] * factor
         return h
 
     return fn
@@ -170,7 +171,7 @@ def diff_attacks(
     Raises:
         InputError: Empty item lists, models of different depths, or ``items`` sharing a subject with ``estimate``.
     """
-    from unpact.errors import UnsupportedFeatureError
+    from unpact.errors import ArchitectureError, UnsupportedFeatureError
     from unpact.evaluate import evaluate
     from unpact.representations.probes import last_token_states
 
@@ -208,7 +209,7 @@ def diff_attacks(
     drops: list[float] = []
     try:
         before, after = head_shares(base, estimate), head_shares(model, estimate)
-    except UnsupportedFeatureError as exc:
+    except (UnsupportedFeatureError, ArchitectureError) as exc:
         logger.warning("circuit-diff attack skipped on %s: %s", model.name, exc)
     else:
         drop = {h: before[h] - after.get(h, 0.0) for h in before}
@@ -218,14 +219,20 @@ def diff_attacks(
         for h in heads:
             layer, head = h[1:].split(".h")
             by_layer.setdefault(int(layer), []).append(int(head))
-        score("circuit", {f"head_out.{layer}": _scale_heads(hs, head_scale) for layer, hs in by_layer.items()})
-    row, gap = lens_layer(base, model, estimate)
+        if heads:  # no head lost attribution share: nothing to amplify, no condition scored
+            score("circuit", {f"head_out.{layer}": _scale_heads(hs, head_scale) for layer, hs in by_layer.items()})
+    row, gap = 0, np.zeros(0)
+    try:
+        row, gap = lens_layer(base, model, estimate)
+    except (UnsupportedFeatureError, ArchitectureError) as exc:
+        logger.warning("lens-diff attack skipped on %s: %s", model.name, exc)
+    else:
 
-    def contrast(m: Subject) -> torch.Tensor:
-        f = last_token_states(m, estimate, batch_size=batch_size)[:, row].mean(0)
-        return f - last_token_states(m, retain, batch_size=batch_size)[:, row].mean(0)
+        def contrast(m: Subject) -> torch.Tensor:
+            f = last_token_states(m, estimate, batch_size=batch_size)[:, row].mean(0)
+            return f - last_token_states(m, retain, batch_size=batch_size)[:, row].mean(0)
 
-    score("lens", {f"resid_post.{row - 1}": _subtract(contrast(model) - contrast(base))})
+        score("lens", {f"resid_post.{row - 1}": _subtract(contrast(model) - contrast(base))})
     return DiffAttackResult(
         item_ids=[e.id for e in items],
         keys=keys,

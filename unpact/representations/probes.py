@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -49,7 +51,19 @@ from unpact.provenance import Provenance
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ProbeResult", "fit_probes", "last_token_states", "first_tokens", "candidate_sets"]
+__all__ = [
+    "ProbeResult",
+    "fit_probes",
+    "last_token_states",
+    "subject_token_index",
+    "first_tokens",
+    "candidate_sets",
+    "POSITIONS",
+]
+
+Position = Literal["last", "subject"]
+#: Where a probe reads the residual stream: the prompt's last token, or the last token of the subject's name.
+POSITIONS: tuple[str, ...] = ("last", "subject")
 
 #: Probe rank (bilinear: ``U, V`` are ``(d_model, rank)``); at most the model width.
 PROBE_RANK = 32
@@ -108,23 +122,57 @@ class ProbeResult(SavedResult):
         return float(np.mean(1.0 / self.n_candidates)) if self.n_candidates.size else float("nan")
 
 
+def subject_token_index(subject: Subject, example: Example) -> int:
+    """Index in the prompt ids of the last token of the first mention of ``example.subject`` in its question
+    (case ignored).
+
+    Raises:
+        InputError: The example has no subject, or its question does not mention it.
+    """
+    name = example.subject or ""
+    found = re.search(re.escape(name), example.prompt, re.IGNORECASE) if name else None  # "FAGRO SAIKOUDEI" too
+    if found is None:
+        raise InputError(
+            f"item {example.id!r}: its question does not mention its subject {name!r}",
+            source="position='subject'",
+            fix="give every item its subject as written in the question, or probe at position='last'",
+        )
+    hit = subject.encode(example).positions_of([found.span()], example.prompt)
+    if not hit:
+        raise InputError(f"item {example.id!r}: no prompt token covers its subject {name!r}", source="subject")
+    return hit[-1]
+
+
 def last_token_states(
-    subject: Subject, items: Sequence[Example], *, batch_size: int = 16, progress: bool = False
+    subject: Subject,
+    items: Sequence[Example],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+    position: Position = "last",
 ) -> torch.Tensor:
-    """The residual stream at each prompt's last token, at the embedding and after every block.
+    """The residual stream at each prompt's last token (or its subject's), at the embedding and after every block.
 
     Args:
         subject: The model (left unchanged).
         items: The prompts (encoded with the model's prompt format; the answers are not fed).
         batch_size: Prompts per forward pass.
         progress: Show a progress bar.
+        position: ``"last"`` (the prompt's last token) or ``"subject"`` (the last token of the first
+            mention of the item's subject in its question: :func:`subject_token_index`).
 
     Returns:
         ``(n, L + 1, d_model)`` float32 states on the CPU.
+
+    Raises:
+        InputError: With ``position="subject"``, an item whose question does not mention its subject.
     """
     check_positive("batch_size", batch_size, where="last_token_states")
+    if position not in POSITIONS:
+        raise InputError(f"unknown position {position!r}", source="position", fix="choose 'last' or 'subject'")
     sites = ["resid_pre.0"] + [f"resid_post.{i}" for i in range(subject.n_layers)]
     encoded = [subject.encode(e).prompt_ids for e in items]
+    where = [subject_token_index(subject, e) for e in items] if position == "subject" else [len(r) - 1 for r in encoded]
     tok = subject.tokenizer
     fill = getattr(tok, "pad_token_id", None)
     fill = int(fill if fill is not None else getattr(tok, "eos_token_id", None) or 0)
@@ -143,7 +191,7 @@ def last_token_states(
             ids[i, : len(r)] = r
             mask[i, : len(r)] = 1
         _, cache = run_with_cache(subject, ids, sites, attention_mask=mask)
-        last = torch.tensor([len(r) - 1 for r in rows])
+        last = torch.tensor(where[s : s + batch_size])
         resid = torch.stack([cache[n] for n in sites], dim=1)  # (batch, L + 1, seq, d)
         states = resid[torch.arange(len(rows)), :, last].float().cpu()
         out[s : s + len(rows)] = check_finite(subject, states, "probe states")
@@ -261,6 +309,7 @@ def fit_probes(
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = False,
+    position: Position = "last",
 ) -> ProbeResult:
     """Fit per-layer probes on ``train`` (retain people) and rank ``test``'s gold answers (see the module docstring).
 
@@ -271,12 +320,13 @@ def fit_probes(
         seed: Seed of the validation split, the shuffled labels and the probes' initialisation.
         batch_size: Prompts per forward pass.
         progress: Show a progress bar while reading the states.
+        position: Where the states are read: ``"last"`` prompt token or the ``"subject"``'s last token.
 
     Returns:
         The :class:`ProbeResult`.
 
     Raises:
-        InputError: Fewer than two train subjects, or no test item.
+        InputError: Fewer than two train subjects, no test item, or (``"subject"``) an item not naming its subject.
     """
     train = check_items("train", train, Example, where="fit_probes")
     test = check_items("test", test, Example, where="fit_probes")
@@ -305,7 +355,7 @@ def fit_probes(
         m = torch.tensor([[a == n[0] for n in names] for a in attr], dtype=torch.bool)
         return m, torch.tensor([col[(a, first[v])] for a, v in zip(attr, answers)])
 
-    states = last_token_states(subject, everything, batch_size=batch_size, progress=progress)
+    states = last_token_states(subject, everything, batch_size=batch_size, progress=progress, position=position)
     fit_h = states[fit_idx]
     h = _standardise(states, fit_h)
     tr = [train[i] for i in fit_idx]
@@ -330,5 +380,5 @@ def fit_probes(
         shuffled_rank=shuffled.astype(np.int64),
         layer=int(np.argmax(val_acc)),
         n_train=len(tr),
-        provenance=Provenance.of(subject, "probe", rank=PROBE_RANK, steps=PROBE_STEPS, seed=seed, position="last"),
+        provenance=Provenance.of(subject, "probe", rank=PROBE_RANK, steps=PROBE_STEPS, seed=seed, position=position),
     )

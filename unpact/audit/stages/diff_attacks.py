@@ -55,10 +55,11 @@ class DiffAttackStage(Stage):
         from unpact.audit.plan import Work
 
         left = sum(not p.exists() for p in self._paths(run).values())
-        n_a = run.config.diff_attack_items
+        n_a = min(run.config.diff_attack_items, len(run.forget) // 2)
         n_b = min(run.config.weights_items, len(run.forget) // 2)
-        # edge attribution and the lens on half A for both models; three decodes of half B
-        return Work(attribute=left * 2 * n_a, forward=left * 4 * n_a, decode=left * 3 * n_b)
+        # edge attribution on half A for both models; the lens (2) and the contrasts' states (4) on half A;
+        # three decodes of half B
+        return Work(attribute=left * 2 * n_a, forward=left * 6 * n_a, decode=left * 3 * n_b)
 
     def run(self, run: AuditRun) -> None:
         from unpact.attacks.tracer_diffs import DIFF_KEYS, DiffAttackResult, diff_attacks

@@ -58,9 +58,10 @@ class EvidenceStage(Stage):
         )
         distinguishing = _distinguishing(run) if has_lens else None
         for name, summary in run.summaries.items():
-            probes = _probe_summary(run, name, clusters)
-            if probes:
-                summary.sections["probes"] = probes
+            for position, section in (("last", "probes"), ("subject", "probes_subject")):
+                probes = _probe_summary(run, name, clusters, position)
+                if probes:
+                    summary.sections[section] = probes
             directions = _direction_summary(run, name)
             if directions:
                 summary.sections["directions"] = directions
@@ -130,6 +131,20 @@ def _prompt_tests(
             by_level.setdefault("white_box", ({}, {}))
             by_level["white_box"][0]["probe"] = probe[0]
             by_level["white_box"][1]["probe"] = probe[1]
+    subject_probe = _probe_hits(run, model, ids, "subject")
+    if subject_probe is not None:
+        kept = list(subject_probe[0])
+        m = np.array([subject_probe[0][i] for i in kept], dtype=bool)
+        c_arr = np.array([subject_probe[1][i] for i in kept], dtype=bool)
+        tests.append(
+            paired_test(
+                "probe (subject token)",
+                "white_box",
+                pair(kept, m, c_arr, clusters),
+                seed=run.config.seed,
+                note=subject_probe[2],
+            )
+        )
     tests += _direction_tests(run, model, ids, clusters)
     tests += soft_prompt_tests(run, model, ids, clusters)
     tests += diff_attack_tests(run, model, ids, clusters)
@@ -141,7 +156,7 @@ def _prompt_tests(
     return tests
 
 
-def _probe_hits(run: AuditRun, model: str, ids: list[str]) -> tuple[dict, dict, str] | None:
+def _probe_hits(run: AuditRun, model: str, ids: list[str], position: str = "last") -> tuple[dict, dict, str] | None:
     """``(item -> decoded by the model's probe, item -> by the control's, note)`` on the forgotten items.
 
     The control is the retain-only model's probe (each model at its own layer, chosen on retain people);
@@ -149,13 +164,13 @@ def _probe_hits(run: AuditRun, model: str, ids: list[str]) -> tuple[dict, dict, 
     """
     from unpact.representations import ProbeResult
 
-    path = run.dir.representations_path(model, "probe", "last")
+    path = run.dir.representations_path(model, "probe", position)
     if not run.config.probes or not path.exists():  # a stage switched off: its old files are not evidence
         return None
     mine = ProbeResult.load(path)
     col = {i: j for j, i in enumerate(mine.forget_ids)}
     if run.models.retain_only is not None and model != RETAIN_ONLY:
-        cpath = run.dir.representations_path(RETAIN_ONLY, "probe", "last")
+        cpath = run.dir.representations_path(RETAIN_ONLY, "probe", position)
         if not cpath.exists():
             return None
         ctl = ProbeResult.load(cpath)
@@ -294,12 +309,12 @@ def _direction_summary(run: AuditRun, model: str) -> dict[str, Any]:
     }
 
 
-def _probe_summary(run: AuditRun, model: str, clusters: dict[str, str]) -> dict[str, Any]:
+def _probe_summary(run: AuditRun, model: str, clusters: dict[str, str], position: str = "last") -> dict[str, Any]:
     """Per layer: rank accuracy on the base-known forget items (clustered 95% interval), shuffled-label probes."""
     from unpact.representations import ProbeResult
     from unpact.stats import clustered_rate
 
-    path = run.dir.representations_path(model, "probe", "last")
+    path = run.dir.representations_path(model, "probe", position)
     if not run.config.probes or not path.exists():
         return {}
     r = ProbeResult.load(path)

@@ -2,9 +2,10 @@
 
 Per-layer linear probes (:func:`unpact.representations.fit_probes`) are fit on every model, the base
 and the retain-only model included: trained on retain people, tested on the forget items the base model
-answers. The retain-only model's probe is the floor (what can be guessed about a person never seen);
-without one, the same model's shuffled-label probe is the control. One result per model under
-``representations/MODEL/probe/last.npz``, resumable; :class:`~unpact.audit.stages.evidence.EvidenceStage`
+answers, at the prompt's last token and (where every question names its subject) at the subject's last
+token. The retain-only model's probe is the floor (what can be guessed about a person never seen);
+without one, the same model's shuffled-label probe is the control. One result per model and position under
+``representations/MODEL/probe/{last,subject}.npz``, resumable; :class:`~unpact.audit.stages.evidence.EvidenceStage`
 turns them into the white-box ``probe`` test.
 
 ``directions`` estimates each unlearned model's unlearning direction on half A of the forget people
@@ -47,8 +48,10 @@ class ProbeStage(Stage):
             return False
         return True
 
-    def _paths(self, run: AuditRun) -> dict[str, Path]:
-        return {m: run.dir.representations_path(m, "probe", "last") for m in run.models.names}
+    def _paths(self, run: AuditRun) -> dict[tuple[str, str], Path]:
+        """(model, position) -> result file: the last prompt token, and the subject's where every item names it."""
+        positions = ["last", "subject"] if _names_subjects(run) else ["last"]
+        return {(m, p): run.dir.representations_path(m, "probe", p) for m in run.models.names for p in positions}
 
     def done(self, run: AuditRun) -> bool:
         return all(p.exists() for p in self._paths(run).values())
@@ -69,19 +72,37 @@ class ProbeStage(Stage):
         cfg = run.config
         test = known_items(run, run.forget)
         train = run.probe_train
-        todo = [(m, p) for m, p in self._paths(run).items() if not p.exists()]
+        todo = [(key, p) for key, p in self._paths(run).items() if not p.exists()]
         bar = run.bar(len(todo), "probes")
-        for model, path in todo:
+        for (model, position), path in todo:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not test:  # saved empty, so the stage is done and the white-box level says why
                 logger.warning("probes: no base-known forget item; nothing to decode")
                 e = np.zeros((1, 0), dtype=np.int64)
                 ProbeResult(["embed"], [], e, np.zeros(0, np.int64), np.zeros(1), e, 0, 0).save(path)
             else:
-                fit_probes(run.models[model], train, test, seed=cfg.seed, batch_size=cfg.batch_size).save(path)
+                fit_probes(
+                    run.models[model],
+                    train,
+                    test,
+                    seed=cfg.seed,
+                    batch_size=cfg.batch_size,
+                    position=position,  # type: ignore[arg-type]
+                ).save(path)
             bar.update(1)
-            run.callback("probes", {"model": model})
+            run.callback("probes", {"model": model, "position": position})
         bar.close()
+
+
+def _names_subjects(run: AuditRun) -> bool:
+    """Whether every probe item's question names its subject (case ignored): the subject-token probe needs it."""
+    import re
+
+    items = [*run.probe_train, *run.forget]
+    ok = all(e.subject and re.search(re.escape(e.subject), e.prompt, re.IGNORECASE) for e in items)
+    if not ok:
+        logger.info("probes: some questions do not name their subject; probing the last prompt token only")
+    return ok
 
 
 class DirectionStage(Stage):
