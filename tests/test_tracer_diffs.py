@@ -130,3 +130,23 @@ def test_the_circuit_diff_picks_the_head_silenced_on_forget_prompts(micro_world,
     assert r.share_drop[0] > max(0.0, *r.share_drop[1:])
     # amplifying the chosen heads changes the forward pass
     assert not np.allclose(r.logprob[r.keys.index("circuit")], r.logprob[r.keys.index("none")])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+def test_runs_on_tiny_models_of_several_architectures(arch) -> None:
+    from unpact.data import Example
+    from unpact.testing import tiny_subject
+
+    base = tiny_subject(arch)
+    other = tiny_subject(arch, seed=1)  # another random model of the same shape, as if unlearned
+    a = [Example(f"a{i}", f"Where does person {i} live?", f"city {i % 3}", subject=f"person {i}") for i in range(4)]
+    b = [
+        Example(f"b{i}", f"Where does person {i + 9} live?", f"city {i % 3}", subject=f"person {i + 9}")
+        for i in range(3)
+    ]
+    retain = [Example(f"r{i}", f"What does person {i + 20} do?", "a job", subject=f"person {i + 20}") for i in range(4)]
+    states = [ModelState.capture(m.model, with_weights=True) for m in (base, other)]
+    r = diff_attacks(base, other, a, retain, b, max_new_tokens=3, batch_size=4)
+    assert [ModelState.capture(m.model, with_weights=True) for m in (base, other)] == states
+    assert r.keys[0] == "none" and "lens" in r.keys and r.correct.shape == (len(r.keys), 3)
+    assert 1 <= r.layer <= base.n_layers and np.isfinite(r.logprob).all()
