@@ -137,7 +137,7 @@ token_heatmap_plotly(a)""",
     "06_representations.ipynb": [
         (
             "md",
-            "# Is it still in the representations? Per-layer probes and the unlearning direction\n\n"
+            "# Is it still in the representations? Probes, the unlearning direction, soft prompts, diff attacks\n\n"
             "A probe fit on retain people reads the forget people's answers from each layer's residual stream; the "
             "retain-only model, which never saw them, is the floor. Then the mean activation change unlearning made "
             "on forget prompts is projected out with hooks, against the same done with a direction from retain "
@@ -171,6 +171,22 @@ d = unlearning_direction(base, unlearned, half_a, world.retain[:len(half_a)], ha
 print("share of the activation change along the direction, per block:", d.share_explained.round(2))
 for key in d.keys:
     print(f"{key:14s} half-B accuracy {d.accuracy(key):.0%}")""",
+        ),
+        (
+            "md",
+            "A soft prompt (a few input embeddings learned on half A, weights frozen) and the attacks chosen from "
+            "the circuit and lens diffs, each scored on half B; the retain-only model, attacked the same way, is "
+            "their control.",
+        ),
+        (
+            "code",
+            """from unpact.attacks.soft_prompt import soft_prompt_attack
+from unpact.attacks.tracer_diffs import diff_attacks
+for name, m in [("npo_gd", unlearned), ("retain_only", retain_only)]:
+    sp = soft_prompt_attack(m, half_a, half_b, steps=30, max_new_tokens=8)
+    da = diff_attacks(base, m, half_a, world.retain[:len(half_a)], half_b, max_new_tokens=8)
+    print(f"{name:12s} soft prompt {sp.accuracy('none'):.0%} -> {sp.accuracy('soft'):.0%};  "
+          + ",  ".join(f"{k} {da.accuracy(k):.0%}" for k in da.keys) + f"  (heads {da.heads}, lens row {da.layer})")""",
         ),
     ],
 }
