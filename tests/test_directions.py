@@ -68,7 +68,7 @@ def test_none_is_the_unchanged_model_and_the_result_saves(shifted_result, tmp_pa
     assert ((0 <= r.share_explained) & (r.share_explained <= 1 + 1e-6)).all()
     r.save(tmp_path / "d.npz")
     assert DirectionResult.load(tmp_path / "d.npz") == r
-    with pytest.raises(InputError, match="no intervention"):
+    with pytest.raises(InputError, match="no condition"):
         r.hits("ablate/sideways")
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from unpact._io import load_bundle, save_bundle
 from unpact.errors import DataFileError
 
-__all__ = ["SavedResult", "fields_dict"]
+__all__ = ["SavedResult", "KeyedHits", "fields_dict"]
 
 R = TypeVar("R", bound="SavedResult")
 
@@ -188,3 +188,28 @@ def _from_json(data: Any, hint: Any) -> Any:
     if origin is list:
         return [_from_json(x, args[0]) for x in data] if args else list(data)
     return data
+
+
+class KeyedHits:
+    """Mixin for results that score the same items under several conditions: ``keys`` names the
+    conditions, ``correct`` is ``(n_keys, n_items)`` bool (answered right under each)."""
+
+    keys: list[str]
+    correct: np.ndarray
+
+    def hits(self, key: str) -> np.ndarray:
+        """``(n_items,)`` answered right under ``key``.
+
+        Raises:
+            InputError: An unknown condition (the message lists the saved ones).
+        """
+        from unpact.errors import InputError
+
+        if key not in self.keys:
+            raise InputError(f"no condition {key!r}; saved: {', '.join(self.keys)}", source=type(self).__name__)
+        return self.correct[self.keys.index(key)]
+
+    def accuracy(self, key: str) -> float:
+        """Share of the items answered right under ``key`` (NaN without items)."""
+        x = self.hits(key)
+        return float(x.mean()) if x.size else float("nan")

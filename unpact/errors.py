@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
 __all__ = [
+    "check_disjoint_subjects",
     "UnpactError",
     "InputError",
     "PromptFormatError",
@@ -193,3 +194,22 @@ def check_items(
         if not isinstance(item, item_type):
             raise InputError(f"{name}[{i}] is {type(item).__name__}, not {kind}", source=where, fix=fix)
     return items
+
+
+def check_disjoint_subjects(where: str, chosen: Sequence[Any], scored: Sequence[Any]) -> None:
+    """Refuse items scored about a subject that the attack (or estimate) was also chosen on.
+
+    Args:
+        where: The function checking, for the message.
+        chosen: Items the attack is learned, chosen or estimated on (half A).
+        scored: Items it is scored on (half B).
+
+    Raises:
+        InputError: A subject in both, named, with the fix.
+    """
+    shared = {e.subject for e in chosen if e.subject} & {e.subject for e in scored if e.subject}
+    if shared:
+        raise InputError(
+            f"{where}: {len(shared)} subject(s) in both the estimate and the scored items, e.g. {sorted(shared)[0]!r}",
+            fix="split the forget items by subject (unpact.weights.split_halves)",
+        )

@@ -313,3 +313,36 @@ def evaluate(
     ]
     prov = Provenance.of(subject, "evaluate", max_new_tokens=max_new_tokens, n=len(examples))
     return EvalResult(records, prov)
+
+
+def hooked_scores(
+    subject: Subject,
+    examples: Sequence[Example],
+    hooks: Any,
+    *,
+    max_new_tokens: int = 16,
+    batch_size: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy answers and gold log-probabilities of ``examples`` under hooks (:func:`unpact.hooks.hooked`).
+
+    The interventions of the representation-level attacks (a direction ablated, heads amplified) run
+    through here, so each is scored exactly as :func:`evaluate` scores the model unchanged.
+
+    Args:
+        subject: The model (the hooks are removed afterwards).
+        examples: Examples with gold answers.
+        hooks: ``{site: fn}`` or ``[(site, fn), ...]``; empty for the model as it is.
+        max_new_tokens: Generation length.
+        batch_size: Examples per batch.
+
+    Returns:
+        ``(correct, logprob)``: ``(n,)`` lenient matches and ``(n,)`` mean gold-answer log-probabilities.
+    """
+    from unpact.hooks import hooked
+
+    with hooked(subject, hooks):
+        recs = evaluate(subject, examples, max_new_tokens=max_new_tokens, batch_size=batch_size).records
+    return (
+        np.array([r.lenient for r in recs], dtype=bool),
+        np.array([r.answer_logprob for r in recs], dtype=np.float64),
+    )

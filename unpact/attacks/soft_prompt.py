@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unpact._result import SavedResult
+from unpact._result import KeyedHits, SavedResult
 from unpact.data import Encoded, Example, fill_id
-from unpact.errors import InputError, check_count, check_items, check_positive
+from unpact.errors import InputError, check_count, check_disjoint_subjects, check_items, check_positive
 from unpact.forward import Intervention, Packed, answer_logprobs, decode, pack, prompt_pass
 from unpact.forward.layout import _prompt_hooks
 from unpact.metrics import lenient_match
@@ -54,7 +54,7 @@ SOFT_KEYS: tuple[str, ...] = ("none", "soft")
 
 
 @dataclass
-class SoftPromptResult(SavedResult):
+class SoftPromptResult(KeyedHits, SavedResult):
     """A soft prompt learned on one model and its score on held-out items
     (``representations/MODEL/soft_prompt/last.npz`` in an audit).
 
@@ -81,17 +81,6 @@ class SoftPromptResult(SavedResult):
     logprob: np.ndarray
     n_train: int = 0
     provenance: Provenance | None = None
-
-    def hits(self, key: str) -> np.ndarray:
-        """``(n_items,)`` answered right under ``key`` (``"none"`` or ``"soft"``)."""
-        if key not in self.keys:
-            raise InputError(f"no condition {key!r}; saved: {', '.join(self.keys)}", source="SoftPromptResult")
-        return self.correct[self.keys.index(key)]
-
-    def accuracy(self, key: str) -> float:
-        """Share of the held-out items answered right under ``key``."""
-        x = self.hits(key)
-        return float(x.mean()) if x.size else float("nan")
 
 
 def _with_slots(enc: Encoded, n_tokens: int, slot_id: int) -> tuple[torch.Tensor, int]:
@@ -348,12 +337,7 @@ def soft_prompt_attack(
     items = check_items("items", items, Example, where=where)
     if not items:
         raise InputError(f"{where}: no items to score", fix="pass at least one held-out example")
-    shared = {e.subject for e in train if e.subject} & {e.subject for e in items if e.subject}
-    if shared:
-        raise InputError(
-            f"{where}: {len(shared)} subject(s) both learned on and scored, e.g. {sorted(shared)[0]!r}",
-            fix="split the items by subject (unpact.weights.split_halves)",
-        )
+    check_disjoint_subjects(where, train, items)
     fit = fit_soft_prompt(subject, train, n_tokens=n_tokens, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
     embeds = fit.embeds
     plain = evaluate(subject, items, max_new_tokens=max_new_tokens, batch_size=batch_size).records

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unpact._result import SavedResult
+from unpact._result import KeyedHits, SavedResult
 from unpact.data import Example
-from unpact.errors import InputError, check_items
-from unpact.hooks import hooked
+from unpact.errors import InputError, check_disjoint_subjects, check_items
 from unpact.models import Subject
 from unpact.provenance import Provenance
 
@@ -45,7 +44,7 @@ DIFF_KEYS: tuple[str, ...] = ("none", "circuit", "lens")
 
 
 @dataclass
-class DiffAttackResult(SavedResult):
+class DiffAttackResult(KeyedHits, SavedResult):
     """The circuit- and lens-diff attacks on one model (``representations/MODEL/diff_attacks/last.npz``).
 
     Attributes:
@@ -73,17 +72,6 @@ class DiffAttackResult(SavedResult):
     rank_gap: np.ndarray
     n_estimate: int = 0
     provenance: Provenance | None = None
-
-    def hits(self, key: str) -> np.ndarray:
-        """``(n_items,)`` answered right under ``key``."""
-        if key not in self.keys:
-            raise InputError(f"no condition {key!r}; saved: {', '.join(self.keys)}", source="DiffAttackResult")
-        return self.correct[self.keys.index(key)]
-
-    def accuracy(self, key: str) -> float:
-        """Share of the half-B items answered right under ``key``."""
-        x = self.hits(key)
-        return float(x.mean()) if x.size else float("nan")
 
 
 def head_shares(subject: Subject, items: Sequence[Example]) -> dict[str, float]:
@@ -172,7 +160,7 @@ def diff_attacks(
         InputError: Empty item lists, models of different depths, or ``items`` sharing a subject with ``estimate``.
     """
     from unpact.errors import ArchitectureError, UnsupportedFeatureError
-    from unpact.evaluate import evaluate
+    from unpact.evaluate import hooked_scores
     from unpact.representations.probes import last_token_states
 
     where = "diff_attacks"
@@ -187,22 +175,16 @@ def diff_attacks(
             f"{where}: {base.name} has {base.n_layers} layers, {model.name} {model.n_layers}",
             fix="compare a model with its own base (the lens rows must correspond)",
         )
-    shared = {e.subject for e in estimate if e.subject} & {e.subject for e in items if e.subject}
-    if shared:
-        raise InputError(
-            f"{where}: {len(shared)} subject(s) both chosen on and scored, e.g. {sorted(shared)[0]!r}",
-            fix="split the forget items by subject (unpact.weights.split_halves)",
-        )
+    check_disjoint_subjects(where, estimate, items)
     keys: list[str] = []
     correct: list[np.ndarray] = []
     logprob: list[np.ndarray] = []
 
     def score(key: str, hooks: dict[str, Callable[..., torch.Tensor]]) -> None:
-        with hooked(model, hooks):
-            recs = evaluate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size).records
+        hit, lp = hooked_scores(model, items, hooks, max_new_tokens=max_new_tokens, batch_size=batch_size)
         keys.append(key)
-        correct.append(np.array([r.lenient for r in recs], dtype=bool))
-        logprob.append(np.array([r.answer_logprob for r in recs], dtype=np.float64))
+        correct.append(hit)
+        logprob.append(lp)
 
     score("none", {})
     heads: list[str] = []

@@ -35,10 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unpact._result import SavedResult
+from unpact._result import KeyedHits, SavedResult
 from unpact.data import Example
-from unpact.errors import InputError, check_items
-from unpact.hooks import hooked
+from unpact.errors import InputError, check_disjoint_subjects, check_items
 from unpact.models import Subject
 from unpact.provenance import Provenance
 from unpact.representations.probes import last_token_states
@@ -54,7 +53,7 @@ SOURCES: tuple[str, ...] = ("forget", "retain", "random")
 
 
 @dataclass
-class DirectionResult(SavedResult):
+class DirectionResult(KeyedHits, SavedResult):
     """One unlearned model's direction interventions (``representations/MODEL/direction/last.npz`` in an audit).
 
     Attributes:
@@ -81,17 +80,6 @@ class DirectionResult(SavedResult):
     logprob: np.ndarray
     n_estimate: int = 0
     provenance: Provenance | None = None
-
-    def hits(self, key: str) -> np.ndarray:
-        """``(n_items,)`` answered right under ``key`` (``"ablate/forget"``, ``"none"``...)."""
-        if key not in self.keys:
-            raise InputError(f"no intervention {key!r}; saved: {', '.join(self.keys)}")
-        return self.correct[self.keys.index(key)]
-
-    def accuracy(self, key: str) -> float:
-        """Share of the half-B items answered right under ``key``."""
-        x = self.hits(key)
-        return float(x.mean()) if x.size else float("nan")
 
 
 def _shift(base_states: torch.Tensor, model_states: torch.Tensor) -> torch.Tensor:
@@ -175,7 +163,7 @@ def unlearning_direction(
         InputError: An empty item list, models of different widths or depths, or ``items`` sharing a
             subject with ``estimate``.
     """
-    from unpact.evaluate import evaluate
+    from unpact.evaluate import hooked_scores
 
     where = "unlearning_direction"
     estimate = check_items("estimate", estimate, Example, where=where)
@@ -190,12 +178,7 @@ def unlearning_direction(
             f"{unlearned.n_layers} of width {unlearned.d_model}",
             fix="the direction is a difference of two models' activations: pass the unlearned model's own base",
         )
-    shared = {e.subject for e in estimate if e.subject} & {e.subject for e in items if e.subject}
-    if shared:
-        raise InputError(
-            f"{where}: {len(shared)} subject(s) in both the estimate and the scored items, e.g. {sorted(shared)[0]!r}",
-            fix="split the forget items by subject (unpact.weights.split_halves)",
-        )
+    check_disjoint_subjects(where, estimate, items)
 
     def states(subject: Subject, xs: Sequence[Example]) -> torch.Tensor:
         return last_token_states(subject, xs, batch_size=batch_size)
@@ -212,11 +195,10 @@ def unlearning_direction(
     logprob: list[np.ndarray] = []
 
     def score(key: str, hooks: list) -> None:
-        with hooked(unlearned, hooks):
-            recs = evaluate(unlearned, items, max_new_tokens=max_new_tokens, batch_size=batch_size).records
+        hit, lp = hooked_scores(unlearned, items, hooks, max_new_tokens=max_new_tokens, batch_size=batch_size)
         keys.append(key)
-        correct.append(np.array([r.lenient for r in recs], dtype=bool))
-        logprob.append(np.array([r.answer_logprob for r in recs], dtype=np.float64))
+        correct.append(hit)
+        logprob.append(lp)
 
     score("none", [])
     for how in INTERVENTIONS:
