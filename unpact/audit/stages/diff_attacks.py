@@ -104,44 +104,37 @@ def _load(run: AuditRun, model: str) -> Any:
 
 def diff_attack_tests(run: AuditRun, model: str, ids: list[str], clusters: dict[str, str]) -> list[Any]:
     """Exploratory white-box tests: each diff attack on the model against the same attack on the retain-only model."""
-    from unpact.evidence import pair, paired_test
+    from unpact.audit.stages.records import against_retain_only
+    from unpact.evidence import paired_test
 
     if model not in run.models.unlearned:
         return []
     mine, ctl = _load(run, model), _load(run, RETAIN_ONLY)
     if mine is None or ctl is None:
         return []
-    col, ccol = ({i: j for j, i in enumerate(r.item_ids)} for r in (mine, ctl))
-    kept = [i for i in ids if i in col and i in ccol]
     tests = []
     for key, name in TEST_NAMES.items():
         if key not in mine.keys or key not in ctl.keys:
             continue
-        m = mine.hits(key)[[col[i] for i in kept]]
-        c = ctl.hits(key)[[ccol[i] for i in kept]]
         what = f"heads {', '.join(mine.heads) or 'none'}" if key == "circuit" else f"lens row {mine.layer}"
         note = f"{what} (chosen on {mine.n_estimate} half-A items); control: the retain-only model, chosen the same way"
-        tests.append(paired_test(name, "white_box", pair(kept, m, c, clusters), seed=run.config.seed, note=note))
+        pairs = against_retain_only(mine, ctl, key, ids, clusters)
+        tests.append(paired_test(name, "white_box", pairs, seed=run.config.seed, note=note))
     return tests
 
 
 def diff_attack_summary(run: AuditRun, model: str) -> dict[str, Any]:
     """Half-B accuracy per condition, the heads and the lens row chosen."""
-    from unpact.audit.stages.records import forgotten
+    from unpact.audit.stages.records import keyed_accuracy
 
     r = _load(run, model)
     if r is None:
         return {}
-    keep = set(forgotten(run, model)) if model != RETAIN_ONLY else set(r.item_ids)
-    cols = [j for j, i in enumerate(r.item_ids) if i in keep]
     return {
-        "n_items": len(r.item_ids),
-        "n_forgotten": len(cols),
+        **keyed_accuracy(run, model, r),
         "n_estimate": r.n_estimate,
         "heads": list(r.heads),
         "share_drop": list(r.share_drop),
         "layer": r.layer,
         "rank_gap": [round(float(x), 6) for x in r.rank_gap],
-        "accuracy": {k: round(float(r.hits(k).mean()), 6) for k in r.keys},
-        "accuracy_on_forgotten": {k: round(float(r.hits(k)[cols].mean()), 6) if cols else None for k in r.keys},
     }

@@ -128,3 +128,28 @@ def forgotten(run: AuditRun, model: str) -> list[str]:
         if b is not None and m is not None and is_hit(b) and not is_hit(m):
             out.append(e.id)
     return out
+
+
+def against_retain_only(mine: Any, ctl: Any, key: str, ids: list[str], clusters: dict[str, str]) -> Any:
+    """The paired items of one condition ``key``: the model's hits vs the retain-only model's, on those of ``ids``
+    both keyed results (:class:`unpact._result.KeyedHits` with ``item_ids``) scored (:func:`unpact.evidence.pair`)."""
+    from unpact.evidence import pair
+
+    col, ccol = ({i: j for j, i in enumerate(r.item_ids)} for r in (mine, ctl))
+    kept = [i for i in ids if i in col and i in ccol]
+    return pair(kept, mine.hits(key)[[col[i] for i in kept]], ctl.hits(key)[[ccol[i] for i in kept]], clusters)
+
+
+def keyed_accuracy(run: AuditRun, model: str, r: Any) -> dict[str, Any]:
+    """Item counts and accuracy per condition of a keyed result, overall and on the model's forgotten items
+    (the retain-only model: on all of its items)."""
+    from unpact.audit.auditdir import RETAIN_ONLY
+
+    keep = set(forgotten(run, model)) if model != RETAIN_ONLY else set(r.item_ids)
+    cols = [j for j, i in enumerate(r.item_ids) if i in keep]
+    return {
+        "n_items": len(r.item_ids),
+        "n_forgotten": len(cols),
+        "accuracy": {k: round(float(r.hits(k).mean()), 6) for k in r.keys},
+        "accuracy_on_forgotten": {k: round(float(r.hits(k)[cols].mean()), 6) if cols else None for k in r.keys},
+    }

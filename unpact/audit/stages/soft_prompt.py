@@ -105,38 +105,31 @@ def _load(run: AuditRun, model: str) -> Any:
 def soft_prompt_tests(run: AuditRun, model: str, ids: list[str], clusters: dict[str, str]) -> list[Any]:
     """The exploratory white-box test ``soft prompt``: the model's half-B hits under its own soft prompt
     against the retain-only model's under its own, on the model's forgotten items."""
-    from unpact.evidence import pair, paired_test
+    from unpact.audit.stages.records import against_retain_only
+    from unpact.evidence import paired_test
 
     if model == RETAIN_ONLY or model not in run.models.unlearned:
         return []
     mine, ctl = _load(run, model), _load(run, RETAIN_ONLY)
     if mine is None or ctl is None:
         return []
-    col, ccol = ({i: j for j, i in enumerate(r.item_ids)} for r in (mine, ctl))
-    kept = [i for i in ids if i in col and i in ccol]
-    m = mine.hits("soft")[[col[i] for i in kept]]
-    c = ctl.hits("soft")[[ccol[i] for i in kept]]
+    pairs = against_retain_only(mine, ctl, "soft", ids, clusters)
     note = f"learned on {mine.n_train} half-A items, {mine.best_step} steps; control: the retain-only model's own"
-    return [paired_test("soft prompt", "white_box", pair(kept, m, c, clusters), seed=run.config.seed, note=note)]
+    return [paired_test("soft prompt", "white_box", pairs, seed=run.config.seed, note=note)]
 
 
 def soft_prompt_summary(run: AuditRun, model: str) -> dict[str, Any]:
     """Accuracy and gold log-probability on half B with and without the soft prompt; the training run."""
-    from unpact.audit.stages.records import forgotten
+    from unpact.audit.stages.records import keyed_accuracy
 
     r = _load(run, model)
     if r is None:
         return {}
-    keep = set(forgotten(run, model)) if model != RETAIN_ONLY else set(r.item_ids)
-    cols = [j for j, i in enumerate(r.item_ids) if i in keep]
     return {
-        "n_items": len(r.item_ids),
-        "n_forgotten": len(cols),
+        **keyed_accuracy(run, model, r),
         "n_train": r.n_train,
         "best_step": r.best_step,
         "steps": len(r.losses),
-        "accuracy": {k: round(float(r.hits(k).mean()), 6) for k in r.keys},
-        "accuracy_on_forgotten": {k: round(float(r.hits(k)[cols].mean()), 6) if cols else None for k in r.keys},
         "logprob": {k: round(float(r.logprob[j].mean()), 6) for j, k in enumerate(r.keys)},
         "val_losses": [round(float(x), 6) for x in r.val_losses],
     }
