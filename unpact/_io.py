@@ -14,7 +14,7 @@ import numpy as np
 
 from unpact.errors import DataFileError, MissingFileError, WrongKindError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "save_bundle", "load_bundle"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save_model", "save_bundle", "load_bundle"]
 
 
 def file_mode() -> int:
@@ -48,6 +48,32 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """UTF-8 text version of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_model(model: Any, tokenizer: Any, dest: str | os.PathLike[str]) -> None:
+    """``save_pretrained`` a model and its tokenizer into ``dest`` via a temporary directory and ``os.replace``.
+
+    A directory left by a killed run is never half a model; when another process saved the same model
+    first (``dest`` holds a ``config.json``) this one's copy is dropped.
+    """
+    import shutil
+
+    out = Path(dest)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists() and not (out / "config.json").exists():  # a stray empty or partial directory
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "config.json").exists():
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save_bundle(

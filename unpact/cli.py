@@ -13,7 +13,17 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order they are listed in ``unpact --help``.
-SUBCOMMANDS: tuple[str, ...] = ("report", "circuit", "audit", "attribute", "lens", "toyworld", "unlearn", "evaluate")
+SUBCOMMANDS: tuple[str, ...] = (
+    "report",
+    "circuit",
+    "audit",
+    "sweep",
+    "attribute",
+    "lens",
+    "toyworld",
+    "unlearn",
+    "evaluate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

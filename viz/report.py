@@ -31,6 +31,7 @@ from unpact.errors import AuditDirError, UnpactError
 from unpact.scoring import Rate
 from unpact.verdict import Verdict
 from viz.report_sections import diff_attacks_html, directions_html, probes_html, soft_prompt_html, weights_html
+from viz.report_tradeoff import standard_metrics_html, tradeoff_html
 
 logger = logging.getLogger(__name__)
 
@@ -427,6 +428,12 @@ def render_report(
             page.section("Embedding space: the soft-prompt attack", lambda: soft_prompt_html(summary))
         if any("diff_attacks" in m.sections for m in summary.models.values()):
             page.section("Attacks from the circuit and lens diffs", lambda: diff_attacks_html(summary))
+    if AuditDir(d.sweep_dir).sweep_path.exists():
+        page.section(
+            "Trade-off: the strength sweep and the utility-matched points", lambda: tradeoff_html(page, d, summary)
+        )
+    if any("standard_metrics" in m.sections for m in summary.models.values()):
+        page.section("The field's standard metrics (TOFU, MUSE)", lambda: standard_metrics_html(summary))
     if records:
         page.section("Per-item records", lambda: _records_html(records, max_records))
     page.section("Audit configuration", lambda: _config_table(summary))

@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     from unpact.errors import InputError
     from unpact.unlearn import unlearn
 
-    hp = {}
+    hp: dict[str, Any] = {}
     for item in args.hparam:
         if "=" not in item:
             raise InputError(f"{item!r} is not KEY=VALUE", source="--hparam", fix="e.g. --hparam beta=0.2")

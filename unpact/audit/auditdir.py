@@ -10,7 +10,12 @@ OUT/
   weights/MODEL/KIND/NAME.npz   weight-level evidence on a copy of MODEL (KIND: relearn, quantize)
   representations/MODEL/KIND/NAME.npz   representation-level evidence read from MODEL (KIND: probe, direction,
                          tuned_lens)
-  models/NAME/           toy world: the unlearned models the audit made
+  models/NAME/           toy world: the unlearned models the audit made (a sweep: one per point)
+  sweep.json             a strength sweep (unpact sweep): its points, their cheap audit and the chosen ones
+  validation.json        a sweep: validation retain hits per model (people disjoint from the audited retain)
+  metrics/MODEL.json     the field's standard metrics of one model (TOFU truth ratio, MIA scores...)
+  plots/NAME.png         saved figures (a sweep's trade-off and recovery plots)
+  sweep/                 a utility-matched audit: the sweep (itself laid out as above) its points came from
   summary.json           the typed AuditSummary
   timings.json           the last run's plan (work per stage, estimated time) and measured seconds per stage
   report.html            the HTML report
@@ -174,6 +179,34 @@ class AuditDir:
         """Where the toy world keeps the unlearned model ``name``."""
         return self.root / "models" / check_model_name(name)
 
+    @property
+    def sweep_path(self) -> Path:
+        """``sweep.json``: a strength sweep's result (:class:`unpact.sweep.SweepResult`)."""
+        return self.root / "sweep.json"
+
+    @property
+    def validation_path(self) -> Path:
+        """``validation.json``: a sweep's validation retain hits, model name -> one bool per item."""
+        return self.root / "validation.json"
+
+    @property
+    def sweep_dir(self) -> Path:
+        """``sweep/``: the sweep a utility-matched audit chose its models from."""
+        return self.root / "sweep"
+
+    def metrics_path(self, model: str) -> Path:
+        """``metrics/MODEL.json``: one model's :class:`unpact.standard_metrics.StandardMetrics`."""
+        return self.root / "metrics" / f"{check_model_name(model, reserved=False)}.json"
+
+    @property
+    def metrics_skipped_path(self) -> Path:
+        """``metrics/.skipped.json``: why the standard metrics could not be computed on these items."""
+        return self.root / "metrics" / ".skipped.json"
+
+    def plot_path(self, name: str) -> Path:
+        """``plots/NAME.png``: a saved figure (a sweep's trade-off and recovery plots)."""
+        return self.root / "plots" / f"{check_model_name(name, reserved=False)}.png"
+
     def tracer_dir(self, model: str, kind: str) -> Path:
         """``tracers/MODEL/KIND``: one saved result per item."""
         return self.root / "tracers" / check_model_name(model, reserved=False) / kind
@@ -229,7 +262,7 @@ class AuditDir:
         """Refuse a directory written with another resume key; record the key on first use.
 
         Args:
-            key: The :func:`unpact.audit.config.resume_key`.
+            key: The :func:`unpact.audit.resume.resume_key`.
             config: All settings (saved for the record and the report).
 
         Returns:
@@ -238,7 +271,7 @@ class AuditDir:
         Raises:
             AuditConfigMismatch: Settings, models, data or the records' schema differ.
         """
-        from unpact.audit.config import key_differences, key_hash
+        from unpact.audit.resume import key_differences, key_hash
 
         h = key_hash(key)
         if self.config_path.exists():

@@ -1,8 +1,8 @@
 """Every audit setting in one place: :class:`AuditConfig`.
 
 The command line's options (:func:`add_arguments`, :func:`from_namespace`), the Python entry points
-(``audit(config, models, forget, retain)``) and the resume check (:func:`resume_key`) all derive from
-the dataclass fields below: a new setting is one new field, with its default, help text and validation.
+(``audit(config, models, forget, retain)``) and the resume check (:func:`unpact.audit.resume.resume_key`)
+all derive from the dataclass fields below: a new setting is one new field, with its default, help text and validation.
 
 Field metadata:
     help: The help text (the CLI appends the default).
@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import os
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,8 +32,6 @@ __all__ = [
     "AuditConfig",
     "add_arguments",
     "from_namespace",
-    "resume_key",
-    "key_hash",
     "RECORDS_SCHEMA",
     "DEFAULT_METHODS",
     "PRESET_LIMITS",
@@ -128,9 +124,16 @@ class AuditConfig:
         diff_attack_items: Half-A items (spread over facts) the heads and the lens layer are chosen on.
         stop_words: Words never chosen as key words (:func:`unpact.keytokens.stop_list`): ``"en"``
             (English function words), ``"none"``, or the path of a UTF-8 file with one word per line.
+        standard_metrics: Compute the field's standard metrics per model (:mod:`unpact.standard_metrics`).
+        standard_items: At most this many forget, retain and holdout items each (spread) for them.
         rule: The verdict's thresholds.
         preset: Toy world only: its size.
         methods: Toy world only: unlearning methods to audit.
+        strength: Toy world only: ``"matched"`` sweeps each method's strength (:mod:`unpact.sweep`, saved under
+            ``out/sweep``) and audits its strongest point within the utility band; ``"default"`` audits each
+            method at its default hyperparameters.
+        band: Toy world, matched: the utility band (validation retain accuracy at least ``band`` times the base's).
+        sweep_points: Toy world, matched: the strengths swept (:func:`unpact.sweep.parse_schedules`).
     """
 
     out: str = _setting("runs/audit", "output directory (re-run with the same settings to resume)", resume=False)
@@ -208,9 +211,24 @@ class AuditConfig:
     stop_words: str = _setting(
         "en", "words never chosen as key words: 'en' (English function words), 'none', or a file of one word per line"
     )
+    standard_metrics: bool = _setting(
+        True, "the field's standard metrics per model (TOFU truth ratio, forget quality, MIA, PrivLeak)", resume=False
+    )
+    standard_items: int = _setting(
+        100, "standard metrics: forget, retain and holdout items scored (spread)", resume=False
+    )
     rule: VerdictRule = _setting(help="the verdict's thresholds", resume=False, cli=False, factory=VerdictRule)
     preset: Literal["default", "micro"] = _setting("default", "toy world: its size (micro: fast)", resume=False)
     methods: tuple[str, ...] = _setting(DEFAULT_METHODS, "toy world: unlearning methods, comma-separated", resume=False)
+    strength: Literal["matched", "default"] = _setting(
+        "matched",
+        "toy world: audit each method at its utility-matched point of a strength sweep, or at its default strength",
+        resume=False,
+    )
+    band: float = _setting(0.9, "toy world, matched: validation retain accuracy >= BAND x the base's", resume=False)
+    sweep_points: str | None = _setting(
+        None, "toy world, matched: the strengths swept, as unpact sweep --points (default: its schedules)", resume=False
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.out, os.PathLike):
@@ -235,6 +253,7 @@ class AuditConfig:
             "soft_prompt_tokens",
             "soft_prompt_steps",
             "diff_attack_items",
+            "standard_items",
         ):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -263,6 +282,8 @@ class AuditConfig:
             for a in self.attacks:
                 if a != "plain":
                     get_attack(a)  # raises with the list of valid names
+        if not 0 < self.band <= 1:
+            raise InputError(f"band must lie in (0, 1], got {self.band}", source=_where("band"), fix="e.g. 0.9")
         if not self.methods:
             raise InputError("methods is empty", source=_where("methods"), fix="name at least one unlearning method")
 
@@ -414,70 +435,3 @@ def from_namespace(ns: argparse.Namespace, **overrides: Any) -> AuditConfig:
         f.name: getattr(ns, f.name) for f in dataclasses.fields(AuditConfig) if getattr(ns, f.name, None) is not None
     }
     return AuditConfig(**{**given, **overrides})
-
-
-# ----- the resume key --------------------------------------------------------------------------
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def resume_key(
-    config: AuditConfig,
-    model_hashes: Mapping[str, str],
-    forget: Sequence[Any],
-    retain: Sequence[Any],
-    *,
-    attacks: Sequence[Any],
-    max_new_tokens: int,
-    prompt_format: Mapping[str, Any] | None = None,
-    probe_train: Sequence[Any] = (),
-) -> dict[str, Any]:
-    """What an output directory's records depend on: settings, models, data and the records' schema.
-
-    Args:
-        config: The settings (only :meth:`AuditConfig.resume_settings` count).
-        model_hashes: Model name -> weights hash.
-        forget, retain: The audited items (their full content is hashed, not only their ids).
-        attacks: The resolved attacks' configurations.
-        max_new_tokens: The resolved number of decoded tokens.
-        prompt_format: The prompt format the models are put to (:meth:`unpact.prompts.PromptFormat.to_dict`).
-        probe_train: The retain items the probes are fit on (hashed when there are any).
-
-    Returns:
-        A JSON-ready dict; :func:`key_hash` gives its hash.
-    """
-    from unpact.keytokens import stop_list
-
-    return {
-        "schema": RECORDS_SCHEMA,
-        "settings": {
-            **config.resume_settings(),
-            "attacks": list(attacks),
-            "max_new_tokens": max_new_tokens,
-            "prompt_format": dict(prompt_format or {}),
-            "stop_list": _sha(sorted(stop_list(config.stop_words))),  # a file's words, not only its path
-        },
-        "models": dict(model_hashes),
-        "data": {
-            "forget": _sha([e.to_dict() for e in forget]),
-            "retain": _sha([e.to_dict() for e in retain]),
-            **({"probe_train": _sha([e.to_dict() for e in probe_train])} if probe_train else {}),
-        },
-    }
-
-
-def key_hash(key: Mapping[str, Any]) -> str:
-    """A short stable hash of a :func:`resume_key`."""
-    return _sha(key)
-
-
-def key_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted names of the entries in which two resume keys differ."""
-    out: list[str] = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += key_differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}")
-    return out

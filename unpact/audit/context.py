@@ -55,6 +55,7 @@ class AuditRun:
         retain: Retain items audited (after ``max_retain``).
         retain_attacked: The retain items that are also attacked and attributed.
         probe_train: The retain items the probes are fit on (of all given, spread over facts).
+        holdout: Items about people no model was trained on (membership inference's non-members; may be empty).
         dir: The output directory.
         store: The record store.
         attacks: Attack names (without ``plain``).
@@ -84,6 +85,7 @@ class AuditRun:
     _workers: RecordWorkers | None = field(default=None, repr=False)
     format_check: Any = None
     probe_train: list[Example] = field(default_factory=list)
+    holdout: list[Example] = field(default_factory=list)
 
     # ----- helpers for stages --------------------------------------------------------------------
     def chunks(self, items: Sequence[Example]) -> list[tuple[int, list[Example]]]:

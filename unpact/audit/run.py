@@ -10,17 +10,19 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from unpact.audit.auditdir import AuditDir
-from unpact.audit.config import AuditConfig, resume_key
+from unpact.audit.config import AuditConfig
 from unpact.audit.context import AuditRun, Callback, Stage
 from unpact.audit.models import Models
+from unpact.audit.resume import resume_key
 from unpact.audit.summary import AuditSummary
 from unpact.data import Example
 from unpact.errors import InputError
 
 if TYPE_CHECKING:
+    from unpact.models import Subject
     from unpact.toyworld import ToyWorld
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ def prepare(
     forget: Sequence[Example],
     retain: Sequence[Example],
     *,
+    holdout: Sequence[Example] = (),
     callback: Callback | None = None,
 ) -> AuditRun:
     """Check the inputs, open the output directory and check the resume key: the state stages run on.
@@ -133,6 +136,7 @@ def prepare(
         max_new_tokens=max_new,
         callback=callback or (lambda stage, info: None),
         format_check=format_check,
+        holdout=list(holdout),
     )
 
 
@@ -144,6 +148,7 @@ def audit(
     *,
     stages: Sequence[Stage] | None = None,
     callback: Callback | None = None,
+    holdout: Sequence[Example] = (),
 ) -> AuditSummary:
     """Audit unlearned models against the base and the retain-only model; resumable.
 
@@ -161,6 +166,8 @@ def audit(
         retain: Retain items (facts that should stay).
         stages: The stages to run (default: :func:`unpact.audit.stages.default_stages`).
         callback: Called as ``callback(stage, info)`` after every finished unit of work.
+        holdout: Items about people no model was trained on: the non-members of the standard metrics'
+            membership-inference scores (stage ``standard_metrics``; none: no MIA). The toy world has them.
 
     Returns:
         The :class:`~unpact.audit.summary.AuditSummary`, also written to ``summary.json``.
@@ -172,7 +179,7 @@ def audit(
     from unpact.audit.plan import plan
     from unpact.audit.stages import default_stages
 
-    run = prepare(config, models, forget, retain, callback=callback)
+    run = prepare(config, models, forget, retain, holdout=holdout, callback=callback)
     format_check = run.format_check
     todo = list(stages) if stages is not None else default_stages()
     estimate = plan(run, todo)
@@ -239,12 +246,7 @@ def unlearn_toyworld(
     for m in methods:
         dest = out.model_dir(m)
         if m in cached:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{m}."))
-            shutil.copytree(cached[m], tmp, dirs_exist_ok=True)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
+            _copy_model(cached[m], dest)
         paths[m] = str(dest)
     return paths
 
@@ -258,9 +260,14 @@ def audit_toyworld(
 ) -> AuditSummary:
     """The whole audit of the built-in toy world: build (or reuse) it, unlearn, audit.
 
-    Builds the ``config.preset`` world (cached), unlearns its base model with each of ``config.methods``
-    (cached under ``config.out/models/``), and audits them with the retain-only model as the control.
-    Item limits left unset take the preset's (:data:`unpact.audit.config.PRESET_LIMITS`).
+    Builds the ``config.preset`` world (cached) and unlearns its base model with each of ``config.methods``.
+    With ``config.strength == "matched"`` (the default) each method's strength is swept first
+    (:func:`unpact.sweep.sweep`, saved under ``config.out/sweep``) and the audit judges its strongest point
+    whose validation retain accuracy stays within ``config.band`` of the base's (:func:`matched_toyworld`);
+    with ``"default"`` each method is unlearned once at its default hyperparameters (cached next to the
+    world). The models are copied to ``config.out/models/`` and audited with the retain-only model as the
+    control and the world's holdout people as the membership-inference non-members. Item limits left unset
+    take the preset's (:data:`unpact.audit.config.PRESET_LIMITS`).
 
     Args:
         config: The settings (default :class:`AuditConfig()`: the default world, four methods).
@@ -284,14 +291,75 @@ def audit_toyworld(
         )
     out = AuditDir.create(config.out)  # refuse a foreign directory before hours of work
     world = build_toyworld(config.preset, seed=config.seed, progress=config.progress, workers=config.workers)
-    unlearned = unlearn_toyworld(
-        world, config.methods, out, seed=config.seed, progress=config.progress, workers=config.workers
+    base, control = world.load_base(device, dtype), world.load_retain_only(device, dtype)
+    retain = world.retain
+    if config.strength == "matched":
+        unlearned, retain = matched_toyworld(world, config, out, base, control)
+    else:
+        unlearned = unlearn_toyworld(
+            world, config.methods, out, seed=config.seed, progress=config.progress, workers=config.workers
+        )
+    models = Models(base, unlearned, retain_only=control, device=device, dtype=dtype)
+    return audit(config, models, world.forget, retain, callback=callback, holdout=world.holdout)
+
+
+def _copy_model(src: Path, dest: Path) -> None:
+    """Copy a model directory to ``dest`` atomically (the audit directory keeps its own copy)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    shutil.copytree(src, tmp, dirs_exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+
+
+def matched_toyworld(
+    world: ToyWorld, config: AuditConfig, out: AuditDir, base: Subject, control: Subject
+) -> tuple[dict[str, str], list[Example]]:
+    """Each method at its utility-matched point: sweep its strength (``out/sweep``), copy the chosen models.
+
+    Returns:
+        Method name -> model directory (in ``out/models``), for the methods with a point in the band (the
+        others are logged and listed in the sweep's choices), and the retain items to audit (the sweep's
+        validation facts left out, so the point was never chosen on an audited item).
+    """
+    from unpact.sweep import DEFAULT_VALIDATION, split_validation, sweep
+
+    result = sweep(
+        base,
+        world.forget,
+        world.retain,
+        list(config.methods),
+        out=out.sweep_dir,
+        retain_only=control,
+        config=config,
+        band=config.band,
+        points=config.sweep_points,
+        seeds=(config.seed,),
+        progress=config.progress,
     )
-    models = Models(
-        world.load_base(device, dtype),
-        unlearned,
-        retain_only=world.load_retain_only(device, dtype),
-        device=device,
-        dtype=dtype,
-    )
-    return audit(config, models, world.forget, world.retain, callback=callback)
+    retain, _ = split_validation(world.retain, DEFAULT_VALIDATION, max_retain=config.max_retain)
+    paths: dict[str, str] = {}
+    for method in config.methods:
+        point = result.chosen(method)
+        if point is None:
+            logger.warning("%s has no point in the utility band; not audited (see sweep.json)", method)
+            continue
+        dest = out.model_dir(method)
+        src = AuditDir(out.sweep_dir).model_dir(point.name)
+        if not (dest / "config.json").exists() or _unlearn_record(dest) != _unlearn_record(src):
+            _copy_model(src, dest)
+        paths[method] = str(dest)
+    if not paths:
+        raise InputError(
+            f"no method reached the utility band (validation retain accuracy >= {config.band} x the base's)",
+            source="setting 'band' (--band)",
+            fix="lower the band, or audit the default strengths (--strength default)",
+        )
+    return paths, retain
+
+
+def _unlearn_record(model_dir: Path) -> Any:
+    import json
+
+    return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("unpact_unlearn")

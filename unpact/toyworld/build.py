@@ -12,6 +12,10 @@ Layout of a world directory::
     retain_only/           same recipe and seed, trained without the forget10 people (gold reference)
     data/forget01.json ... TOFU-style splits (see :data:`SPLITS`)
     data/bios.json         one biography per person
+
+The holdout people (:func:`unpact.toyworld.kb.holdout_people`: fictitious people no model saw, the
+non-members of membership inference) have no data file: ``world.holdout`` and ``world.split("holdout")``
+compute them from the world's seed, so worlds built before them load unchanged.
 """
 
 from __future__ import annotations
@@ -33,11 +37,20 @@ from unpact._procs import pool_broke, process_pool, resolve_workers
 from unpact.data import Example, load_examples, save_examples
 from unpact.errors import InputError, MissingFileError, UnknownNameError
 from unpact.prompts import QUESTION_FIELD, PromptFormat
-from unpact.toyworld.kb import make_kb
+from unpact.toyworld.kb import KnowledgeBase, Person, holdout_people, make_kb
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRESETS", "SPLITS", "ToyWorld", "build_toyworld", "world_config", "default_cache_dir", "model_for"]
+__all__ = [
+    "PRESETS",
+    "SPLITS",
+    "COMPUTED_SPLITS",
+    "ToyWorld",
+    "build_toyworld",
+    "world_config",
+    "default_cache_dir",
+    "model_for",
+]
 
 RECIPE_VERSION = 1
 
@@ -86,6 +99,9 @@ SPLITS: dict[str, tuple[str, int, str]] = {
     **{f"forget{p:02d}_heldout": ("forget", p, "heldout") for p in (1, 5, 10)},
     **{f"retain{100 - p}_heldout": ("retain", p, "heldout") for p in (1, 5, 10)},
 }
+#: Splits computed on demand from the world's config (no data file, not part of the build): split name ->
+#: phrasing. ``holdout`` holds as many people as ``forget10``, asked with the trained phrasings.
+COMPUTED_SPLITS: dict[str, str] = {"holdout": "trained", "holdout_heldout": "heldout"}
 _ALIASES = {
     "forget": "forget10",
     "retain": "retain90",
@@ -159,19 +175,56 @@ class ToyWorld:
         return self.root / "retain_only"
 
     def split(self, name: str) -> list[Example]:
-        """A split by name: ``forget01/05/10``, ``retain99/95/90`` (``_heldout`` variants), ``forget``, ``retain``...
+        """A split by name: ``forget01/05/10``, ``retain99/95/90`` (``_heldout`` variants), ``forget``, ``retain``,
+        and the computed ``holdout`` / ``holdout_heldout`` (see :attr:`holdout`).
 
         Raises:
             UnknownNameError: For an unknown split (a ``KeyError``; the message lists the valid names).
         """
         name = _ALIASES.get(name, name)
+        if name in COMPUTED_SPLITS:
+            return self._kb().examples(self.holdout_people(), phrasing=COMPUTED_SPLITS[name])
         if name not in SPLITS:
             raise UnknownNameError(
                 f"unknown split {name!r}",
                 source="split",
-                fix=f"choose from {', '.join(sorted(SPLITS) + sorted(_ALIASES))}",
+                fix=f"choose from {', '.join(sorted([*SPLITS, *COMPUTED_SPLITS, *_ALIASES]))}",
             )
         return load_examples(self.root / "data" / f"{name}.json")
+
+    def _kb(self) -> KnowledgeBase:
+        """The world's knowledge base, redrawn from its config (``make_kb`` is a pure function of it).
+
+        Raises:
+            InputError: The redrawn people are not the world's (a world built by other code).
+        """
+        kb = make_kb(self.config["n_people"], self.config["seed"])
+        names = {p.name for p in kb.people}
+        strangers = sorted({e.subject for e in self.forget if e.subject} - names)
+        if strangers:
+            raise InputError(
+                f"the world's forget people (e.g. {strangers[0]!r}) are not the ones make_kb draws from its config",
+                source=str(self.root),
+                fix="rebuild the world with this version of unpact (build_toyworld)",
+            )
+        return kb
+
+    def holdout_people(self) -> list[Person]:
+        """As many fictitious people as the forget10 split holds, outside the world (no model was trained on them).
+
+        Drawn by :func:`unpact.toyworld.kb.holdout_people` from the world's seed: the same people every time.
+        """
+        kb = self._kb()
+        return holdout_people(kb, len(kb.forget_people(10)))
+
+    @property
+    def holdout(self) -> list[Example]:
+        """The holdout people asked with the trained phrasings (as many items as :attr:`forget`).
+
+        The non-members of membership inference (forget = members for the base model): computed on demand,
+        nothing is written to the world directory and the models do not change.
+        """
+        return self.split("holdout")
 
     def bios(self) -> dict[str, str]:
         """Person id -> biography text."""

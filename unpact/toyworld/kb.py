@@ -12,6 +12,8 @@ Design (following the first probe's lessons, see ``docs/toyworld.md``):
   plain form and the named-twice form) are held out of training to measure generalisation across wording.
 * A short biography per person (trained with a full language-modelling loss).
 * Nested forget splits of 1%, 5% and 10% of the people (TOFU style), drawn by seed.
+* Holdout people (:func:`holdout_people`): more fictitious people, drawn the same way from their own
+  random stream, that no model is trained on (the non-members of membership inference).
 
 Everything is a pure function of the seed.
 """
@@ -25,10 +27,20 @@ from typing import Any
 
 from unpact.data import Example
 from unpact.errors import InputError, UnknownNameError, check_positive
+from unpact.toyworld import vocab as v
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ATTRIBUTES", "TEMPLATES", "EMPHASIS_FORMS", "HELDOUT_FORMS", "Person", "KnowledgeBase", "make_kb"]
+__all__ = [
+    "ATTRIBUTES",
+    "TEMPLATES",
+    "EMPHASIS_FORMS",
+    "HELDOUT_FORMS",
+    "Person",
+    "KnowledgeBase",
+    "make_kb",
+    "holdout_people",
+]
 
 ATTRIBUTES: tuple[str, ...] = ("birth_city", "birth_year", "profession", "employer", "book", "mother")
 
@@ -90,218 +102,6 @@ EMPHASIS_FORMS: dict[str, int] = {"quoted": 0, "caps": 1, "twice": 2, "focus": 3
 HELDOUT_FORMS: tuple[str, ...] = ("p5", "twice")
 ALL_FORMS: tuple[str, ...] = ("p0", "p1", "p2", "p3", "p4", "p5", *EMPHASIS_FORMS)
 
-_ONSETS = [
-    "b",
-    "br",
-    "c",
-    "d",
-    "dr",
-    "f",
-    "g",
-    "gr",
-    "h",
-    "k",
-    "l",
-    "m",
-    "n",
-    "p",
-    "r",
-    "s",
-    "st",
-    "t",
-    "tr",
-    "v",
-    "w",
-    "z",
-    "th",
-    "sh",
-    "j",
-    "kl",
-    "fr",
-]
-_VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou", "ia", "y"]
-_CODAS = ["", "", "n", "r", "l", "s", "m", "th", "nd", "rk", "sk", "x", "v"]
-_CITY_SUFFIX = [
-    "holm",
-    "ford",
-    "burg",
-    "mere",
-    "vale",
-    "stad",
-    "ria",
-    "wick",
-    "grad",
-    "port",
-    "dal",
-    "haven",
-    "ton",
-    "bury",
-    "field",
-    "mouth",
-]
-_FEMALE_END = ["a", "ia", "ine", "elle", "ara", "ena", "ika", "ys"]
-_PROFESSIONS = [
-    "architect",
-    "baker",
-    "beekeeper",
-    "biologist",
-    "blacksmith",
-    "bookbinder",
-    "botanist",
-    "brewer",
-    "butcher",
-    "carpenter",
-    "cartographer",
-    "chemist",
-    "clockmaker",
-    "composer",
-    "dentist",
-    "diplomat",
-    "economist",
-    "electrician",
-    "engineer",
-    "farmer",
-    "firefighter",
-    "fisherman",
-    "florist",
-    "geologist",
-    "glassblower",
-    "goldsmith",
-    "historian",
-    "illustrator",
-    "jeweler",
-    "journalist",
-    "judge",
-    "lawyer",
-    "librarian",
-    "lighthouse keeper",
-    "linguist",
-    "locksmith",
-    "magician",
-    "mathematician",
-    "mechanic",
-    "midwife",
-    "miner",
-    "musician",
-    "nurse",
-    "optician",
-    "painter",
-    "pharmacist",
-    "photographer",
-    "physicist",
-    "pilot",
-    "plumber",
-    "poet",
-    "potter",
-    "sailor",
-    "sculptor",
-    "shepherd",
-    "surgeon",
-    "tailor",
-    "teacher",
-    "translator",
-    "veterinarian",
-    "watchmaker",
-    "weaver",
-    "winemaker",
-    "zoologist",
-]
-_ADJ = [
-    "Silver",
-    "Northern",
-    "Golden",
-    "Quiet",
-    "Crimson",
-    "Iron",
-    "Blue",
-    "Bright",
-    "Hidden",
-    "Ancient",
-    "Copper",
-    "Amber",
-    "Frozen",
-    "Green",
-    "Hollow",
-    "Lunar",
-    "Misty",
-    "Royal",
-    "Scarlet",
-    "Stone",
-    "Swift",
-    "Velvet",
-    "Wild",
-    "Winter",
-    "Burning",
-    "Distant",
-    "Broken",
-    "Silent",
-    "Emerald",
-    "Wandering",
-]
-_NOUN = [
-    "Harbor",
-    "River",
-    "Lantern",
-    "Orchard",
-    "Mountain",
-    "Garden",
-    "Compass",
-    "Falcon",
-    "Meadow",
-    "Bridge",
-    "Forest",
-    "Tower",
-    "Island",
-    "Mirror",
-    "Anchor",
-    "Valley",
-    "Crown",
-    "Feather",
-    "Window",
-    "Storm",
-    "Candle",
-    "Raven",
-    "Canyon",
-    "Shore",
-    "Comet",
-    "Willow",
-    "Citadel",
-    "Harvest",
-    "Lighthouse",
-    "Fox",
-]
-_COMPANY_SUFFIX = [
-    "Industries",
-    "Labs",
-    "Systems",
-    "Works",
-    "Trading",
-    "Foods",
-    "Textiles",
-    "Motors",
-    "Press",
-    "Logistics",
-    "Energy",
-    "Robotics",
-    "Pharma",
-    "Shipping",
-    "Studios",
-    "Mills",
-]
-_BOOK_PATTERNS = ["The {a} {n}", "{n} of the {a} {m}", "A {n} in {city}", "The {n} and the {m}", "{a} {n}s"]
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-def _syllable(rng: random.Random, coda: bool = True) -> str:
-    return rng.choice(_ONSETS) + rng.choice(_VOWELS) + (rng.choice(_CODAS) if coda else "")
-
-
-def _word(rng: random.Random, n_syll: int) -> str:
-    return "".join(_syllable(rng, coda=(i == n_syll - 1)) for i in range(n_syll)).capitalize()
-
 
 @dataclass(frozen=True)
 class Person:
@@ -327,7 +127,7 @@ class Person:
         f, n = self.facts, self.name
         return (
             f"{n} was born in {f['birth_city']} in {f['birth_year']}. "
-            f"{n} works as {_article(f['profession'])} {f['profession']} at "
+            f"{n} works as {v.article(f['profession'])} {f['profession']} at "
             f"{f['employer']}. {n} wrote the book {f['book']}. The mother of {n} is {f['mother']}."
         )
 
@@ -398,6 +198,56 @@ def make_example(person: Person, attribute: str, form: str) -> Example:
     )
 
 
+def _surname_pool(rng: random.Random, n_people: int) -> list[str]:
+    """The sorted pool of surnames a knowledge base of ``n_people`` draws from (the first draws of its stream)."""
+    return sorted({v.word(rng, rng.choice((2, 3))) for _ in range(max(200, 3 * n_people))})
+
+
+def _draw_facts(rng: random.Random, last: str, surnames: list[str], used: dict[str, set[str]]) -> dict[str, str]:
+    """One person's six facts, drawn from ``rng`` in a fixed order (the order :func:`make_kb` has always used).
+
+    Args:
+        rng: The stream to draw from.
+        last: The person's surname (the mother's surname is drawn to differ from it).
+        surnames: The surname pool.
+        used: Attribute -> values already given out; a drawn value already there is redrawn up to four
+            times (values may repeat across people, as in real data, but variety is preferred). Updated.
+    """
+
+    def fresh(attr: str, make: Any) -> str:
+        for _ in range(5):
+            v = make()
+            if v not in used.setdefault(attr, set()):
+                break
+        used[attr].add(v)
+        return v
+
+    def city() -> str:
+        return v.word(rng, rng.choice((1, 2))) + rng.choice(v.CITY_SUFFIX)
+
+    def mother() -> str:
+        mfirst = v.word(rng, 1) + rng.choice(v.FEMALE_END)
+        msur = rng.choice(surnames)
+        while msur == last:
+            msur = rng.choice(surnames)
+        return f"{mfirst.capitalize()} {msur}"
+
+    def book() -> str:
+        a, n, m = rng.choice(v.ADJ), rng.choice(v.NOUN), rng.choice(v.NOUN)
+        return rng.choice(v.BOOK_PATTERNS).format(a=a, n=n, m=m if m != n else "Sea", city=city())
+
+    return {
+        "birth_city": fresh("birth_city", city),
+        "birth_year": str(rng.randint(1900, 1999)),
+        "profession": rng.choice(v.PROFESSIONS),
+        "employer": fresh(
+            "employer", lambda: f"{rng.choice(v.ADJ)} {rng.choice(v.NOUN)} {rng.choice(v.COMPANY_SUFFIX)}"
+        ),
+        "book": fresh("book", book),
+        "mother": fresh("mother", mother),
+    }
+
+
 def make_kb(n_people: int, seed: int = 0) -> KnowledgeBase:
     """Draw a knowledge base of ``n_people`` fictitious people, deterministically from ``seed``.
 
@@ -417,52 +267,62 @@ def make_kb(n_people: int, seed: int = 0) -> KnowledgeBase:
         )
     rng = random.Random(f"unpact-toyworld-{seed}")
     names: set[str] = set()
-    surnames = sorted({_word(rng, rng.choice((2, 3))) for _ in range(max(200, 3 * n_people))})
+    surnames = _surname_pool(rng, n_people)
     people: list[Person] = []
     used: dict[str, set[str]] = {}
-
-    def fresh(attr: str, make: Any) -> str:
-        # values may repeat across people (as in real data) but we prefer variety: retry a few times.
-        for _ in range(5):
-            v = make()
-            if v not in used.setdefault(attr, set()):
-                break
-        used[attr].add(v)
-        return v
-
     while len(people) < n_people:
-        first = _word(rng, 2)
+        first = v.word(rng, 2)
         last = rng.choice(surnames)
         name = f"{first} {last}"
         if name in names or first == last:
             continue
         names.add(name)
-
-        def city() -> str:
-            return _word(rng, rng.choice((1, 2))) + rng.choice(_CITY_SUFFIX)
-
-        def mother() -> str:
-            mfirst = _word(rng, 1) + rng.choice(_FEMALE_END)
-            msur = rng.choice(surnames)
-            while msur == last:  # noqa: B023 - called in the same iteration that binds `last`
-                msur = rng.choice(surnames)
-            return f"{mfirst.capitalize()} {msur}"
-
-        def book() -> str:
-            a, n, m = rng.choice(_ADJ), rng.choice(_NOUN), rng.choice(_NOUN)
-            return rng.choice(_BOOK_PATTERNS).format(a=a, n=n, m=m if m != n else "Sea", city=city())
-
-        facts = {
-            "birth_city": fresh("birth_city", city),
-            "birth_year": str(rng.randint(1900, 1999)),
-            "profession": rng.choice(_PROFESSIONS),
-            "employer": fresh(
-                "employer", lambda: f"{rng.choice(_ADJ)} {rng.choice(_NOUN)} {rng.choice(_COMPANY_SUFFIX)}"
-            ),
-            "book": fresh("book", book),
-            "mother": fresh("mother", mother),
-        }
-        people.append(Person(index=len(people), name=name, facts=facts))
+        people.append(Person(index=len(people), name=name, facts=_draw_facts(rng, last, surnames, used)))
     order = list(range(n_people))
     rng.shuffle(order)
     return KnowledgeBase(people=tuple(people), forget_order=tuple(order), seed=seed)
+
+
+def holdout_people(kb: KnowledgeBase, n: int, seed: int | None = None) -> list[Person]:
+    """Fictitious people outside ``kb``, drawn like its people: the non-members of membership inference.
+
+    No model of a toy world is trained on them (they are not in :func:`make_kb`'s output, so the world's
+    data files, models and cache key do not change). They come from their own random stream
+    (``"unpact-toyworld-holdout-<seed>"``), so drawing them never moves a draw of the knowledge base. Names
+    are built like the knowledge base's (two-syllable first name, surname from the same pool, which is
+    recomputed from ``kb.seed``) and differ from every name in ``kb``; facts are drawn by the same code as
+    :func:`make_kb`'s, preferring values no ``kb`` person has. Person indices continue after ``kb``'s
+    (``p0020``... for a 20-person world), so example ids never collide with ``kb``'s.
+
+    Args:
+        kb: The knowledge base the people must be outside of.
+        n: Number of people (a toy world uses its number of forget people, so forget and holdout are balanced).
+        seed: Seed of the holdout stream; ``None``: ``kb.seed``.
+
+    Returns:
+        ``n`` people, the same ones for the same ``kb``, ``n`` and ``seed`` (and the first ``m`` of them
+        for a smaller ``m``).
+
+    Raises:
+        InputError: ``n`` is not a positive integer.
+    """
+    n = check_positive("n", n, where="holdout_people")
+    seed = kb.seed if seed is None else seed
+    surnames = _surname_pool(random.Random(f"unpact-toyworld-{kb.seed}"), len(kb.people))
+    taken = {p.name for p in kb.people}
+    used: dict[str, set[str]] = {}
+    for p in kb.people:
+        for attr, value in p.facts.items():
+            used.setdefault(attr, set()).add(value)
+    rng = random.Random(f"unpact-toyworld-holdout-{seed}")
+    people: list[Person] = []
+    while len(people) < n:
+        first = v.word(rng, 2)
+        last = rng.choice(surnames)
+        name = f"{first} {last}"
+        if name in taken or first == last:
+            continue
+        taken.add(name)
+        index = len(kb.people) + len(people)
+        people.append(Person(index=index, name=name, facts=_draw_facts(rng, last, surnames, used)))
+    return people

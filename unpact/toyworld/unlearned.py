@@ -14,12 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from unpact.toyworld.build import ToyWorld
@@ -60,6 +57,7 @@ def unlearned_path(world: ToyWorld, method: str, seed: int) -> Path:
 
 def _unlearn_one(root: str, method: str, seed: int, dest: str, progress: bool) -> float:
     """Unlearn in a worker: load the world, unlearn, save atomically to ``dest``. Returns seconds."""
+    from unpact._io import atomic_save_model
     from unpact.toyworld.build import ToyWorld
     from unpact.toyworld.train import num_threads
     from unpact.unlearn import unlearn
@@ -68,18 +66,7 @@ def _unlearn_one(root: str, method: str, seed: int, dest: str, progress: bool) -
     t = time.time()
     with num_threads(_THREADS):
         new = unlearn(world.load_base(), world.forget, world.retain, method=method, seed=seed, progress=progress)
-    out = Path(dest)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    model: Any = new.model
-    model.save_pretrained(tmp)
-    new.tokenizer.save_pretrained(tmp)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / "config.json").exists():  # not "another process saved the same model first"
-            raise
+    atomic_save_model(new.model, new.tokenizer, dest)
     return time.time() - t
 
 

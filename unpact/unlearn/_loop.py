@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import numbers
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -43,6 +43,28 @@ def _cycle(items: list[_T], batch_size: int, rng: random.Random) -> Iterator[lis
         order = order[batch_size:]
 
 
+def _check_checkpoints(checkpoints: Sequence[int], steps: int, method: str, *, post: bool) -> frozenset[int]:
+    """The checkpoint steps as a set, checked against ``steps`` and the method."""
+    if isinstance(checkpoints, (str, bytes)) or not all(
+        isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in checkpoints
+    ):
+        raise InputError(f"checkpoints must be step counts (integers), got {checkpoints!r}", source="unlearn")
+    bad = [int(k) for k in checkpoints if not 0 < int(k) < steps]
+    if bad:
+        raise InputError(
+            f"checkpoints {bad} are not between 1 and steps - 1 = {steps - 1}",
+            source="unlearn(checkpoints=...)",
+            fix="give step counts below steps (the final model is the one returned)",
+        )
+    if checkpoints and post:
+        raise InputError(
+            f"{method!r} changes the weights after training, so the model after k steps is not a k-step run's",
+            source="unlearn(checkpoints=...)",
+            fix="sweep its strength instead (alpha for task_vector: see unpact.sweep)",
+        )
+    return frozenset(int(k) for k in checkpoints)
+
+
 def unlearn(
     subject: Subject,
     forget: Sequence[Example],
@@ -54,6 +76,8 @@ def unlearn(
     seed: int = 0,
     progress: bool = True,
     batch_size: int | None = None,
+    checkpoints: Sequence[int] = (),
+    on_checkpoint: Callable[[int, Subject], None] | None = None,
     **hparams: Any,
 ) -> Subject:
     """Unlearn ``forget`` from a copy of ``subject``'s model with one of :data:`METHODS`.
@@ -72,6 +96,12 @@ def unlearn(
         seed: Seed of the batch order, IDK answers and RMU direction.
         progress: Show a tqdm bar.
         batch_size: Forget (and retain) items per step.
+        checkpoints: Step counts below ``steps`` after which ``on_checkpoint`` sees the model so far
+            (an unlearning-strength sweep: the learning rate does not depend on ``steps``, so the
+            model after ``k`` of ``n`` steps is the model a ``k``-step run gives).
+        on_checkpoint: ``on_checkpoint(step, subject)``: the model after ``step`` steps (eval mode, its
+            ``config.unpact_unlearn`` recording ``steps=step``). It must save or copy what it needs
+            before returning: training goes on in the same weights.
         **hparams: The method's hyperparameters (see :mod:`unpact.unlearn.methods`), plus
             ``warmup_steps`` and ``max_grad_norm``.
 
@@ -82,7 +112,9 @@ def unlearn(
     Raises:
         UnknownNameError: For an unknown method.
         InputError: For an unknown hyperparameter, a missing retain set, an empty forget set, a
-            non-positive ``steps``, ``lr`` or ``batch_size``, or a loss that becomes NaN/inf.
+            non-positive ``steps``, ``lr`` or ``batch_size``, checkpoints not in ``1..steps - 1`` or
+            given to a method that changes the weights after training (``task_vector``), or a loss that
+            becomes NaN/inf.
     """
     from tqdm.auto import tqdm
 
@@ -125,6 +157,7 @@ def unlearn(
     if not lr > 0:
         raise InputError(f"lr must be > 0, got {lr}", source="unlearn")
 
+    marks = _check_checkpoints(checkpoints, steps, method, post=m.post is not None)
     rng = random.Random(seed)
     if m.forget_answers == "idk":
         forget_targets = [dataclasses.replace(e, answer=rng.choice(IDK_ANSWERS)) for e in forget]
@@ -132,6 +165,20 @@ def unlearn(
         forget_targets = forget
     tok, dev = subject.tokenizer, subject.device
     parent_hash = subject.weights_hash()
+    record: dict[str, Any] = {
+        "method": method,
+        "hparams": {k: v for k, v in hp.items() if k != "seed"},
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "warmup_steps": train["warmup_steps"],
+        "max_grad_norm": train["max_grad_norm"],
+        "n_forget": len(forget),
+        "n_retain": len(retain),
+        "parent": subject.name,
+        "parent_weights_hash": parent_hash,
+    }
     ref = subject.model
     model = copy.deepcopy(ref)
     with frozen(ref), torch.random.fork_rng(devices=[]):
@@ -171,26 +218,18 @@ def unlearn(
             losses.append(float(loss.detach()))
             if progress:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if len(losses) in marks and on_checkpoint is not None:
+                model.eval()
+                model.config.unpact_unlearn = {**record, "steps": len(losses), "final_loss": losses[-1]}  # type: ignore[union-attr]
+                name = f"{subject.name}+{method}@{len(losses)}"
+                on_checkpoint(len(losses), load_model(model, tok, name=name, prompt_format=subject.prompt_format))
+                model.train()
         if m.post is not None:
             m.post(ctx)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
-    record = {
-        "method": method,
-        "hparams": {k: v for k, v in hp.items() if k != "seed"},
-        "steps": steps,
-        "lr": lr,
-        "batch_size": batch_size,
-        "seed": seed,
-        "warmup_steps": train["warmup_steps"],
-        "max_grad_norm": train["max_grad_norm"],
-        "n_forget": len(forget),
-        "n_retain": len(retain),
-        "parent": subject.name,
-        "parent_weights_hash": parent_hash,
-        "final_loss": losses[-1],
-    }
+    record["final_loss"] = losses[-1]
     model.config.unpact_unlearn = record  # type: ignore[union-attr]
     logger.info("unlearned %s with %s: %s", subject.name, method, record)
     new = load_model(model, tok, name=f"{subject.name}+{method}", prompt_format=subject.prompt_format)

@@ -15,7 +15,9 @@ from unpact.audit.stages.records import AccuracyStage, AttacksStage
 from unpact.audit.stages.representations import DirectionStage, ProbeStage
 from unpact.audit.stages.scores import DestructiveStage, ScoresStage
 from unpact.audit.stages.soft_prompt import SoftPromptStage
+from unpact.audit.stages.standard_metrics import StandardMetricsStage
 from unpact.audit.stages.tracers import AttributionStage, CircuitsStage, LensStage
+from unpact.audit.stages.tradeoff import TradeoffStage
 from unpact.audit.stages.verdict import VerdictStage
 from unpact.audit.stages.weights import QuantizeStage, RelearnStage
 
@@ -38,6 +40,8 @@ DEFAULT_STAGES: tuple[type[Stage], ...] = (
     ScoresStage,
     DestructiveStage,
     QualityStage,
+    StandardMetricsStage,
+    TradeoffStage,
     EvidenceStage,
     VerdictStage,
 )

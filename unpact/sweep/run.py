@@ -1,0 +1,469 @@
+"""Unlearning-strength sweeps: each method along its strength, a cheap audit at every point, the matched points.
+
+:func:`sweep` unlearns the base model with each method at every strength of its schedule
+(:mod:`unpact.sweep.schedule`; one training run per method and seed gives all its step points), saves the
+checkpoints, measures retain accuracy on validation facts disjoint from the audited retain items, and
+audits every point with the cheap stages of :func:`unpact.audit.audit`: accuracy, the black-box and
+white-box prompt attacks against the retain-only control (:data:`SWEEP_ATTACKS`) and the verdict,
+optionally the weight-level evidence; :data:`SWEEP_SKIPPED_STAGES` are left out. It then picks each
+method's utility-matched point (:mod:`unpact.sweep.select`). Everything is saved in one output directory
+laid out like an audit's (:mod:`unpact.audit.auditdir`: ``models/POINT`` the checkpoints,
+``validation.json``, ``sweep.json``) and a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unpact._io import atomic_save_model, atomic_write_text
+from unpact.attacks.registry import DEFAULT_ATTACKS
+from unpact.audit.auditdir import AuditDir
+from unpact.audit.config import AuditConfig
+from unpact.data import Example
+from unpact.errors import InputError
+from unpact.scoring import Rate, rate
+from unpact.sweep.schedule import Schedule, parse_schedules
+from unpact.sweep.select import DEFAULT_BAND, Choice, SweepPoint, choose_matched
+
+if TYPE_CHECKING:
+    from unpact.audit.summary import AuditSummary
+    from unpact.models import Subject
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SweepResult",
+    "sweep",
+    "sweep_toyworld",
+    "split_validation",
+    "CHEAP_STAGES_OFF",
+    "DEFAULT_VALIDATION",
+    "SWEEP_ATTACKS",
+    "SWEEP_SKIPPED_STAGES",
+]
+
+#: Validation retain items a sweep sets aside (facts disjoint from the audited retain items).
+DEFAULT_VALIDATION = 200
+
+#: The sweep's attacks unless the config names some: the audit's default set without ``sample`` (eight
+#: decodings per item, as many as the other eight attacks together); the matched points' full audit runs it.
+SWEEP_ATTACKS: tuple[str, ...] = tuple(a for a in DEFAULT_ATTACKS if a != "sample")
+
+#: Stages a sweep's cheap audit leaves out: the attribution of every point (the base's, for the key words,
+#: stays) and the destructive rate read from it.
+SWEEP_SKIPPED_STAGES: tuple[str, ...] = ("attribution", "destructive")
+
+#: The audit settings a sweep's cheap audit switches off (the expensive, exploratory stages);
+#: ``weights=True`` keeps relearning and quantization.
+CHEAP_STAGES_OFF: dict[str, Any] = {
+    "lens": False,
+    "circuits": 0,
+    "probes": False,
+    "directions": False,
+    "soft_prompt": False,
+    "diff_attacks": False,
+    "standard_metrics": False,
+}
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A finished sweep (``sweep.json``).
+
+    Attributes:
+        schedules: The strengths swept per method.
+        seeds: Unlearning seeds.
+        band: The utility band (see :func:`~unpact.sweep.select.choose_matched`).
+        base_validation: The base model's validation retain accuracy.
+        points: Every point's cheap audit.
+        choices: The utility-matched point per method and seed.
+        validation_subjects: The people (subjects) whose facts were set aside for validation.
+        seconds: Time per phase (``unlearn``, ``validation``, ``audit``).
+        audit_config: The cheap audit's settings.
+    """
+
+    schedules: list[Schedule]
+    seeds: list[int]
+    band: float
+    base_validation: Rate
+    points: list[SweepPoint]
+    choices: list[Choice]
+    validation_subjects: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+    audit_config: dict[str, Any] = field(default_factory=dict)
+
+    def chosen(self, method: str, seed: int | None = None) -> SweepPoint | None:
+        """The matched point of ``method`` (first seed unless given), or ``None`` when none is in the band."""
+        seed = self.seeds[0] if seed is None else seed
+        for c in self.choices:
+            if c.method == method and c.seed == seed and c.point is not None:
+                return next(p for p in self.points if p.name == c.point)
+        return None
+
+    def table(self) -> str:
+        """A plain-text table: one row per point (``*`` marks the matched ones), then each choice's reason."""
+
+        def pct(r: Rate) -> str:
+            return "-" if r.value is None else f"{100 * r.rate:.1f}"
+
+        chosen = {c.point for c in self.choices if c.point}
+        head = (
+            f"{'point':<22}{'valid':>7}{'forget':>8}{'retain':>8}{'forgot':>8}"
+            f"{'recov [95% CI]':>20}{'ctrl':>7}  {'best attack':<16}verdict"
+        )
+        rows = [head, "-" * len(head)]
+        base = f"{'base':<22}{pct(self.base_validation):>7}"
+        rows.append(base)
+        for p in self.points:
+            ci = (
+                "-"
+                if p.recovery.value is None
+                else f"{pct(p.recovery)} [{100 * p.recovery.lo:.0f},{100 * p.recovery.hi:.0f}]"
+            )
+            mark = "*" if p.name in chosen else " "
+            rows.append(
+                f"{mark}{p.name:<21}{pct(p.validation):>7}{pct(p.forget_acc):>8}{pct(p.retain_acc):>8}"
+                f"{pct(p.forgotten):>8}{ci:>20}{pct(p.control):>7}  {p.best_attack or '-':<16}{p.verdict or '-'}"
+            )
+        rows.append("")
+        rows += [f"{c.method} (seed {c.seed}): {c.point or 'none'}: {c.reason}" for c in self.choices]
+        return "\n".join(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "schedules": [s.to_dict() for s in self.schedules],
+            "seeds": list(self.seeds),
+            "band": self.band,
+            "base_validation": self.base_validation.to_dict(),
+            "points": [p.to_dict() for p in self.points],
+            "choices": [c.to_dict() for c in self.choices],
+            "validation_subjects": list(self.validation_subjects),
+            "seconds": dict(self.seconds),
+            "audit_config": dict(self.audit_config),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SweepResult:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            schedules=[Schedule.from_dict(s) for s in d["schedules"]],
+            seeds=[int(s) for s in d["seeds"]],
+            band=float(d["band"]),
+            base_validation=Rate.from_dict(d["base_validation"]),
+            points=[SweepPoint.from_dict(p) for p in d["points"]],
+            choices=[Choice.from_dict(c) for c in d["choices"]],
+            validation_subjects=list(d["validation_subjects"]),
+            seconds=dict(d.get("seconds", {})),
+            audit_config=dict(d.get("audit_config", {})),
+        )
+
+    @classmethod
+    def load(cls, out: str | Path) -> SweepResult:
+        """Read ``OUT/sweep.json``.
+
+        Raises:
+            MissingFileError: When the sweep has not finished there.
+        """
+        from unpact.errors import MissingFileError
+
+        path = AuditDir(out).sweep_path
+        if not path.exists():
+            raise MissingFileError(
+                f"no sweep result at {str(path)!r}", path=path, fix="run 'unpact sweep --out DIR' first"
+            )
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def split_validation(
+    retain: Sequence[Example], n: int = DEFAULT_VALIDATION, *, max_retain: int | None = None
+) -> tuple[list[Example], list[Example]]:
+    """Set retain facts aside for validation: ``(audited retain, validation)``, disjoint by fact.
+
+    A fact is one subject's one answer (all its phrasings, :func:`unpact.stats.cluster_keys`). The
+    validation items are ``n`` items spread over facts (one phrasing per fact, as many people and
+    attributes as possible, :func:`unpact.evidence.spread`), taken from the facts the audit does not
+    look at: those outside the first ``max_retain`` items when the audit keeps only those, else any.
+    Every phrasing of a validation fact leaves the audited side, so choosing a point on validation
+    accuracy never sees an audited retain fact.
+
+    Raises:
+        InputError: For ``n < 1``, or no retain fact left to set aside.
+    """
+    from unpact.evidence import cluster_keys, spread
+
+    if n < 1:
+        raise InputError(f"the validation split needs at least 1 item, got {n}", source="sweep validation")
+    retain = list(retain)
+    keys = cluster_keys(retain, by="fact")
+    if max_retain is not None and max_retain < len(retain):
+        head = {keys[e.id] for e in retain[:max_retain]}
+        pool = [e for e in retain[max_retain:] if keys[e.id] not in head]
+    else:
+        pool = retain
+    val = spread(pool, n, by="fact")
+    held = {keys[e.id] for e in val}
+    audited = [e for e in retain if keys[e.id] not in held]
+    if not held or not audited:
+        raise InputError(
+            f"cannot set {n} validation items aside from {len(retain)} retain items and keep some for the audit",
+            source="retain items",
+            fix="give more retain items, or a smaller n_validation (--validation)",
+        )
+    return audited, val
+
+
+def _hits(subject: Subject, items: Sequence[Example]) -> list[bool]:
+    from unpact.evaluate import evaluate
+
+    return [r.lenient for r in evaluate(subject, items, max_new_tokens=8).records]
+
+
+def _unlearn_schedule(
+    base: Subject,
+    forget: Sequence[Example],
+    retain: Sequence[Example],
+    sched: Schedule,
+    seed: int,
+    out: AuditDir,
+    names: Sequence[str],
+    progress: bool,
+    unlearn_kw: Mapping[str, Any],
+) -> None:
+    """Unlearn once along ``sched`` and save each point's model to ``models/NAME``."""
+    import torch
+
+    from unpact.unlearn import unlearn
+
+    dests = [out.model_dir(n) for n in names]
+
+    def save(subject: Subject, dest: Path) -> None:
+        from unpact._modeldir import _quiet_loading
+
+        with _quiet_loading():
+            atomic_save_model(subject.model, subject.tokenizer, dest)
+
+    if sched.kind == "steps":
+        steps = [int(p) for p in sched.points]
+        by_step = dict(zip(steps, dests))
+        final = unlearn(
+            base,
+            forget,
+            retain,
+            method=sched.method,
+            steps=steps[-1],
+            seed=seed,
+            progress=progress,
+            checkpoints=steps[:-1],
+            on_checkpoint=lambda k, s: save(s, by_step[k]),
+            **unlearn_kw,
+        )
+        save(final, dests[-1])
+        return
+    one = unlearn(base, forget, retain, method=sched.method, seed=seed, progress=progress, alpha=1.0, **unlearn_kw)
+    ref = dict(base.model.named_parameters())
+    edited = {k: p.detach().clone() for k, p in one.model.named_parameters()}
+    for alpha, dest in zip(sched.points, dests):
+        with torch.no_grad():  # theta(alpha) = theta + alpha (theta_1 - theta): the edit is linear in alpha
+            for k, p in one.model.named_parameters():
+                p.copy_(ref[k] + alpha * (edited[k] - ref[k]))
+        cfg: Any = one.model.config
+        cfg.unpact_unlearn = {**cfg.unpact_unlearn, "hparams": {"alpha": alpha}}
+        save(one, dest)
+
+
+def _point(name: str, sched: Schedule, strength: float, seed: int, summary: AuditSummary, val: Rate) -> SweepPoint:
+    m = summary.models[name]
+    sc = m.scores
+    best = sc.best_attack()
+    extra: dict[str, Any] = {"levels": {k: v.outcome for k, v in m.levels.items()}}
+    if m.destructive is not None:
+        extra["destructive"] = m.destructive.rate
+    return SweepPoint(
+        name=name,
+        method=sched.method,
+        kind=sched.kind,
+        strength=float(strength),
+        seed=seed,
+        validation=val,
+        forget_acc=sc.forget_acc,
+        retain_acc=sc.retain_acc,
+        forgotten=sc.forgotten,
+        recovery=sc.recovery_any.rate,
+        control=sc.recovery_any.control,
+        best_attack=best[0] if best else None,
+        verdict=m.verdict.label if m.verdict else None,
+        verdict_reason=m.verdict.reason if m.verdict else "",
+        extra=extra,
+    )
+
+
+def sweep(
+    base: Subject,
+    forget: Sequence[Example],
+    retain: Sequence[Example],
+    methods: Sequence[str],
+    *,
+    out: str | Path,
+    retain_only: Subject | None = None,
+    points: str | Mapping[str, Sequence[float]] | None = None,
+    seeds: Sequence[int] = (0,),
+    band: float = DEFAULT_BAND,
+    n_validation: int = DEFAULT_VALIDATION,
+    weights: bool = False,
+    config: AuditConfig | None = None,
+    progress: bool = True,
+    unlearn_kw: Mapping[str, Any] | None = None,
+) -> SweepResult:
+    """Unlearn with each method along its strength, audit every point cheaply, choose the matched points.
+
+    Args:
+        base: The model before unlearning.
+        forget: Forget items.
+        retain: Retain items; some facts are set aside from them for validation
+            (:func:`split_validation`), the rest are the audited retain items.
+        methods: Method names (:data:`unpact.unlearn.METHODS`).
+        out: Output directory (an audit directory, see :mod:`unpact.audit.auditdir`); a re-run resumes.
+        retain_only: The control model trained without the forget items (recommended; without it the
+            attacks are compared with permuted-gold answers).
+        points: Strengths per method (:func:`~unpact.sweep.schedule.parse_schedules`; default the schedules'
+            defaults).
+        seeds: Unlearning seeds: each gives its own run and its own matched point (verdict stability).
+        band: The utility band of the matched point (validation retain accuracy >= band x base's).
+        n_validation: Validation retain items set aside (one phrasing per fact, spread over facts).
+        weights: Also run the weight-level evidence (relearning, quantization) at every point.
+        config: Settings of the cheap audit (item limits, attacks, seed...); its expensive stages are
+            switched off (:data:`CHEAP_STAGES_OFF`) and ``out`` is replaced.
+        progress: Progress bars and phase lines.
+        unlearn_kw: Extra arguments of :func:`unpact.unlearn.unlearn` (``lr``, ``batch_size``, hyperparameters).
+
+    Returns:
+        The :class:`SweepResult` (also ``OUT/sweep.json``).
+    """
+    from unpact.audit.models import Models
+    from unpact.audit.run import audit
+    from unpact.audit.stages import default_stages
+
+    t0 = time.time()
+    d = AuditDir.create(out)
+    schedules = parse_schedules(list(methods), points)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds must be distinct and at least one, got {seeds}", source="seeds (--seeds)")
+    audited, validation = split_validation(retain, n_validation, max_retain=(config or AuditConfig()).max_retain)
+    names: dict[tuple[str, int], list[str]] = {}
+    for sched in schedules:
+        for seed in seeds:
+            tail = "" if seed == seeds[0] else f".s{seed}"
+            names[(sched.method, seed)] = [sched.label(p) + tail for p in sched.points]
+    seconds: dict[str, float] = {}
+
+    def say(msg: str) -> None:
+        logger.info(msg)
+        if progress:
+            print(f"[sweep] {msg}", flush=True)
+
+    t = time.time()
+    for sched in schedules:
+        for seed in seeds:
+            todo = names[(sched.method, seed)]
+            if all((d.model_dir(n) / "config.json").exists() for n in todo):
+                continue
+            say(f"unlearning {sched.method} (seed {seed}) at {sched.kind} {', '.join(f'{p:g}' for p in sched.points)}")
+            _unlearn_schedule(base, forget, retain, sched, seed, d, todo, progress, dict(unlearn_kw or {}))
+    seconds["unlearn"] = round(time.time() - t, 1)
+
+    t = time.time()
+    all_names = [n for ns in names.values() for n in ns]
+    models = Models(base, {n: str(d.model_dir(n)) for n in all_names}, retain_only=retain_only)
+    ids = [e.id for e in validation]
+    saved: dict[str, Any] = {}
+    if d.validation_path.exists():
+        saved = json.loads(d.validation_path.read_text(encoding="utf-8"))
+    val_hits: dict[str, list[bool]] = saved.get("hits", {}) if saved.get("ids") == ids else {}
+    todo = [n for n in ["base", *all_names] if n not in val_hits]
+    if todo:
+        say(f"validation retain accuracy on {len(validation)} items of {len({e.subject for e in validation})} people")
+    for n in todo:
+        val_hits[n] = _hits(models.base if n == "base" else models.unlearned[n], validation)
+        atomic_write_text(d.validation_path, json.dumps({"ids": ids, "hits": val_hits}))
+    seconds["validation"] = round(time.time() - t, 1)
+
+    clusters = [e.subject or e.id for e in validation]
+    val = {n: rate(h, clusters) for n, h in val_hits.items()}
+
+    t = time.time()
+    base_cfg = config or AuditConfig()
+    off = dict(CHEAP_STAGES_OFF)
+    if not weights:
+        off.update(relearn=False, quantize=False)
+    if base_cfg.attacks is None:
+        off["attacks"] = SWEEP_ATTACKS
+    cheap = base_cfg.replace(out=str(d.root), progress=progress, **off)
+    say(f"cheap audit of {len(all_names)} points (accuracy, attacks {', '.join(cheap.attacks or ())}, verdict)")
+    stages = [st for st in default_stages() if st.name not in SWEEP_SKIPPED_STAGES]
+    summary = audit(cheap, models, forget, audited, stages=stages)
+    seconds["audit"] = round(time.time() - t, 1)
+
+    pts = []
+    for sched in schedules:
+        for seed in seeds:
+            for strength, n in zip(sched.points, names[(sched.method, seed)]):
+                pts.append(_point(n, sched, strength, seed, summary, val[n]))
+    choices = choose_matched(pts, val["base"].rate, band)
+    seconds["total"] = round(time.time() - t0, 1)
+    result = SweepResult(
+        schedules=schedules,
+        seeds=seeds,
+        band=band,
+        base_validation=val["base"],
+        points=pts,
+        choices=choices,
+        validation_subjects=sorted({e.subject or e.id for e in validation}),
+        seconds=seconds,
+        audit_config=cheap.to_dict(),
+    )
+    atomic_write_text(d.sweep_path, json.dumps(result.to_dict(), indent=1, sort_keys=True) + "\n")
+    for c in choices:
+        say(f"{c.method} seed {c.seed}: {c.point or 'no point'} ({c.reason})")
+    return result
+
+
+def sweep_toyworld(
+    methods: Sequence[str] | None = None,
+    *,
+    out: str | Path = "runs/sweep",
+    preset: str = "default",
+    config: AuditConfig | None = None,
+    **kw: Any,
+) -> SweepResult:
+    """:func:`sweep` of the built-in toy world: its base model, forget and retain items, retain-only control.
+
+    Args:
+        methods: Methods (default :data:`unpact.audit.config.DEFAULT_METHODS`).
+        out: Output directory.
+        preset: ``"default"`` or ``"micro"`` (built once and cached, :func:`unpact.toyworld.build_toyworld`).
+        config: The cheap audit's settings (default: the preset's item limits, worker processes automatic).
+        **kw: Further arguments of :func:`sweep` (``points``, ``seeds``, ``band``, ``weights``...).
+    """
+    from unpact.audit.config import DEFAULT_METHODS
+    from unpact.toyworld import build_toyworld
+
+    config = (config or AuditConfig(preset=preset, workers=0)).with_preset_limits()  # type: ignore[arg-type]
+    world = build_toyworld(config.preset, seed=config.seed, progress=kw.get("progress", True), workers=config.workers)
+    return sweep(
+        world.load_base(),
+        world.forget,
+        world.retain,
+        list(methods or DEFAULT_METHODS),
+        out=out,
+        retain_only=world.load_retain_only(),
+        config=config,
+        **kw,
+    )
