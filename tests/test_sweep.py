@@ -86,10 +86,10 @@ def _rate(x: float, n: int = 100) -> Rate:
     return Rate(round(x * n), n, x, max(0.0, x - 0.1), min(1.0, x + 0.1))
 
 
-def _pt(method: str, strength: float, val: float, seed: int = 0) -> SweepPoint:
+def _pt(method: str, strength: float, val: float, seed: int = 0, verdict: str = "suppression") -> SweepPoint:
     r = _rate(0.5)
     return SweepPoint(
-        f"{method}@{strength:g}",
+        f"{method}@{strength:g}" + (f".s{seed}" if seed else ""),
         method,
         "steps",
         strength,
@@ -101,7 +101,7 @@ def _pt(method: str, strength: float, val: float, seed: int = 0) -> SweepPoint:
         r,
         _rate(0.0),
         None,
-        "suppression",
+        verdict,
     )
 
 
@@ -127,6 +127,19 @@ def test_choose_matched_takes_the_strongest_point_in_the_band():
     for band in (0.0, 1.5):
         with pytest.raises(InputError, match="band"):
             choose_matched(pts, 0.8, band)
+    weak = [_pt("d", 5, 0.8, verdict="not_unlearned"), _pt("d", 10, 0.5)]
+    assert "barely unlearns" in choose_matched(weak, 0.8)[0].reason
+
+
+def test_verdict_stability_across_seeds():
+    pts = [_pt("a", 5, 0.8, seed=s, verdict=v) for s, v in ((0, "suppression"), (1, "suppression"), (2, "removal"))]
+    pts.append(_pt("b", 5, 0.1, seed=0))
+    base = _rate(0.8)
+    res = SweepResult([], [0, 1, 2], 0.9, base, pts, choose_matched(pts, 0.8), [], {}, {})
+    st = res.stability()
+    assert st["a"]["majority"] == "suppression" and (st["a"]["agree"], st["a"]["n"]) == (2, 3)
+    assert st["b"]["points"] == {0: None} and st["b"]["majority"] is None
+    assert "suppression in 2 of 3 seeds" in res.table()
 
 
 def test_split_validation_is_disjoint_by_fact(micro_world):

@@ -106,6 +106,26 @@ class SweepResult:
                 return next(p for p in self.points if p.name == c.point)
         return None
 
+    def stability(self) -> dict[str, dict[str, Any]]:
+        """Per method, across seeds: the matched point and its cheap-audit verdict per seed, and how many agree.
+
+        Returns:
+            Method -> ``{"points": {seed: point or None}, "verdicts": {seed: label or None}, "majority": label,
+            "agree": seeds with the majority verdict, "n": seeds}``.
+        """
+        from collections import Counter
+
+        by_name = {p.name: p for p in self.points}
+        out: dict[str, dict[str, Any]] = {}
+        for c in self.choices:
+            d = out.setdefault(c.method, {"points": {}, "verdicts": {}})
+            d["points"][c.seed] = c.point
+            d["verdicts"][c.seed] = by_name[c.point].verdict if c.point else None
+        for d in out.values():
+            label, k = Counter(d["verdicts"].values()).most_common(1)[0]
+            d.update(majority=label, agree=k, n=len(d["verdicts"]))
+        return out
+
     def table(self) -> str:
         """A plain-text table: one row per point (``*`` marks the matched ones), then each choice's reason."""
 
@@ -133,6 +153,11 @@ class SweepResult:
             )
         rows.append("")
         rows += [f"{c.method} (seed {c.seed}): {c.point or 'none'}: {c.reason}" for c in self.choices]
+        if len(self.seeds) > 1:
+            rows.append("")
+            for m, d in self.stability().items():
+                per = ", ".join(f"seed {s}: {d['points'][s] or 'none'} {d['verdicts'][s] or '-'}" for s in d["points"])
+                rows.append(f"{m}: matched verdict {d['majority']} in {d['agree']} of {d['n']} seeds ({per})")
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:

@@ -144,5 +144,10 @@ def choose_matched(points: Sequence[SweepPoint], base_validation: float, band: f
         why = f"the strongest point in the band ({head}): {best.validation.rate:.1%}" + (
             f"; the next, {above[0].name}, keeps {above[0].validation.rate:.1%}" if above else "; the last point swept"
         )
+        if best.verdict == "not_unlearned":
+            why += (
+                f"; at this point only {best.forgotten.rate:.0%} of the base-known forget items are forgotten "
+                "(the cheap audit: not unlearned), so within the band the method barely unlearns"
+            )
         out.append(Choice(method, seed, best.name, why, threshold))
     return out

@@ -32,6 +32,11 @@ def _r(x: float) -> float | None:
     return None if x != x else round(float(x), 6)
 
 
+def _sig(x: float) -> float | None:
+    """Four significant digits (a p-value of 1e-19 must not round to 0)."""
+    return None if x != x else float(f"{float(x):.4g}")
+
+
 def standard_section(mine: StandardMetrics, ref: StandardMetrics | None) -> dict[str, Any]:
     """The summary section of one model: its own numbers, and the comparison with the retain-only model."""
     from unpact.standard_metrics import compare_standard_metrics
@@ -49,7 +54,7 @@ def standard_section(mine: StandardMetrics, ref: StandardMetrics | None) -> dict
         cmp = compare_standard_metrics(mine, ref)
         fq = cmp.forget_quality
         out.update(
-            forget_quality={"pvalue": _r(fq.pvalue), "statistic": _r(fq.statistic), "n": [fq.n_a, fq.n_b]},
+            forget_quality={"pvalue": _sig(fq.pvalue), "statistic": _r(fq.statistic), "n": [fq.n_a, fq.n_b]},
             privleak={k: _r(v) for k, v in cmp.privleak.items()},
             mia_auc_reference={k: _r(v) for k, v in cmp.auc_reference.items()},
             model_utility_reference=_r(cmp.model_utility_reference),
