@@ -138,7 +138,7 @@ def test_verdict_stability_across_seeds():
     res = SweepResult([], [0, 1, 2], 0.9, base, pts, choose_matched(pts, 0.8), [], {}, {})
     st = res.stability()
     assert st["a"]["majority"] == "suppression" and (st["a"]["agree"], st["a"]["n"]) == (2, 3)
-    assert st["b"]["points"] == {0: None} and st["b"]["majority"] is None
+    assert st["b"]["points"] == {0: None} and st["b"]["majority"] == "no point in the band"
     assert "suppression in 2 of 3 seeds" in res.table()
 
 
@@ -284,11 +284,17 @@ def test_matched_toyworld_audit(micro_world, tmp_path, monkeypatch):
     assert set(sm["privleak"]) == {"loss", "zlib", "min_k", "min_k_plus_plus"}
     assert "forget_quality" not in summary.models["retain_only"].sections["standard_metrics"]
     assert (out / "metrics" / "ga_gd.json").exists()
+    var = summary.models["ga_gd"].sections["variants"]
+    assert set(var) == {"forget_heldout", "forget_bios"}
+    assert var["forget_heldout"]["n"] == len(micro_world.forget_heldout) and "retain_only" in var["forget_bios"]
+    base_var = summary.models["base"].sections["variants"]["forget_heldout"]
+    assert base_var["accuracy"]["rate"] > base_var["retain_only"]["rate"]  # the base knows some held-out phrasings
 
     from viz.report import write_report
 
     html = Path(write_report(out)).read_text()
     assert "Trade-off: the strength sweep" in html and "standard metrics (TOFU, MUSE)" in html
+    assert "Other wordings of the forget facts" in html
     assert "could not be drawn" not in html
 
 
@@ -301,3 +307,22 @@ def test_metrics_agreement():
     assert "the attacks recover it" in metrics_agreement(fq(0.5), "suppression")
     assert "finds nothing recoverable" in metrics_agreement(fq(0.001), "removal")
     assert metrics_agreement({}, "removal") == "-"
+
+
+def test_sweep_refuses_another_sweeps_directory_before_any_work(micro_world, toy_base, tmp_path, monkeypatch):
+    from unpact.audit.auditdir import AuditDir
+    from unpact.errors import AuditConfigMismatch
+    from unpact.sweep.run import _check_sweep_key
+
+    d = AuditDir.create(tmp_path / "s")
+    _check_sweep_key(d, {"seeds": [0]})
+    _check_sweep_key(d, {"seeds": [0]})  # the same settings resume
+    with pytest.raises(AuditConfigMismatch, match="seeds"):
+        _check_sweep_key(d, {"seeds": [1]})
+    import unpact.unlearn
+
+    monkeypatch.setattr(unpact.unlearn, "unlearn", lambda *a, **k: pytest.fail("no work before the checks"))
+    for kw in ({"band": 1.5}, {"points": "nan"}, {"points": "ga_gd=2;ga_gd=3"}, {"seeds": ()}):
+        with pytest.raises(InputError):
+            sweep(toy_base, micro_world.forget, micro_world.retain, ["ga_gd"], out=tmp_path / "t", **kw)
+    assert not (tmp_path / "t").exists()  # nothing written for bad input

@@ -148,3 +148,16 @@ def test_workers_in_an_unguarded_script_fail_with_the_fix(tmp_path):
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert res.returncode != 0
     assert 'if __name__ == "__main__":' in res.stderr and "workers=1" in res.stderr
+
+
+def test_bio_cloze_items_follow_the_biography(micro_world):
+    from unpact.toyworld.kb import ATTRIBUTES, bio_cloze, make_kb
+
+    kb = make_kb(micro_world.config["n_people"], micro_world.config["seed"])
+    person = kb.forget_people(10)[0]
+    items = bio_cloze(person)
+    bio = person.bio()
+    assert [e.meta["attribute"] for e in items] == list(ATTRIBUTES)
+    for e in items:
+        assert f"{e.prompt} {e.answer}" in bio  # the sentence the model may have been trained on, cut at the fact
+    assert {e.subject for e in micro_world.forget_bios} == {e.subject for e in micro_world.forget}

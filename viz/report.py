@@ -31,7 +31,7 @@ from unpact.errors import AuditDirError, UnpactError
 from unpact.scoring import Rate
 from unpact.verdict import Verdict
 from viz.report_sections import diff_attacks_html, directions_html, probes_html, soft_prompt_html, weights_html
-from viz.report_tradeoff import standard_metrics_html, tradeoff_html
+from viz.report_tradeoff import standard_metrics_html, tradeoff_html, variants_html
 
 logger = logging.getLogger(__name__)
 
@@ -432,6 +432,8 @@ def render_report(
         page.section(
             "Trade-off: the strength sweep and the utility-matched points", lambda: tradeoff_html(page, d, summary)
         )
+    if any("variants" in m.sections for m in summary.models.values()):
+        page.section("Other wordings of the forget facts", lambda: variants_html(summary))
     if any("standard_metrics" in m.sections for m in summary.models.values()):
         page.section("The field's standard metrics (TOFU, MUSE)", lambda: standard_metrics_html(summary))
     if records:

@@ -8,7 +8,7 @@ from unpact._html import table_html
 from unpact.audit.auditdir import AuditDir
 from unpact.audit.summary import AuditSummary
 
-__all__ = ["tradeoff_html", "standard_metrics_html", "metrics_agreement"]
+__all__ = ["tradeoff_html", "standard_metrics_html", "metrics_agreement", "variants_html"]
 
 #: Verdicts that say the knowledge is still in the model (recoverable or never removed).
 _STILL_THERE = ("suppression", "not_unlearned", "removal_with_residue")
@@ -47,8 +47,9 @@ def tradeoff_html(page: Any, d: AuditDir, summary: AuditSummary) -> str:
         f"point; {len(res.points)} points, {res.seconds.get('total', 0):.0f} s) and every point audited cheaply "
         "(plain accuracy and the prompt attacks against the retain-only control). The audited point is the "
         f"strongest whose retain accuracy on validation facts, disjoint from the audited retain items, stays at or "
-        f"above {res.band:g} x the base's ({res.base_validation.rate:.1%}): a matched point cannot be judged "
-        "destruction by the utility rule, by construction. Methods with no point in the band are not audited.</p>"
+        f"above {res.band:g} x the base's ({res.base_validation.rate:.1%}), so matched points keep most of the model's "
+        "utility (the verdict's destruction rule, an absolute drop on the audited retain items, is checked "
+        "separately). Methods with no point in the band are not audited.</p>"
         + page.fig(tradeoff_plot_plotly(res))
         + page.fig(recovery_vs_strength_plotly(res))
         + table_html(rows)
@@ -118,4 +119,29 @@ def standard_metrics_html(summary: AuditSummary) -> str:
         "against holdout people no model saw (the retain-only model's in brackets), and MUSE's PrivLeak (0: like the "
         "retrained model; -100: every forget item detected). The last column says where they agree with the "
         "audit's verdict.</p>" + table_html(rows)
+    )
+
+
+def variants_html(summary: AuditSummary) -> str:
+    """Plain accuracy on the audited forget items and on each other wording of the same facts, per model."""
+
+    def pct(d: dict[str, Any] | None) -> str:
+        if not d or d.get("rate") is None:
+            return "-"
+        return f"{d['rate']:.1%} [{d['lo']:.0%}, {d['hi']:.0%}]"
+
+    rows = []
+    for name, m in summary.models.items():
+        sec = m.sections.get("variants")
+        if not sec:
+            continue
+        row: dict[str, Any] = {"model": name, "audited forget items": pct(m.scores.forget_acc.to_dict())}
+        for split, r in sec.items():
+            row[f"{split} (n={r['n']})"] = pct(r["accuracy"])
+        rows.append(row)
+    return (
+        "<p class='meta'>Plain greedy accuracy (95% interval clustered by fact) on the audited forget items and on "
+        "other wordings of the same facts: held-out phrasings (does the unlearning generalise?) and, on the toy "
+        "world, the biography sentences the facts were also trained in (related-fact leakage). The retain-only "
+        "row is the floor.</p>" + table_html(rows)
     )

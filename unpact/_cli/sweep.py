@@ -39,6 +39,10 @@ def _run(args: argparse.Namespace) -> int:
         "weights": args.weights,
         "progress": not args.quiet,
     }
+    from unpact.sweep import check_band, parse_schedules
+
+    parse_schedules(methods, args.points)  # bad input fails before the toy world is built
+    check_band(args.band)
     t = time.time()
     user = [n for n, v in (("--base", args.base), ("--forget", args.forget), ("--retain", args.retain)) if v]
     if user:
@@ -63,6 +67,8 @@ def _run(args: argparse.Namespace) -> int:
             out=args.out,
             retain_only=control,
             config=config,
+            device=args.device,
+            dtype=args.dtype,
             **kw,
         )
     else:

@@ -12,8 +12,10 @@ OUT/
                          tuned_lens)
   models/NAME/           toy world: the unlearned models the audit made (a sweep: one per point)
   sweep.json             a strength sweep (unpact sweep): its points, their cheap audit and the chosen ones
-  validation.json        a sweep: validation retain hits per model (people disjoint from the audited retain)
+  sweep_key.json         a sweep: what its checkpoints depend on (a re-run with other settings is refused)
+  validation.json        a sweep: validation retain hits per model (facts disjoint from the audited retain)
   metrics/MODEL.json     the field's standard metrics of one model (TOFU truth ratio, MIA scores...)
+  metrics/variants/MODEL.json   its greedy hits on other wordings of the forget facts (held-out, biographies)
   plots/NAME.png         saved figures (a sweep's trade-off and recovery plots)
   sweep/                 a utility-matched audit: the sweep (itself laid out as above) its points came from
   summary.json           the typed AuditSummary
@@ -185,6 +187,11 @@ class AuditDir:
         return self.root / "sweep.json"
 
     @property
+    def sweep_key_path(self) -> Path:
+        """``sweep_key.json``: what a sweep's checkpoints depend on (methods, strengths, seeds, data, base)."""
+        return self.root / "sweep_key.json"
+
+    @property
     def validation_path(self) -> Path:
         """``validation.json``: a sweep's validation retain hits, model name -> one bool per item."""
         return self.root / "validation.json"
@@ -197,6 +204,10 @@ class AuditDir:
     def metrics_path(self, model: str) -> Path:
         """``metrics/MODEL.json``: one model's :class:`unpact.standard_metrics.StandardMetrics`."""
         return self.root / "metrics" / f"{check_model_name(model, reserved=False)}.json"
+
+    def variants_path(self, model: str) -> Path:
+        """``metrics/variants/MODEL.json``: one model's greedy hits on other wordings of the forget facts."""
+        return self.root / "metrics" / "variants" / f"{check_model_name(model, reserved=False)}.json"
 
     @property
     def metrics_skipped_path(self) -> Path:

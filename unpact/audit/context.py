@@ -56,6 +56,7 @@ class AuditRun:
         retain_attacked: The retain items that are also attacked and attributed.
         probe_train: The retain items the probes are fit on (of all given, spread over facts).
         holdout: Items about people no model was trained on (membership inference's non-members; may be empty).
+        variants: Split name -> other wordings of the forget facts (held-out phrasings, biography sentences).
         dir: The output directory.
         store: The record store.
         attacks: Attack names (without ``plain``).
@@ -86,6 +87,7 @@ class AuditRun:
     format_check: Any = None
     probe_train: list[Example] = field(default_factory=list)
     holdout: list[Example] = field(default_factory=list)
+    variants: dict[str, list[Example]] = field(default_factory=dict)
 
     # ----- helpers for stages --------------------------------------------------------------------
     def chunks(self, items: Sequence[Example]) -> list[tuple[int, list[Example]]]:

@@ -8,7 +8,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["audit", "audit_toyworld", "prepare"]
+__all__ = ["audit", "audit_toyworld", "prepare", "resolve_max_new_tokens"]
 
 
 def _check_items(forget: Sequence[Example], retain: Sequence[Example]) -> None:
@@ -68,6 +68,14 @@ def _probe_pool(forget: Sequence[Example], retain: Sequence[Example]) -> list[Ex
     return keep
 
 
+def resolve_max_new_tokens(config: AuditConfig, base: Subject, items: Sequence[Example]) -> int:
+    """Tokens decoded per answer: ``config.max_new_tokens``, else 4 more than the longest gold answer's tokens."""
+    if config.max_new_tokens is not None:
+        return config.max_new_tokens
+    tok = base.tokenizer
+    return 4 + max(len(tok(" " + e.answer, add_special_tokens=False)["input_ids"]) for e in items)
+
+
 def prepare(
     config: AuditConfig,
     models: Models,
@@ -75,6 +83,7 @@ def prepare(
     retain: Sequence[Example],
     *,
     holdout: Sequence[Example] = (),
+    variants: Mapping[str, Sequence[Example]] | None = None,
     callback: Callback | None = None,
 ) -> AuditRun:
     """Check the inputs, open the output directory and check the resume key: the state stages run on.
@@ -104,10 +113,7 @@ def prepare(
     fmt = config.prompt_format(models.base.prompt_format)
     models = models.with_format(fmt)  # every model is put to in one format
     attacks = [a for a in (config.attacks if config.attacks is not None else DEFAULT_ATTACKS) if a != "plain"]
-    max_new = config.max_new_tokens
-    if max_new is None:
-        tok = models.base.tokenizer
-        max_new = 4 + max(len(tok(" " + e.answer, add_special_tokens=False)["input_ids"]) for e in forget + retain)
+    max_new = resolve_max_new_tokens(config, models.base, [*forget, *retain])
     # before the directory is keyed: a wrong format must not block the rerun the error asks for
     format_check = check_format(config, models.base, forget, retain, max_new)
     key = resume_key(
@@ -137,6 +143,7 @@ def prepare(
         callback=callback or (lambda stage, info: None),
         format_check=format_check,
         holdout=list(holdout),
+        variants={k: list(v) for k, v in (variants or {}).items()},
     )
 
 
@@ -149,6 +156,7 @@ def audit(
     stages: Sequence[Stage] | None = None,
     callback: Callback | None = None,
     holdout: Sequence[Example] = (),
+    variants: Mapping[str, Sequence[Example]] | None = None,
 ) -> AuditSummary:
     """Audit unlearned models against the base and the retain-only model; resumable.
 
@@ -168,6 +176,9 @@ def audit(
         callback: Called as ``callback(stage, info)`` after every finished unit of work.
         holdout: Items about people no model was trained on: the non-members of the standard metrics'
             membership-inference scores (stage ``standard_metrics``; none: no MIA). The toy world has them.
+        variants: Split name -> other wordings of the forget facts, e.g. held-out phrasings or biography
+            sentences: their plain accuracy per model is reported next to the audited phrasings' (stage
+            ``variants``). The toy world gives ``forget_heldout`` and ``forget_bios``.
 
     Returns:
         The :class:`~unpact.audit.summary.AuditSummary`, also written to ``summary.json``.
@@ -179,7 +190,7 @@ def audit(
     from unpact.audit.plan import plan
     from unpact.audit.stages import default_stages
 
-    run = prepare(config, models, forget, retain, holdout=holdout, callback=callback)
+    run = prepare(config, models, forget, retain, holdout=holdout, variants=variants, callback=callback)
     format_check = run.format_check
     todo = list(stages) if stages is not None else default_stages()
     estimate = plan(run, todo)
@@ -294,13 +305,14 @@ def audit_toyworld(
     base, control = world.load_base(device, dtype), world.load_retain_only(device, dtype)
     retain = world.retain
     if config.strength == "matched":
-        unlearned, retain = matched_toyworld(world, config, out, base, control)
+        unlearned, retain = matched_toyworld(world, config, out, control)
     else:
         unlearned = unlearn_toyworld(
             world, config.methods, out, seed=config.seed, progress=config.progress, workers=config.workers
         )
     models = Models(base, unlearned, retain_only=control, device=device, dtype=dtype)
-    return audit(config, models, world.forget, retain, callback=callback, holdout=world.holdout)
+    variants = {"forget_heldout": world.forget_heldout, "forget_bios": world.forget_bios}
+    return audit(config, models, world.forget, retain, callback=callback, holdout=world.holdout, variants=variants)
 
 
 def _copy_model(src: Path, dest: Path) -> None:
@@ -314,7 +326,7 @@ def _copy_model(src: Path, dest: Path) -> None:
 
 
 def matched_toyworld(
-    world: ToyWorld, config: AuditConfig, out: AuditDir, base: Subject, control: Subject
+    world: ToyWorld, config: AuditConfig, out: AuditDir, control: Subject
 ) -> tuple[dict[str, str], list[Example]]:
     """Each method at its utility-matched point: sweep its strength (``out/sweep``), copy the chosen models.
 
@@ -326,7 +338,7 @@ def matched_toyworld(
     from unpact.sweep import DEFAULT_VALIDATION, split_validation, sweep
 
     result = sweep(
-        base,
+        world.load_base(),  # unlearned as in --strength default: float32 on CPU, whatever the audit's device
         world.forget,
         world.retain,
         list(config.methods),
@@ -347,7 +359,13 @@ def matched_toyworld(
             continue
         dest = out.model_dir(method)
         src = AuditDir(out.sweep_dir).model_dir(point.name)
-        if not (dest / "config.json").exists() or _unlearn_record(dest) != _unlearn_record(src):
+        if (dest / "config.json").exists() and _unlearn_record(dest) != _unlearn_record(src):
+            raise InputError(
+                f"{str(out.root)!r} already holds another {method} model than the matched point {point.name}",
+                source="--out",
+                fix="audit into a new directory (an audit directory keeps the models its records were made with)",
+            )
+        if not (dest / "config.json").exists():
             _copy_model(src, dest)
         paths[method] = str(dest)
     if not paths:

@@ -16,7 +16,7 @@ from unpact.sweep.schedule import (
     default_schedule,
     parse_schedules,
 )
-from unpact.sweep.select import DEFAULT_BAND, Choice, SweepPoint, choose_matched
+from unpact.sweep.select import DEFAULT_BAND, Choice, SweepPoint, check_band, choose_matched
 
 __all__ = [
     "CHEAP_STAGES_OFF",
@@ -28,6 +28,7 @@ __all__ = [
     "Schedule",
     "SweepPoint",
     "SweepResult",
+    "check_band",
     "choose_matched",
     "default_schedule",
     "parse_schedules",

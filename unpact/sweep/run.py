@@ -29,7 +29,7 @@ from unpact.data import Example
 from unpact.errors import InputError
 from unpact.scoring import Rate, rate
 from unpact.sweep.schedule import Schedule, parse_schedules
-from unpact.sweep.select import DEFAULT_BAND, Choice, SweepPoint, choose_matched
+from unpact.sweep.select import DEFAULT_BAND, Choice, SweepPoint, check_band, choose_matched
 
 if TYPE_CHECKING:
     from unpact.audit.summary import AuditSummary
@@ -122,7 +122,8 @@ class SweepResult:
             d["points"][c.seed] = c.point
             d["verdicts"][c.seed] = by_name[c.point].verdict if c.point else None
         for d in out.values():
-            label, k = Counter(d["verdicts"].values()).most_common(1)[0]
+            counts = Counter(v if v is not None else "no point in the band" for v in d["verdicts"].values())
+            label, k = counts.most_common(1)[0]  # ties: the first seed's
             d.update(majority=label, agree=k, n=len(d["verdicts"]))
         return out
 
@@ -232,7 +233,7 @@ def split_validation(
         pool = [e for e in retain[max_retain:] if keys[e.id] not in head]
     else:
         pool = retain
-    val = spread(pool, n, by="fact")
+    val = spread(pool, min(n, len({keys[e.id] for e in pool})), by="fact")  # one phrasing per fact
     held = {keys[e.id] for e in val}
     audited = [e for e in retain if keys[e.id] not in held]
     if not held or not audited:
@@ -244,10 +245,55 @@ def split_validation(
     return audited, val
 
 
-def _hits(subject: Subject, items: Sequence[Example]) -> list[bool]:
+def _hits(subject: Subject, items: Sequence[Example], max_new_tokens: int) -> list[bool]:
     from unpact.evaluate import evaluate
 
-    return [r.lenient for r in evaluate(subject, items, max_new_tokens=8).records]
+    return [r.lenient for r in evaluate(subject, items, max_new_tokens=max_new_tokens).records]
+
+
+def _sweep_key(
+    base: Subject,
+    forget: Sequence[Example],
+    retain: Sequence[Example],
+    schedules: Sequence[Schedule],
+    seeds: Sequence[int],
+    n_validation: int,
+    config: AuditConfig,
+    unlearn_kw: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What a sweep directory's checkpoints and validation hits depend on."""
+    import hashlib
+
+    def sha(obj: Any) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    return {
+        "schedules": [s.to_dict() for s in schedules],
+        "seeds": list(seeds),
+        "unlearn_kw": sha(dict(unlearn_kw or {})),
+        "base": base.weights_hash(),
+        "forget": sha([e.to_dict() for e in forget]),
+        "retain": sha([e.to_dict() for e in retain]),
+        "validation": [n_validation, config.max_retain],
+    }
+
+
+def _check_sweep_key(d: AuditDir, key: dict[str, Any]) -> None:
+    """Refuse a directory holding another sweep (its checkpoints would be reused as this one's)."""
+    from unpact.errors import AuditConfigMismatch
+
+    path = d.sweep_key_path
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != key:
+            differ = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+            raise AuditConfigMismatch(
+                f"{str(d.root)!r} holds a sweep with other {', '.join(differ)}",
+                source="--out",
+                fix="re-run with the same settings to resume it, or choose a new output directory",
+            )
+    else:
+        atomic_write_text(path, json.dumps(key, indent=1, sort_keys=True) + "\n")
 
 
 def _unlearn_schedule(
@@ -345,6 +391,8 @@ def sweep(
     config: AuditConfig | None = None,
     progress: bool = True,
     unlearn_kw: Mapping[str, Any] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> SweepResult:
     """Unlearn with each method along its strength, audit every point cheaply, choose the matched points.
 
@@ -367,21 +415,30 @@ def sweep(
             switched off (:data:`CHEAP_STAGES_OFF`) and ``out`` is replaced.
         progress: Progress bars and phase lines.
         unlearn_kw: Extra arguments of :func:`unpact.unlearn.unlearn` (``lr``, ``batch_size``, hyperparameters).
+        device: Where the saved points are loaded for validation and the cheap audit (default: CPU).
+        dtype: Their dtype (default: as saved).
+
+    Raises:
+        InputError: Bad strengths, seeds or band (before any work).
+        AuditConfigMismatch: ``out`` holds a sweep with other methods, strengths, seeds, data or base model.
 
     Returns:
         The :class:`SweepResult` (also ``OUT/sweep.json``).
     """
     from unpact.audit.models import Models
-    from unpact.audit.run import audit
+    from unpact.audit.run import audit, resolve_max_new_tokens
     from unpact.audit.stages import default_stages
 
     t0 = time.time()
-    d = AuditDir.create(out)
-    schedules = parse_schedules(list(methods), points)
+    schedules = parse_schedules(list(methods), points)  # every input checked before any work
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"seeds must be distinct and at least one, got {seeds}", source="seeds (--seeds)")
-    audited, validation = split_validation(retain, n_validation, max_retain=(config or AuditConfig()).max_retain)
+    check_band(band)
+    base_cfg = config or AuditConfig()
+    audited, validation = split_validation(retain, n_validation, max_retain=base_cfg.max_retain)
+    d = AuditDir.create(out)
+    _check_sweep_key(d, _sweep_key(base, forget, retain, schedules, seeds, n_validation, base_cfg, unlearn_kw))
     names: dict[tuple[str, int], list[str]] = {}
     for sched in schedules:
         for seed in seeds:
@@ -406,7 +463,11 @@ def sweep(
 
     t = time.time()
     all_names = [n for ns in names.values() for n in ns]
-    models = Models(base, {n: str(d.model_dir(n)) for n in all_names}, retain_only=retain_only)
+    fmt = base_cfg.prompt_format(base.prompt_format)
+    models = Models(
+        base, {n: str(d.model_dir(n)) for n in all_names}, retain_only=retain_only, device=device, dtype=dtype
+    ).with_format(fmt)  # validated in the audit's format, with its answer length
+    max_new = resolve_max_new_tokens(base_cfg, models.base, [*forget, *retain])
     ids = [e.id for e in validation]
     saved: dict[str, Any] = {}
     if d.validation_path.exists():
@@ -416,7 +477,7 @@ def sweep(
     if todo:
         say(f"validation retain accuracy on {len(validation)} items of {len({e.subject for e in validation})} people")
     for n in todo:
-        val_hits[n] = _hits(models.base if n == "base" else models.unlearned[n], validation)
+        val_hits[n] = _hits(models.base if n == "base" else models.unlearned[n], validation, max_new)
         atomic_write_text(d.validation_path, json.dumps({"ids": ids, "hits": val_hits}))
     seconds["validation"] = round(time.time() - t, 1)
 
@@ -424,7 +485,6 @@ def sweep(
     val = {n: rate(h, clusters) for n, h in val_hits.items()}
 
     t = time.time()
-    base_cfg = config or AuditConfig()
     off = dict(CHEAP_STAGES_OFF)
     if not weights:
         off.update(relearn=False, quantize=False)

@@ -11,6 +11,7 @@ where ``theta_1`` is the ``alpha = 1`` model (the task-vector edit is linear in 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -77,6 +78,8 @@ def _check_points(method: str, kind: Kind, points: Sequence[Any], source: str) -
         vals = [float(p) for p in points]
     except (TypeError, ValueError) as exc:
         raise InputError(f"{method}: strengths must be numbers, got {list(points)!r}", source=source) from exc
+    if not all(math.isfinite(v) for v in vals):
+        raise InputError(f"{method}: strengths must be finite numbers, got {vals}", source=source)
     if not vals:
         raise InputError(f"{method}: no strengths given", source=source, fix="give e.g. 5,10,20")
     if kind == "steps" and any(v != int(v) or v < 1 for v in vals):
@@ -110,7 +113,11 @@ def parse_schedules(methods: Sequence[str], spec: str | Mapping[str, Sequence[fl
         for part in filter(None, (p.strip() for p in spec.split(";"))):
             if "=" in part:
                 name, _, vals = part.partition("=")
+                if name.strip() in given:
+                    raise InputError(f"strengths given twice for {name.strip()}", source=source, fix="give each once")
                 given[name.strip()] = [v for v in vals.split(",") if v.strip()]
+            elif every is not None:
+                raise InputError(f"two bare strength lists in {spec!r}", source=source, fix="give one, or METHOD=...")
             else:
                 every = [v for v in part.split(",") if v.strip()]
     elif spec is not None:

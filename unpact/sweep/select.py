@@ -2,9 +2,10 @@
 
 A fair comparison of unlearning methods holds utility fixed. For each method (and seed) the sweep picks
 the *strongest* point whose retain accuracy, measured on validation items disjoint from the audited
-retain items, is at least ``band`` times the base model's (default 0.9). The chosen points cannot be
-judged "destruction" by the utility rule, by construction; a method whose weakest point already falls
-out of the band is reported as such (no point is chosen for it).
+retain items, is at least ``band`` times the base model's (default 0.9). The chosen points keep most of
+the model's utility; the verdict's destruction rule (an absolute retain-accuracy drop on the audited
+items) is still applied to them in the audit. A method with no point in the band is reported as such
+(no point is chosen for it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from unpact.errors import InputError
 from unpact.scoring import Rate
 
-__all__ = ["DEFAULT_BAND", "SweepPoint", "Choice", "choose_matched"]
+__all__ = ["DEFAULT_BAND", "SweepPoint", "Choice", "choose_matched", "check_band"]
 
 #: Default utility band: validation retain accuracy at least 90% of the base model's.
 DEFAULT_BAND = 0.9
@@ -32,7 +33,7 @@ class SweepPoint:
         kind: ``"steps"`` or ``"alpha"``.
         strength: Steps or alpha.
         seed: Unlearning seed.
-        validation: Retain accuracy on the validation items (disjoint people from the audited retain).
+        validation: Retain accuracy on the validation items (facts disjoint from the audited retain items).
         forget_acc: Plain accuracy on the forget items.
         retain_acc: Plain accuracy on the audited retain items.
         forgotten: Share of the base-known forget items answered wrong.
@@ -104,6 +105,13 @@ class Choice:
         return cls(**d)
 
 
+def check_band(band: float) -> float:
+    """``band`` if it lies in (0, 1], else :class:`InputError`."""
+    if isinstance(band, bool) or not isinstance(band, (int, float)) or not 0 < band <= 1:
+        raise InputError(f"the utility band must be in (0, 1], got {band!r}", source="band (--band)", fix="e.g. 0.9")
+    return float(band)
+
+
 def choose_matched(points: Sequence[SweepPoint], base_validation: float, band: float = DEFAULT_BAND) -> list[Choice]:
     """The strongest in-band point of every (method, seed) in ``points``.
 
@@ -118,8 +126,7 @@ def choose_matched(points: Sequence[SweepPoint], base_validation: float, band: f
     Raises:
         InputError: For a band outside (0, 1] or a base accuracy outside [0, 1].
     """
-    if not 0 < band <= 1:
-        raise InputError(f"the utility band must be in (0, 1], got {band}", source="band (--band)", fix="e.g. 0.9")
+    check_band(band)
     if not 0 <= base_validation <= 1:
         raise InputError(f"base validation accuracy must be in [0, 1], got {base_validation}", source="choose_matched")
     threshold = band * base_validation
@@ -129,7 +136,8 @@ def choose_matched(points: Sequence[SweepPoint], base_validation: float, band: f
     out = []
     for (method, seed), pts in groups.items():
         pts = sorted(pts, key=lambda p: p.strength)
-        inside = [p for p in pts if p.validation.value is not None and p.validation.rate >= threshold]
+        # a small tolerance: 0.9 x 0.8 is 0.7200000000000001 in floating point, and 144/200 must count
+        inside = [p for p in pts if p.validation.value is not None and p.validation.rate >= threshold - 1e-9]
         head = f"band: validation retain accuracy >= {band:g} x base {base_validation:.1%} = {threshold:.1%}"
         if not inside:
             weakest = pts[0]

@@ -37,7 +37,7 @@ from unpact._procs import pool_broke, process_pool, resolve_workers
 from unpact.data import Example, load_examples, save_examples
 from unpact.errors import InputError, MissingFileError, UnknownNameError
 from unpact.prompts import QUESTION_FIELD, PromptFormat
-from unpact.toyworld.kb import KnowledgeBase, Person, holdout_people, make_kb
+from unpact.toyworld.kb import KnowledgeBase, Person, bio_cloze, holdout_people, make_kb
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +225,17 @@ class ToyWorld:
         nothing is written to the world directory and the models do not change.
         """
         return self.split("holdout")
+
+    @property
+    def forget_bios(self) -> list[Example]:
+        """The forget people's facts completing their biography sentences (:func:`~unpact.toyworld.kb.bio_cloze`).
+
+        Related-fact leakage: the same facts asked outside the question format. The models saw these sentences
+        in training only when the preset trains biographies (``config["train_bios"]``: the default world does,
+        the micro world does not).
+        """
+        kb = self._kb()
+        return [e for p in kb.forget_people(10) for e in bio_cloze(p)]
 
     def bios(self) -> dict[str, str]:
         """Person id -> biography text."""

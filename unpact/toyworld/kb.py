@@ -132,6 +132,35 @@ class Person:
         )
 
 
+def bio_cloze(person: Person) -> list[Example]:
+    """Each of ``person``'s facts as the completion of its biography sentence (:meth:`Person.bio`'s wording).
+
+    The prompt is the sentence up to the fact (``"Ada Lee was born in"`` -> ``"Varnholm"``): the text the
+    world's models were trained on when ``train_bios`` is on, asked without the question format. Accuracy on
+    these items about forget people measures related-fact leakage next to the trained question phrasings.
+    """
+    f, n = person.facts, person.name
+    prefixes = {
+        "birth_city": f"{n} was born in",
+        "birth_year": f"{n} was born in {f['birth_city']} in",
+        "profession": f"{n} works as {v.article(f['profession'])}",
+        "employer": f"{n} works as {v.article(f['profession'])} {f['profession']} at",
+        "book": f"{n} wrote the book",
+        "mother": f"The mother of {n} is",
+    }
+    return [
+        Example(
+            id=f"{person.pid}.{attr}.bio",
+            prompt=prefixes[attr],
+            answer=f[attr],
+            subject=n,
+            keywords=tuple(n.split()),
+            meta={"person": person.pid, "attribute": attr, "template": f"{attr}.bio", "phrasing": "bio"},
+        )
+        for attr in ATTRIBUTES
+    ]
+
+
 @dataclass(frozen=True)
 class KnowledgeBase:
     """The people and the seeded forget splits.
@@ -248,6 +277,28 @@ def _draw_facts(rng: random.Random, last: str, surnames: list[str], used: dict[s
     }
 
 
+def _draw_people(
+    rng: random.Random,
+    n: int,
+    surnames: list[str],
+    *,
+    taken: set[str],
+    used: dict[str, set[str]],
+    first_index: int = 0,
+) -> list[Person]:
+    """``n`` people with names not in ``taken`` (updated), facts by :func:`_draw_facts` (``used`` updated)."""
+    people: list[Person] = []
+    while len(people) < n:
+        first = v.word(rng, 2)
+        last = rng.choice(surnames)
+        name = f"{first} {last}"
+        if name in taken or first == last:
+            continue
+        taken.add(name)
+        people.append(Person(index=first_index + len(people), name=name, facts=_draw_facts(rng, last, surnames, used)))
+    return people
+
+
 def make_kb(n_people: int, seed: int = 0) -> KnowledgeBase:
     """Draw a knowledge base of ``n_people`` fictitious people, deterministically from ``seed``.
 
@@ -266,18 +317,8 @@ def make_kb(n_people: int, seed: int = 0) -> KnowledgeBase:
             f"n_people must be >= 10 so every forget split holds a person, got {n_people}", source="make_kb"
         )
     rng = random.Random(f"unpact-toyworld-{seed}")
-    names: set[str] = set()
     surnames = _surname_pool(rng, n_people)
-    people: list[Person] = []
-    used: dict[str, set[str]] = {}
-    while len(people) < n_people:
-        first = v.word(rng, 2)
-        last = rng.choice(surnames)
-        name = f"{first} {last}"
-        if name in names or first == last:
-            continue
-        names.add(name)
-        people.append(Person(index=len(people), name=name, facts=_draw_facts(rng, last, surnames, used)))
+    people = _draw_people(rng, n_people, surnames, taken=set(), used={})
     order = list(range(n_people))
     rng.shuffle(order)
     return KnowledgeBase(people=tuple(people), forget_order=tuple(order), seed=seed)
@@ -315,14 +356,4 @@ def holdout_people(kb: KnowledgeBase, n: int, seed: int | None = None) -> list[P
         for attr, value in p.facts.items():
             used.setdefault(attr, set()).add(value)
     rng = random.Random(f"unpact-toyworld-holdout-{seed}")
-    people: list[Person] = []
-    while len(people) < n:
-        first = v.word(rng, 2)
-        last = rng.choice(surnames)
-        name = f"{first} {last}"
-        if name in taken or first == last:
-            continue
-        taken.add(name)
-        index = len(kb.people) + len(people)
-        people.append(Person(index=index, name=name, facts=_draw_facts(rng, last, surnames, used)))
-    return people
+    return _draw_people(rng, n, surnames, taken=taken, used=used, first_index=len(kb.people))

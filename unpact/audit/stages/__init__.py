@@ -18,6 +18,7 @@ from unpact.audit.stages.soft_prompt import SoftPromptStage
 from unpact.audit.stages.standard_metrics import StandardMetricsStage
 from unpact.audit.stages.tracers import AttributionStage, CircuitsStage, LensStage
 from unpact.audit.stages.tradeoff import TradeoffStage
+from unpact.audit.stages.variants import VariantsStage
 from unpact.audit.stages.verdict import VerdictStage
 from unpact.audit.stages.weights import QuantizeStage, RelearnStage
 
@@ -41,6 +42,7 @@ DEFAULT_STAGES: tuple[type[Stage], ...] = (
     DestructiveStage,
     QualityStage,
     StandardMetricsStage,
+    VariantsStage,
     TradeoffStage,
     EvidenceStage,
     VerdictStage,

@@ -37,6 +37,14 @@ def _sig(x: float) -> float | None:
     return None if x != x else float(f"{float(x):.4g}")
 
 
+def _items_digest(run: AuditRun) -> str:
+    """A hash of the forget, retain and holdout items' content."""
+    import hashlib
+
+    data = [[e.to_dict() for e in items] for items in (run.forget, run.retain, run.holdout)]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def standard_section(mine: StandardMetrics, ref: StandardMetrics | None) -> dict[str, Any]:
     """The summary section of one model: its own numbers, and the comparison with the retain-only model."""
     from unpact.standard_metrics import compare_standard_metrics
@@ -76,12 +84,7 @@ class StandardMetricsStage(Stage):
         return {"max_items": run.config.standard_items}
 
     def _items_key(self, run: AuditRun) -> dict[str, Any]:
-        return {
-            "forget": [e.id for e in run.forget],
-            "holdout": [e.id for e in run.holdout],
-            "retain": [e.id for e in run.retain],
-            "max_items": run.config.standard_items,
-        }
+        return {"items": _items_digest(run), "max_items": run.config.standard_items}
 
     def _skipped(self, run: AuditRun) -> str | None:
         """The reason these items were found unusable before (saved), else ``None``."""
@@ -96,20 +99,25 @@ class StandardMetricsStage(Stage):
             return []
         return [m for m in run.models.names if self._load(run, m) is None]
 
+    def _key(self, run: AuditRun, model: str) -> dict[str, Any]:
+        """What a saved result depends on: the items' content, the settings and the model's weights."""
+        return {
+            "items": _items_digest(run),
+            "max_items": run.config.standard_items,
+            "weights": run.models[model].weights_hash(),
+        }
+
     def _load(self, run: AuditRun, model: str) -> StandardMetrics | None:
-        """The saved result of ``model`` when it was computed on these items with these settings."""
+        """The saved result of ``model`` when it was computed on these items, settings and weights."""
         from unpact.standard_metrics import StandardMetrics
 
         path = run.dir.metrics_path(model)
         if not path.exists():
             return None
-        saved = StandardMetrics.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        want = self._kw(run)["max_items"]
-        if saved.settings.get("max_items") != want or not set(saved.forget_ids) <= {e.id for e in run.forget}:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") != self._key(run, model):
             return None
-        if not set(saved.holdout_ids) <= {e.id for e in run.holdout} or not saved.holdout_ids and run.holdout:
-            return None
-        return saved
+        return StandardMetrics.from_dict(saved["metrics"])
 
     def work(self, run: AuditRun) -> Work:
         from unpact.audit.plan import Work
@@ -140,7 +148,8 @@ class StandardMetricsStage(Stage):
                     info = {"reason": str(exc), "items": self._items_key(run)}
                     atomic_write_text(run.dir.metrics_skipped_path, json.dumps(info) + "\n")
                     return
-                atomic_write_text(run.dir.metrics_path(name), json.dumps(saved.to_dict()) + "\n")
+                payload = {"key": self._key(run, name), "metrics": saved.to_dict()}
+                atomic_write_text(run.dir.metrics_path(name), json.dumps(payload) + "\n")
                 bar.update(1)
             results[name] = saved
         bar.close()
