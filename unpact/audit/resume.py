@@ -12,10 +12,11 @@ from unpact.audit.config import RECORDS_SCHEMA
 if TYPE_CHECKING:
     from unpact.audit.config import AuditConfig
 
-__all__ = ["resume_key", "key_hash", "key_differences"]
+__all__ = ["resume_key", "key_hash", "key_differences", "content_hash"]
 
 
-def _sha(obj: Any) -> str:
+def content_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (keys sorted; other objects by ``str``): what saved work depends on."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -53,20 +54,20 @@ def resume_key(
             "attacks": list(attacks),
             "max_new_tokens": max_new_tokens,
             "prompt_format": dict(prompt_format or {}),
-            "stop_list": _sha(sorted(stop_list(config.stop_words))),  # a file's words, not only its path
+            "stop_list": content_hash(sorted(stop_list(config.stop_words))),  # a file's words, not only its path
         },
         "models": dict(model_hashes),
         "data": {
-            "forget": _sha([e.to_dict() for e in forget]),
-            "retain": _sha([e.to_dict() for e in retain]),
-            **({"probe_train": _sha([e.to_dict() for e in probe_train])} if probe_train else {}),
+            "forget": content_hash([e.to_dict() for e in forget]),
+            "retain": content_hash([e.to_dict() for e in retain]),
+            **({"probe_train": content_hash([e.to_dict() for e in probe_train])} if probe_train else {}),
         },
     }
 
 
 def key_hash(key: Mapping[str, Any]) -> str:
     """A short stable hash of a :func:`resume_key`."""
-    return _sha(key)
+    return content_hash(key)
 
 
 def key_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -262,10 +262,7 @@ def _sweep_key(
     unlearn_kw: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """What a sweep directory's checkpoints and validation hits depend on."""
-    import hashlib
-
-    def sha(obj: Any) -> str:
-        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from unpact.audit.resume import content_hash as sha
 
     return {
         "schedules": [s.to_dict() for s in schedules],

@@ -39,10 +39,9 @@ def _sig(x: float) -> float | None:
 
 def _items_digest(run: AuditRun) -> str:
     """A hash of the forget, retain and holdout items' content."""
-    import hashlib
+    from unpact.audit.resume import content_hash
 
-    data = [[e.to_dict() for e in items] for items in (run.forget, run.retain, run.holdout)]
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return content_hash([[e.to_dict() for e in items] for items in (run.forget, run.retain, run.holdout)])
 
 
 def standard_section(mine: StandardMetrics, ref: StandardMetrics | None) -> dict[str, Any]:

@@ -32,10 +32,9 @@ class VariantsStage(Stage):
 
     def _key(self, run: AuditRun, model: str) -> dict[str, Any]:
         """What saved hits depend on: the items' content, the answer length and the model's weights."""
-        import hashlib
+        from unpact.audit.resume import content_hash
 
-        items = {split: [e.to_dict() for e in v] for split, v in run.variants.items()}
-        digest = hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        digest = content_hash({split: [e.to_dict() for e in v] for split, v in run.variants.items()})
         return {"items": digest, "max_new_tokens": run.max_new_tokens, "weights": run.models[model].weights_hash()}
 
     def _load(self, run: AuditRun, model: str) -> dict[str, list[bool]] | None:
