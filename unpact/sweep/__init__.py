@@ -8,7 +8,8 @@ Example:
 
 from __future__ import annotations
 
-from unpact.sweep.run import CHEAP_STAGES_OFF, DEFAULT_VALIDATION, SweepResult, split_validation, sweep, sweep_toyworld
+from unpact.sweep.result import SweepResult
+from unpact.sweep.run import CHEAP_STAGES_OFF, DEFAULT_VALIDATION, split_validation, sweep, sweep_toyworld
 from unpact.sweep.schedule import (
     DEFAULT_ALPHA_POINTS,
     DEFAULT_STEP_POINTS,
