@@ -215,8 +215,6 @@ def _point(name: str, sched: Schedule, strength: float, seed: int, summary: Audi
     sc = m.scores
     best = sc.best_attack()
     extra: dict[str, Any] = {"levels": {k: v.outcome for k, v in m.levels.items()}}
-    if m.destructive is not None:
-        extra["destructive"] = m.destructive.rate
     return SweepPoint(
         name=name,
         method=sched.method,
