@@ -20,15 +20,27 @@ def base_forget_acc(micro_world, toy_base):
 
 
 def test_registry():
-    assert set(METHODS) == {"ga", "ga_gd", "ga_kl", "npo", "npo_gd", "npo_kl", "idk", "task_vector", "rmu"}
+    assert set(METHODS) == {
+        *("ga", "ga_gd", "ga_kl", "npo", "npo_gd", "npo_kl", "idk", "task_vector", "rmu"),
+        *("relearn", "palu", "unierase"),
+    }
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_forgets_and_leaves_reference(method, micro_world, toy_base, base_forget_acc):
     before = ModelState.capture(toy_base.model, with_weights=True)
-    lr = 5e-3 if method == "rmu" else 1e-3
+    lr = {"rmu": 5e-3, "unierase": None}.get(method, 1e-3)  # UniErase trains one embedding row (its own lr)
+    extra = {"unierase": {"alpha": 1.25}}.get(method, {})  # its edit at 1.25x (tests/test_seed_methods.py)
     new = unlearn(
-        toy_base, micro_world.forget, micro_world.retain, method, steps=20, lr=lr, batch_size=16, progress=False
+        toy_base,
+        micro_world.forget,
+        micro_world.retain,
+        method,
+        steps=20,
+        lr=lr,
+        batch_size=16,
+        progress=False,
+        **extra,
     )
     assert ModelState.capture(toy_base.model, with_weights=True) == before  # reference untouched
     assert count_hooks(toy_base.model) == 0 and count_hooks(new.model) == 0

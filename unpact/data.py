@@ -22,6 +22,7 @@ import torch
 
 from unpact.errors import DataFileError, InputError, MissingFileError
 from unpact.prompts import PromptFormat
+from unpact.tokenizer_check import check_same_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -466,27 +467,3 @@ def encode_batch(
         ids[i, : len(e.input_ids)] = e.input_ids
         mask[i, : len(e.input_ids)] = 1
     return Batch(ids, mask, items)
-
-
-def check_same_tokenizer(a: Any, b: Any) -> None:
-    """Raise if two tokenizers would split text differently (models meant to be compared).
-
-    Raises:
-        InputError: Naming the first difference found (vocabulary size, entries or special tokens).
-    """
-    if a is b:
-        return
-    va, vb = a.get_vocab(), b.get_vocab()
-    if len(va) != len(vb):
-        raise InputError(
-            f"the two models' tokenizers differ (vocabulary sizes {len(va)} vs {len(vb)}); "
-            "compare models that share a tokenizer"
-        )
-    if va != vb:
-        diff = next(k for k in va if vb.get(k) != va[k])
-        raise InputError(f"the two models' tokenizers differ (token {diff!r} has ids {va[diff]} vs {vb.get(diff)})")
-    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
-        if getattr(a, attr, None) != getattr(b, attr, None):
-            raise InputError(
-                f"the two models' tokenizers differ in {attr}: {getattr(a, attr, None)} vs {getattr(b, attr, None)}"
-            )

@@ -25,8 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("unlearn", help="unlearn a forget set (GA, NPO, IDK, task vector, RMU, ...)")
     p.add_argument("--model", required=True, help="Hugging Face model directory")
     p.add_argument("--forget", required=True, help="forget examples (TOFU-style JSON / JSONL)")
-    p.add_argument("--retain", default=None, help="retain examples (needed by *_gd, *_kl, idk, rmu)")
-    p.add_argument("--method", default="npo_gd", help="ga, ga_gd, ga_kl, npo, npo_gd, npo_kl, idk, task_vector, rmu")
+    p.add_argument(
+        "--retain", default=None, help="retain examples (needed by *_gd, *_kl, idk, rmu, relearn, palu, unierase)"
+    )
+    p.add_argument(
+        "--method",
+        default="npo_gd",
+        help="ga, ga_gd, ga_kl, npo, npo_gd, npo_kl, idk, task_vector, rmu, relearn, palu, unierase",
+    )
     p.add_argument("--out", required=True, help="directory for the unlearned model (safetensors + tokenizer)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)

@@ -65,10 +65,11 @@ from unpact.attacks.rewrites import front as front
 from unpact.attacks.rewrites import quote as quote
 from unpact.attacks.rewrites import repeat as repeat
 from unpact.attacks.rewrites import restate as restate
-from unpact.attacks.run import AttackOutput, generate_answers, run_attack
+from unpact.attacks.run import AttackOutput, generate_answers, run_attack, unlearning_token_ids
 from unpact.attacks.run import _run_chunk as _run_chunk
 
 __all__ = [
+    "unlearning_token_ids",
     "Attack",
     "AttackOutput",
     "TextTransform",

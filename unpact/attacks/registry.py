@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 TextTransform = Callable[[Example, Sequence[str]], Example]
-AttackKind = Literal["plain", "text", "sampling", "whitebox"]
+AttackKind = Literal["plain", "text", "sampling", "whitebox", "decoding"]
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,16 @@ class Attack:
 
     Attributes:
         name: Registry name.
-        kind: ``"plain"`` (no attack, the reference), ``"text"``, ``"sampling"`` or ``"whitebox"``.
+        kind: ``"plain"`` (no attack, the reference), ``"text"``, ``"sampling"``, ``"whitebox"`` or
+            ``"decoding"`` (the unmodified prompt, decoded under a constraint such as a banned token).
         transform: Prompt rewrite for ``text`` attacks.
         num_samples: Answers sampled per item (``sampling``); 1 means greedy.
         temperature: Sampling temperature (``sampling``).
         embed_scale: Factor on the key tokens' embeddings (``whitebox``); 1 = off.
         attn_bias: Added to attention logits towards key positions (``whitebox``); 0 = off.
+        ban_unlearning_tokens: Ban the model's unlearning tokens (its ``config.unpact_unlearn``
+            record's ``unlearning_tokens``, e.g. UniErase's ``<unl>``) at every decoding step and in the
+            first-token rank (``decoding``). A model without such tokens is decoded as ``plain``.
         description: One line for tables and ``--help``.
     """
 
@@ -49,12 +53,15 @@ class Attack:
     embed_scale: float = 1.0
     attn_bias: float = 0.0
     description: str = ""
+    ban_unlearning_tokens: bool = False
 
     def __post_init__(self) -> None:
         where = f"attack {self.name!r}"
-        if self.kind not in ("plain", "text", "sampling", "whitebox"):
+        if self.kind not in ("plain", "text", "sampling", "whitebox", "decoding"):
             raise UnknownNameError(
-                f"unknown attack kind {self.kind!r}", source=where, fix="choose plain, text, sampling or whitebox"
+                f"unknown attack kind {self.kind!r}",
+                source=where,
+                fix="choose plain, text, sampling, whitebox or decoding",
             )
         if self.kind == "text" and not callable(self.transform):
             raise InputError("a text attack needs a transform fn(example, keywords) -> Example", source=where)
@@ -77,6 +84,7 @@ class Attack:
             "temperature": self.temperature,
             "embed_scale": self.embed_scale,
             "attn_bias": self.attn_bias,
+            **({"ban_unlearning_tokens": True} if self.ban_unlearning_tokens else {}),
             "transform": None
             if fn is None
             else f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
@@ -104,12 +112,19 @@ def _builtin() -> dict[str, Attack]:
         "attn_bias": Attack(
             "attn_bias", "whitebox", attn_bias=2.0, description="+2 on every attention logit towards key positions"
         ),
+        "ban_unl": Attack(
+            "ban_unl",
+            "decoding",
+            ban_unlearning_tokens=True,
+            description="greedy with the model's unlearning token banned (UniErase's <unl>; plain for others)",
+        ),
     }
 
 
 _REGISTRY: dict[str, Attack] = {}
 
-# The audit's default attack set (each cheap on small models).
+# The audit's default attack set (each cheap on small models). The audit adds ``ban_unl`` when a model
+# has unlearning tokens (UniErase).
 DEFAULT_ATTACKS: tuple[str, ...] = (
     "restate",
     "repeat",

@@ -18,7 +18,7 @@ from unpact.models import Subject, frozen
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AttackOutput", "run_attack", "generate_answers"]
+__all__ = ["AttackOutput", "run_attack", "generate_answers", "unlearning_token_ids"]
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,18 @@ def _warn_if_no_keyword(a: Attack, examples: Sequence[Example], keywords: Sequen
         )
 
 
+def unlearning_token_ids(subject: Subject) -> tuple[int, ...]:
+    """Ids of the tokens an unlearning method added to ``subject``'s vocabulary (UniErase's ``<unl>``).
+
+    Read from the model's ``config.unpact_unlearn`` record (``unlearning_tokens``); empty for a
+    model without one, or whose tokenizer lacks them.
+    """
+    record = getattr(subject.model.config, "unpact_unlearn", None) or {}
+    tokens = record.get("unlearning_tokens") or ()
+    vocab = subject.tokenizer.get_vocab()
+    return tuple(int(vocab[t]) for t in tokens if t in vocab)
+
+
 def _run_chunk(
     subject: Subject,
     chunk: Sequence[Example],
@@ -196,6 +208,9 @@ def _run_chunk(
         keep_cache=True,
         fill=fill_id(tok),
     )
+    banned = unlearning_token_ids(subject) if a.ban_unlearning_tokens else ()
+    if banned:  # the first-token rank among the tokens the constrained decoding may choose
+        start.first_logits[:, list(banned)] = float("-inf")
     top1 = [r == 0 for r in start.first_token_rank()]
     lp = [float(x.mean()) for x in start.answer_logprobs]
     new = decode(
@@ -206,6 +221,7 @@ def _run_chunk(
         temperature=a.temperature,
         num_samples=n_samp,
         generator=gen,
+        banned_ids=banned,
     )
     texts = [tok.decode(t, skip_special_tokens=True) for t in new]
     outs = []

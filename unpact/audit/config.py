@@ -42,7 +42,7 @@ __all__ = [
 RECORDS_SCHEMA = 3
 
 #: Unlearning methods the toy-world audit runs by default.
-DEFAULT_METHODS: tuple[str, ...] = ("ga_gd", "npo_gd", "idk", "rmu")
+DEFAULT_METHODS: tuple[str, ...] = ("ga_gd", "npo_gd", "idk", "rmu", "relearn", "palu", "unierase")
 
 #: Items per split of the toy-world audit, per preset (the user's own data is used in full unless
 #: ``max_forget`` / ``max_retain`` / ``n_retain_attacked`` say otherwise): keeps the default audit

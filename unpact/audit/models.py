@@ -117,7 +117,7 @@ class Models:
         for n, m in self.items():
             if n != BASE:
                 try:
-                    check_same_tokenizer(self.base.tokenizer, m.tokenizer)
+                    check_same_tokenizer(self.base.tokenizer, m.tokenizer, allow_added=True)
                 except InputError as exc:
                     raise InputError(f"model {n!r}: {exc}") from exc
 

@@ -93,7 +93,7 @@ def prepare(
         AuditDirError: An unusable output directory.
         AuditConfigMismatch: The directory holds an audit with other settings, models or data.
     """
-    from unpact.attacks import DEFAULT_ATTACKS, get_attack
+    from unpact.attacks import DEFAULT_ATTACKS, get_attack, unlearning_token_ids
     from unpact.audit.format_check import check_format, format_key
     from unpact.evidence import spread
 
@@ -113,6 +113,8 @@ def prepare(
     fmt = config.prompt_format(models.base.prompt_format)
     models = models.with_format(fmt)  # every model is put to in one format
     attacks = [a for a in (config.attacks if config.attacks is not None else DEFAULT_ATTACKS) if a != "plain"]
+    if config.attacks is None and any(unlearning_token_ids(m) for _, m in models.items()):
+        attacks.append("ban_unl")  # a model added an unlearning token (UniErase): decode with it banned
     max_new = resolve_max_new_tokens(config, models.base, [*forget, *retain])
     # before the directory is keyed: a wrong format must not block the rerun the error asks for
     format_check = check_format(config, models.base, forget, retain, max_new)

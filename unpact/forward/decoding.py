@@ -40,6 +40,7 @@ def decode(
     generator: torch.Generator | None = None,
     eos_token_id: int | None = None,
     use_cache: bool = True,
+    banned_ids: tuple[int, ...] = (),
 ) -> list[list[int]]:
     """Continue each prompt of a :class:`PromptPass` greedily or by sampling.
 
@@ -57,6 +58,7 @@ def decode(
         generator: Generator of the sampling draws (CPU).
         eos_token_id: End token (``None``: the tokenizer's; rows without one run to the limit).
         use_cache: Continue from the cache (``False``: recompute every step).
+        banned_ids: Token ids never generated (their logits set to ``-inf`` at every step).
 
     Returns:
         ``rows * num_samples`` lists of new token ids (the end token excluded). Generation also stops
@@ -96,6 +98,9 @@ def decode(
     n_ctx = subject.n_ctx
     with frozen(subject.model), torch.no_grad():
         for step in range(max_new_tokens):
+            if banned_ids:
+                logits = logits.clone()
+                logits[:, list(banned_ids)] = float("-inf")
             nxt = _pick(logits, sample, temperature, generator)
             for i in range(rows):
                 if done[i]:

@@ -171,7 +171,7 @@ def _unlearn_schedule(
     """Unlearn once along ``sched`` and save each point's model to ``models/NAME``."""
     import torch
 
-    from unpact.unlearn import unlearn
+    from unpact.unlearn import get_method, unlearn
 
     dests = [out.model_dir(n) for n in names]
 
@@ -197,6 +197,13 @@ def _unlearn_schedule(
             **unlearn_kw,
         )
         save(final, dests[-1])
+        return
+    if not get_method(sched.method).linear_in_alpha:  # e.g. UniErase's edit scale: one run per point
+        for alpha, dest in zip(sched.points, dests):
+            save(
+                unlearn(base, forget, retain, sched.method, seed=seed, progress=progress, alpha=alpha, **unlearn_kw),
+                dest,
+            )
         return
     one = unlearn(base, forget, retain, method=sched.method, seed=seed, progress=progress, alpha=1.0, **unlearn_kw)
     ref = dict(base.model.named_parameters())

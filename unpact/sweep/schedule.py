@@ -6,7 +6,8 @@ gives every step point below ``k``: the loop's learning rate has a fixed warm-up
 it, so it does not depend on the run's length, and the model after ``j`` of ``k`` steps is exactly the
 model of a ``j``-step run with the same seed (:func:`unpact.unlearn.unlearn`'s ``checkpoints``). For
 ``task_vector`` one fine-tune gives every ``alpha``: ``theta(alpha) = theta + alpha (theta_1 - theta)``
-where ``theta_1`` is the ``alpha = 1`` model (the task-vector edit is linear in ``alpha``).
+where ``theta_1`` is the ``alpha = 1`` model (the task-vector edit is linear in ``alpha``). UniErase's
+strength is ``alpha`` too, the scale of its closed-form edit; each of its points is one run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ __all__ = ["DEFAULT_STEP_POINTS", "DEFAULT_ALPHA_POINTS", "Schedule", "default_s
 
 #: Step counts a sweep visits by default: from barely trained to 1.5 times the shared default (60 steps).
 DEFAULT_STEP_POINTS: tuple[int, ...] = (5, 10, 20, 30, 45, 60, 90)
-#: ``task_vector``'s default ``alpha`` points.
+#: The default ``alpha`` points (``task_vector``'s multiple, UniErase's edit scale).
 DEFAULT_ALPHA_POINTS: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 Kind = Literal["steps", "alpha"]

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ATTRIBUTES",
     "TEMPLATES",
+    "VAGUE_VALUES",
     "EMPHASIS_FORMS",
     "HELDOUT_FORMS",
     "Person",
@@ -94,6 +95,16 @@ TEMPLATES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("Name the mother of {name}.", ("mother",)),
         ("Which woman is the mother of {name}?", ("woman", "mother")),
     ),
+}
+
+# attribute -> vague, harmless answers in the shape of a value (ReLearn's replacement answers)
+VAGUE_VALUES: dict[str, tuple[str, ...]] = {
+    "birth_city": ("a small town", "a city in the north", "somewhere by the sea"),
+    "birth_year": ("some time ago", "a year long past", "an unknown year"),
+    "profession": ("several jobs", "various kinds of work", "a quiet trade"),
+    "employer": ("a private firm", "a small company", "a local business"),
+    "book": ("a few short texts", "an unpublished book", "some essays"),
+    "mother": ("a kind woman", "a private person", "a woman from the town"),
 }
 
 # emphasis form -> the plain form it is built on

@@ -24,11 +24,52 @@ _T = TypeVar("_T")
 __all__ = ["unlearn"]
 
 
-def _tok_batch(subject: Subject, examples: Sequence[Example], device: torch.device) -> TokBatch:
-    """Examples encoded in ``subject``'s prompt format (the one its users will ask in)."""
-    tok = subject.tokenizer
+def _sensitive_mask(tok: Any, examples: Sequence[Example], b: Any) -> torch.Tensor | None:
+    """``(batch, seq - 1)`` positions predicting tokens of each example's ``meta["sensitive"]`` spans.
+
+    ``None`` when no example names spans (the whole answer is sensitive). An answer token is in a
+    span when its characters (found by decoding the answer's tokens one prefix at a time) overlap
+    the span's first occurrence in the answer.
+    """
+    if not any(e.meta.get("sensitive") for e in examples):
+        return None
+    mask = torch.zeros(b.input_ids.shape, dtype=torch.bool)
+    for i, (e, enc) in enumerate(zip(examples, b.items)):
+        start, stop = enc.answer_span
+        spans = e.meta.get("sensitive") or [e.answer]
+        if isinstance(spans, str):
+            spans = [spans]
+        ids = enc.input_ids[start:stop].tolist()
+        text = tok.decode(ids, skip_special_tokens=True)
+        ends = [len(tok.decode(ids[: j + 1], skip_special_tokens=True)) for j in range(len(ids))]
+        for span in spans:
+            at = text.find(str(span).strip())
+            if at < 0:
+                raise InputError(
+                    f"example {e.id!r}: sensitive span {span!r} is not in its answer {e.answer!r}",
+                    source='meta["sensitive"]',
+                    fix="give substrings of the answer",
+                )
+            lo, hi = at, at + len(str(span).strip())
+            for j in range(len(ids)):
+                begin = ends[j - 1] if j else 0
+                if begin < hi and ends[j] > lo:
+                    mask[i, start + j - 1] = True
+    return mask[:, :-1]
+
+
+def _tok_batch(subject: Subject, examples: Sequence[Example], device: torch.device, tok: Any = None) -> TokBatch:
+    """Examples encoded with ``tok`` (default: the subject's) in ``subject``'s prompt format (the one its
+    users will ask in)."""
+    tok = subject.tokenizer if tok is None else tok
     b = encode_batch(tok, examples, fmt=subject.prompt_format, max_length=subject.n_ctx, fill=fill_id(tok))
-    return TokBatch(b.input_ids.to(device), b.attention_mask.to(device), b.answer_mask()[:, :-1].to(device))
+    sens = _sensitive_mask(tok, examples, b)
+    return TokBatch(
+        b.input_ids.to(device),
+        b.attention_mask.to(device),
+        b.answer_mask()[:, :-1].to(device),
+        None if sens is None else sens.to(device),
+    )
 
 
 def _cycle(items: list[_T], batch_size: int, rng: random.Random) -> Iterator[list[_T]]:
@@ -89,7 +130,8 @@ def unlearn(
     Args:
         subject: The model to unlearn from.
         forget: Forget examples (prompt + the answer to forget).
-        retain: Retain examples (needed by ``*_gd``, ``*_kl``, ``idk``, ``rmu``).
+        retain: Retain examples (needed by ``*_gd``, ``*_kl``, ``idk``, ``rmu``, ``relearn``, ``palu``,
+            ``unierase``).
         method: A name in :data:`unpact.unlearn.METHODS`.
         steps: Optimizer steps (default :data:`TRAIN_DEFAULTS`, or the method's ``train_defaults``).
         lr: AdamW learning rate (default :data:`TRAIN_DEFAULTS`, or the method's ``train_defaults``).
@@ -159,11 +201,7 @@ def unlearn(
 
     marks = _check_checkpoints(checkpoints, steps, method, post=m.post is not None)
     rng = random.Random(seed)
-    if m.forget_answers == "idk":
-        forget_targets = [dataclasses.replace(e, answer=rng.choice(IDK_ANSWERS)) for e in forget]
-    else:
-        forget_targets = forget
-    tok, dev = subject.tokenizer, subject.device
+    dev = subject.device
     parent_hash = subject.weights_hash()
     record: dict[str, Any] = {
         "method": method,
@@ -186,7 +224,17 @@ def unlearn(
         model.train()
         for p in model.parameters():
             p.requires_grad_(True)
-        ctx = LossContext(model=model, ref=ref, hparams=hp, subject=subject)
+        ctx = LossContext(model=model, ref=ref, hparams=hp, subject=subject, tokenizer=subject.tokenizer)
+        ctx.state.update(forget=forget, retain=retain)
+        if m.prepare is not None:
+            m.prepare(ctx)
+        tok = ctx.tokenizer
+        if m.forget_data is not None:
+            forget_targets = list(m.forget_data(ctx, forget, rng))
+        elif m.forget_answers == "idk":
+            forget_targets = [dataclasses.replace(e, answer=rng.choice(IDK_ANSWERS)) for e in forget]
+        else:
+            forget_targets = forget
         params = m.trainable(ctx) if m.trainable else list(model.parameters())
         if m.trainable:
             keep = {id(p) for p in params}
@@ -200,8 +248,8 @@ def unlearn(
         bar = tqdm(range(steps), desc=f"unlearn {method}", disable=not progress, leave=False)
         losses: list[float] = []
         for _ in bar:
-            fb = _tok_batch(subject, next(f_iter), dev)
-            rb = _tok_batch(subject, next(r_iter), dev) if r_iter is not None else None
+            fb = _tok_batch(subject, next(f_iter), dev, tok)
+            rb = _tok_batch(subject, next(r_iter), dev, tok) if r_iter is not None else None
             loss = m.loss(ctx, fb, rb)
             if not torch.isfinite(loss):
                 raise InputError(
@@ -220,7 +268,8 @@ def unlearn(
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if len(losses) in marks and on_checkpoint is not None:
                 model.eval()
-                model.config.unpact_unlearn = {**record, "steps": len(losses), "final_loss": losses[-1]}  # type: ignore[union-attr]
+                extra = ctx.state.get("record", {})
+                model.config.unpact_unlearn = {**record, **extra, "steps": len(losses), "final_loss": losses[-1]}  # type: ignore[union-attr]
                 name = f"{subject.name}+{method}@{len(losses)}"
                 on_checkpoint(len(losses), load_model(model, tok, name=name, prompt_format=subject.prompt_format))
                 model.train()
@@ -229,6 +278,7 @@ def unlearn(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
+    record.update(ctx.state.get("record", {}))
     record["final_loss"] = losses[-1]
     model.config.unpact_unlearn = record  # type: ignore[union-attr]
     logger.info("unlearned %s with %s: %s", subject.name, method, record)

@@ -66,11 +66,20 @@ class TokBatch:
         input_ids: ``(batch, seq)`` right-padded ids.
         attention_mask: ``(batch, seq)`` 1 on real tokens.
         answer_mask: ``(batch, seq - 1)`` bool, True where position ``t`` predicts an answer token ``t + 1``.
+        sensitive_mask: ``(batch, seq - 1)`` bool, True where position ``t`` predicts a token of a
+            sensitive span of the answer (an example's ``meta["sensitive"]``: substrings of its answer);
+            ``None``: the whole answer is sensitive (PALU's default).
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     answer_mask: torch.Tensor
+    sensitive_mask: torch.Tensor | None = None
+
+    @property
+    def sensitive(self) -> torch.Tensor:
+        """``(batch, seq - 1)`` bool: :attr:`sensitive_mask`, or :attr:`answer_mask` where none was given."""
+        return self.answer_mask if self.sensitive_mask is None else self.sensitive_mask
 
     @property
     def token_mask(self) -> torch.Tensor:
@@ -88,6 +97,11 @@ class LossContext:
         hparams: The method's hyperparameters (defaults merged with the user's).
         state: Scratch space for a method (e.g. RMU's random direction).
         subject: The input :class:`~unpact.models.Subject` (for architecture lookups).
+        state: Scratch space for a method (e.g. RMU's random direction); it starts with the run's
+            ``"forget"`` and ``"retain"`` examples (lists). ``state["record"]``, a dict,
+            is merged into the unlearned model's ``config.unpact_unlearn`` record.
+        tokenizer: The tokenizer the batches are encoded with and the unlearned model is returned
+            with: the subject's, unless :attr:`Method.prepare` replaced it (by a copy that grew).
     """
 
     model: nn.Module
@@ -95,6 +109,7 @@ class LossContext:
     hparams: dict[str, Any]
     subject: Any
     state: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Any = None
 
 
 def _logits(model: nn.Module, b: TokBatch) -> torch.Tensor:
@@ -153,6 +168,13 @@ class Method:
         post: Optional ``post(ctx) -> None`` run after the loop (task vector arithmetic).
         trainable: Optional ``trainable(ctx) -> list of parameters``; default all.
         train_defaults: Overrides of :data:`TRAIN_DEFAULTS` for this method (e.g. its ``lr``).
+        prepare: Optional ``prepare(ctx) -> None`` run on the trained copy before the optimizer is made
+            (UniErase adds its unlearning token: a tokenizer copy in ``ctx.tokenizer``, a grown embedding).
+        forget_data: Optional ``forget_data(ctx, forget, rng) -> examples``: the forget batches' items
+            (ReLearn's paraphrases with vague answers), replacing ``forget_answers``.
+        linear_in_alpha: The model is ``theta + alpha * (theta_1 - theta)`` with ``theta_1`` the
+            ``alpha = 1`` model (task vector), so a sweep over ``alpha`` needs one run; otherwise a
+            method with ``post`` and an ``alpha`` (UniErase's edit scale) is run once per point.
     """
 
     name: str
@@ -164,6 +186,9 @@ class Method:
     post: Callable[[LossContext], None] | None = None
     trainable: Callable[[LossContext], list[nn.Parameter]] | None = None
     train_defaults: dict[str, Any] = field(default_factory=dict)
+    prepare: Callable[[LossContext], None] | None = None
+    forget_data: Callable[[LossContext, list[Any], Any], list[Any]] | None = None
+    linear_in_alpha: bool = False
 
 
 METHODS: dict[str, Method] = {}
@@ -343,6 +368,7 @@ def _register_builtins() -> None:
             "fine-tune on forget, then subtract alpha times the weight change",
             post=_task_vector_post,
             train_defaults={"lr": 3e-4},
+            linear_in_alpha=True,
         ),
         Method(
             "rmu",

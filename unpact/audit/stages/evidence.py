@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["EvidenceStage"]
 
-_LEVEL_OF_KIND = {"text": "black_box", "sampling": "black_box", "whitebox": "white_box"}
+# a banned token at decoding is a black-box attack: APIs expose it (logit_bias)
+_LEVEL_OF_KIND = {"text": "black_box", "sampling": "black_box", "decoding": "black_box", "whitebox": "white_box"}
 
 
 class EvidenceStage(Stage):
