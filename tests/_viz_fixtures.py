@@ -42,7 +42,7 @@ def model_summary(
         },
         "recovery_any": {"rate": rate(6, 8), "control": rate(1, 8), "excess": 5 / 8},
         "destructive": {"rate": 0.21},
-        "quality": {"kfr": 0.8, "krr": 0.9},
+        "quality": {"kfr": 0.8, "krr": 0.9, "linguistic_score_forget": 0.31, "linguistic_score_retain": 0.42},
         "verdict": verdict,
     }
 
@@ -80,7 +80,9 @@ def _typed_model(
         scores=scores,
         retain_attacked=8,  # type: ignore[arg-type]
         destructive=None if role == "base" else DestructiveRate(0.21, 0.1, 0.11, 8, np.zeros(0)),
-        quality=Quality(0.8, 0.9, None, None, None, None),
+        quality=Quality(
+            kfr=0.8, krr=0.9, linguistic_score_forget=0.31, linguistic_score_retain=0.42, ppl_model="retain_only"
+        ),
         verdict=None if verdict is None else Verdict.from_dict(verdict),
     )
 

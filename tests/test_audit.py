@@ -92,6 +92,9 @@ def test_interrupted_audit_resumes_to_same_summary(models, tmp_path):
     assert all(count_hooks(m.model) == 0 for m in models)
     assert AuditDir(out).read_summary().to_dict() == resumed.to_dict()
     assert set(full.models) == {"base", "retain_only", "u"} and full.models["u"].verdict is not None
+    # ReLearn's perplexity under the model that never saw the forget facts, for forget and retain answers
+    assert {m.quality.ppl_model for m in full.models.values() if m.quality} == {"retain_only"}
+    assert all(m.quality and (m.quality.n_forget, m.quality.n_retain) == (5, 5) for m in full.models.values())
     assert "model" in full.table()
     # files written atomically and appended share one mode
     modes = {oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_file()}
@@ -102,7 +105,8 @@ def test_torn_line_and_changed_settings(models, tmp_path):
     base, u, ro = models
     forget, retain = _data()
     ms = Models(base, {"u": u})
-    audit(cfg(tmp_path), ms, forget, retain)
+    first = audit(cfg(tmp_path), ms, forget, retain)
+    assert {m.quality.ppl_model for m in first.models.values() if m.quality} == {"base"}  # no retain-only model
     ref = (tmp_path / "summary.json").read_bytes()
     p = tmp_path / "records.jsonl"
     p.write_bytes(p.read_bytes() + b'{"model": "u", "ite')  # a kill in the middle of a write

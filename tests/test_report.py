@@ -64,6 +64,8 @@ def test_report_is_self_contained_and_escaped(report):
         "Attribution heatmaps",
         "Per-item records",
         "Unlearning dilemma",
+        "LS retain",
+        "perplexity under retain_only",
     ):
         assert needle in html.lower() or needle in html
     assert "could not be drawn" not in html

@@ -1,15 +1,13 @@
-"""Scoring with controls, the verdict rule, the destructive rate and the quality metrics, on known inputs."""
+"""Scoring with controls, the verdict rule and the destructive rate, on known inputs (quality: test_quality.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from unpact import quality as q
 from unpact import scoring as sc
 from unpact.data import Example
 from unpact.destructive import attention_shift, destructive_rate
@@ -155,36 +153,3 @@ def test_destructive_rate_analytic():
     with pytest.raises(ValueError, match="pair them"):
         destructive_rate([b], [])
     assert attention_shift([b], [a], [["Ada", "job"]]) == pytest.approx(1.0)
-
-
-def test_linguistic_metrics():
-    t = "a b c a"
-    assert q.brunet_index(t) == pytest.approx(4 ** (3**-0.165))
-    assert q.honore_statistic(t) == pytest.approx(100 * math.log(4) / (1 - 2 / 3))
-    assert q.honore_statistic("x y z") == pytest.approx(100 * math.log(3) / 0.25)  # V1 == V guard
-    assert math.isnan(q.brunet_index(""))
-    ls = q.linguistic_score(t, 10.0)
-    parts = [1 / (1 + 10.0), 1 / (1 + q.brunet_index(t)), 1 / (1 + 1 / q.honore_statistic(t))]
-    assert ls == pytest.approx(3 / sum(1 / p for p in parts))
-
-
-def test_entity_judge_and_rates():
-    j = q.EntityOverlapJudge()
-    assert not j.judge("She lives in Varnholm today", "Varnholm").forgotten
-    assert j.judge("I do not know", "Varnholm").forgotten
-    assert j.judge("the red house", "the Red Old Grand House Co").score == pytest.approx(2 / 5)
-    r = q.knowledge_rates([("no idea", "Oslo"), ("Oslo", "Oslo")], [("baker", "baker")])
-    assert r == {"kfr": 0.5, "krr": 1.0}
-
-    class Always:
-        def judge(self, prediction, gold):
-            return q.Judgement(True, 0.0)
-
-    assert q.knowledge_rates([("Oslo", "Oslo")], [], Always())["kfr"] == 1.0
-    with pytest.raises(InputError, match="judge"):
-        q.knowledge_rates([], [], object())  # type: ignore[arg-type]
-
-
-def test_perplexity_under_base(tiny):
-    ppl = q.response_perplexity(tiny, ["Where was Ada born?", "x"], ["London", ""])
-    assert ppl[0] > 1 and np.isnan(ppl[1])

@@ -130,6 +130,11 @@ def _pct_ci(r: Rate | None) -> str:
     return f"{100 * r.rate:.0f}% [{100 * r.lo:.0f}-{100 * r.hi:.0f}] n={r.n}"
 
 
+def _ppl_note(summary: AuditSummary) -> str:
+    names = sorted({m.quality.ppl_model for m in summary.models.values() if m.quality and m.quality.ppl_model})
+    return f", perplexity under {_esc(', '.join(names))}" if names else ""
+
+
 def _summary_table(summary: AuditSummary) -> str:
     rows = []
     for name, m in summary.models.items():
@@ -149,12 +154,16 @@ def _summary_table(summary: AuditSummary) -> str:
                 "destructive rate": m.destructive.rate if m.destructive else None,
                 "KFR": m.quality.kfr if m.quality else None,
                 "KRR": m.quality.krr if m.quality else None,
+                "LS forget": m.quality.linguistic_score_forget if m.quality else None,
+                "LS retain": m.quality.linguistic_score_retain if m.quality else None,
                 "verdict": m.verdict.label if m.verdict else "-",
             }
         )
     return (
         "<p class='meta'>Accuracies on plain prompts (greedy), 95% Wilson intervals in brackets. Recovery: share of "
-        "forgotten items an attack brings back; control: the same attack on the model that never saw the facts.</p>"
+        "forgotten items an attack brings back; control: the same attack on the model that never saw the facts. "
+        "KFR, KRR, LS: ReLearn's knowledge forgetting and retention rates and Linguistic Score of the forget and "
+        f"retain answers (unpact.quality){_ppl_note(summary)}.</p>"
         + '<div class="scroll">'
         + table_html(rows)
         + "</div>"

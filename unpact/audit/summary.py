@@ -39,7 +39,8 @@ class ModelSummary:
         retain_attacked: Retain items attacked (the retain-side control of every attack).
         destructive: Destructive rate on retain prompts (``None`` for the base model).
         key_share_drop: Mean drop of the key words' attribution share on forget items.
-        quality: Answer quality (KFR/KRR, Linguistic Score).
+        quality: ReLearn's answer quality (KFR, KRR, Linguistic Score of the forget and the retain answers,
+            :class:`unpact.quality.Quality`).
         verdict: The verdict (``None`` for the base model).
         evidence: Every paired test against the control, by threat level (:mod:`unpact.evidence`).
         levels: Threat level -> what it concluded (``recoverable``, ``residue``, ``not_recoverable``...).

@@ -22,7 +22,7 @@ the paper generates paraphrases and vague answers with an LLM, which this offlin
   (:data:`VAGUE_ANSWERS`).
 
 KFR, KRR and the Linguistic Score, the paper's metrics, are in
-:mod:`unpact.standard_metrics.relearn_metrics`.
+:mod:`unpact.quality` (the audit's ``quality`` stage).
 """
 
 from __future__ import annotations

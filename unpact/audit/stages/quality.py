@@ -1,61 +1,57 @@
-"""Stage ``quality``: ReLearn's answer-quality metrics on every model's plain answers."""
+"""Stage ``quality``: ReLearn's answer-quality metrics on every model's plain answers.
+
+As the published evaluator aggregates them (:mod:`unpact.quality`; ``zjunlp/unlearn`` ``evals/evaluate.py``):
+KFR on the forget items, KRR on the retain items, and for the forget answers and the retain answers the mean
+Brunet index and Honore statistic (over every answer, an empty one included), the mean perplexity (empty answers
+left out) and the Linguistic Score of those three means. ReLearn scores the perplexity under the model before the
+facts were trained in; here that is the audit's retain-only model (it never saw the forget facts), else the base
+model. :attr:`unpact.quality.Quality.ppl_model` names the one used.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import logging
 
+from unpact.audit.auditdir import BASE, RETAIN_ONLY
 from unpact.audit.context import AuditRun, Stage
-from unpact.data import Example
+from unpact.quality import Quality, relearn_metrics, response_perplexity
 
 __all__ = ["QualityStage"]
 
+logger = logging.getLogger(__name__)
 
-def _r(x: float) -> float | None:
-    return None if x != x else round(float(x), 6)
+
+def _rounded(q: Quality) -> Quality:
+    """``q`` with its float fields at 6 decimals (as the summary keeps rates)."""
+    return Quality.from_dict({k: round(v, 6) if isinstance(v, float) else v for k, v in q.to_dict().items()})
 
 
 class QualityStage(Stage):
-    """KFR / KRR, Brunet, Honore, perplexity under the base model and the Linguistic Score of each
-    model's plain answers to the forget items (:mod:`unpact.quality`)."""
+    """KFR / KRR, Brunet, Honore, perplexity and the Linguistic Score of each model's plain answers to the forget
+    and the retain items, perplexity under the retain-only model (else the base model)."""
 
     name = "quality"
-    reads = ("records:plain", "models.base")
+    reads = ("records:plain", "models.retain_only", "models.base")
     writes = ("summary.quality",)
 
     def run(self, run: AuditRun) -> None:
-        from unpact.quality import (
-            Quality,
-            brunet_index,
-            honore_statistic,
-            knowledge_rates,
-            linguistic_score,
-            response_perplexity,
+        ref_name, ref = (
+            (RETAIN_ONLY, run.models.retain_only) if run.models.retain_only is not None else (BASE, run.models.base)
         )
-
         for name, s in run.summaries.items():
-
-            def pairs(split: str, _name: str = name) -> list[tuple[Example, str, str]]:
-                out = []
+            sides = {}
+            for split in ("forget", "retain"):
+                items, answers = [], []
                 for e in run.split_items(split):
-                    r = run.store.records.get((_name, e.id, "plain"))
+                    r = run.store.records.get((name, e.id, "plain"))
                     if r is not None:
-                        out.append((e, r.generated[0] if r.generated else "", e.answer))
-                return out
-
-            fp, rp = pairs("forget"), pairs("retain")
-            rates = knowledge_rates([(p, g) for _, p, g in fp], [(p, g) for _, p, g in rp])
-            answered = [(q, p) for q, p, _ in fp if p.strip()]
-            w = [brunet_index(p) for _, p in answered]
-            h = [honore_statistic(p) for _, p in answered]
-            ppl = response_perplexity(
-                run.models.base, [q for q, _ in answered], [p for _, p in answered], batch_size=run.config.batch_size
-            )
-            ls = [x for x in (linguistic_score(p, v) for (_, p), v in zip(answered, ppl)) if x == x]
-            s.quality = Quality(
-                kfr=_r(rates["kfr"]),
-                krr=_r(rates["krr"]),
-                brunet_forget=_r(float(np.mean(w))) if w else None,
-                honore_forget=_r(float(np.mean(h))) if h else None,
-                ppl_forget=_r(float(np.nanmedian(ppl))) if len(ppl) and np.isfinite(ppl).any() else None,
-                linguistic_score_forget=_r(float(np.mean(ls))) if ls else None,
-            )
+                        items.append(e)
+                        answers.append(r.generated[0] if r.generated else "")
+                ppl = response_perplexity(ref, items, answers, batch_size=run.config.batch_size)
+                sides[split] = (answers, [e.answer for e in items], ppl)
+            (fa, fg, fp), (ra, rg, rp) = sides["forget"], sides["retain"]
+            if not fa and not ra:
+                logger.info("quality: no plain answers of %s, skipped", name)
+                continue
+            q = relearn_metrics(fa, fg, ra, rg, fp, ppl_retain=rp, ppl_model=ref_name)
+            s.quality = _rounded(q)
