@@ -49,7 +49,7 @@ def test_detection_matches_the_registry(arch: str) -> None:
     for part in ("embed", "blocks", "final_norm", "unembed"):
         assert model.get_submodule(getattr(found, part)) is resolve_path(model, getattr(reg, part)), part
     block = model.get_submodule(found.blocks)[0]
-    for part in ("attn", "attn_out_proj", "mlp"):
+    for part in ("attn", "attn_out_proj", "mlp", "mlp_out_proj"):
         assert block.get_submodule(getattr(found, part)) is resolve_path(block, getattr(reg, part)), part
     assert found.is_parallel(model.config) == reg.is_parallel(model.config)
     for cap in CAPABILITIES:
@@ -260,3 +260,12 @@ def test_detection_summary_and_registration_snippet() -> None:
     assert "blocks=model.layers" in text and "circuits on" in text and "parallel residual: no" in text
     assert det.registration().startswith("unpact.register_architecture(unpact.ArchSpec(model_type='stablelm'")
     assert det.capabilities() == {"ig": True, "lens": True, "scoring": True, "attn_bias": True, "circuits": True}
+
+
+def test_the_mlp_output_projection_is_found_and_a_mixture_of_experts_has_none() -> None:
+    dense = detect_from_config(tiny_config("stablelm"))
+    assert dense.spec.mlp_out_proj == "mlp.down_proj" and "mlp_out_proj='mlp.down_proj'" in dense.registration()
+    assert detect_from_config(tiny_config("codegen")).spec.mlp_out_proj == "mlp.fc_out"
+    for family in ("mixtral", "qwen2_moe"):  # experts (fused or a shared one): no one matrix writes the MLP output
+        moe = detect_from_config(tiny_config(family))
+        assert moe.ok and moe.spec.mlp_out_proj is None and "mixture of experts" in moe.spec.notes, family

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from unpact._io import atomic_save_model
 from unpact.data import Example
@@ -114,15 +113,28 @@ def test_closed_form_keeps_preserved_outputs_and_reaches_targets():
     assert torch.allclose(w_seq @ kp, w @ kp, atol=1e-3)
 
 
-def test_out_projection_is_found_or_refused():
+def test_out_projection_comes_from_the_arch_spec_or_is_refused():
+    import dataclasses
+
     gpt2, llama = _subject("gpt2"), _subject("llama")
-    assert mlp_out_proj(gpt2.mlp(0), 64) is gpt2.mlp(0).c_proj  # Conv1D, weight stored (in, out)
-    assert mlp_out_proj(llama.mlp(0), 64) is llama.mlp(0).down_proj
-    experts = nn.ModuleList([nn.Linear(128, 64), nn.Linear(128, 64)])
-    with pytest.raises(ArchitectureError, match="2 linear layers"):
-        mlp_out_proj(experts, 64)
-    with pytest.raises(ArchitectureError, match="no linear layer"):
-        mlp_out_proj(nn.Sequential(nn.Linear(64, 128), nn.GELU()), 64)
+    assert mlp_out_proj(gpt2, 0) is gpt2.mlp(0).c_proj  # Conv1D, weight stored (in, out)
+    assert mlp_out_proj(llama, 1) is llama.mlp(1).down_proj
+    bare = Subject(
+        model=llama.model, tokenizer=llama.tokenizer, spec=dataclasses.replace(llama.spec, mlp_out_proj=None), name="x"
+    )
+    with pytest.raises(ArchitectureError, match="no known MLP output projection") as exc:
+        mlp_out_proj(bare, 0)
+    assert "llama" in str(exc.value) and "register_architecture" in str(exc.value)
+    with pytest.raises(ArchitectureError, match="no known MLP output projection"):  # before phase I trains
+        unlearn(bare, FORGET, RETAIN, "unierase", steps=2, batch_size=4, progress=False)
+    wrong = Subject(
+        model=llama.model,
+        tokenizer=llama.tokenizer,
+        spec=dataclasses.replace(llama.spec, mlp_out_proj="mlp.act_fn"),
+        name="y",
+    )
+    with pytest.raises(ArchitectureError, match="not a linear layer writing d_model=64"):
+        mlp_out_proj(wrong, 0)
 
 
 def test_default_layers():
@@ -260,7 +272,7 @@ def test_edit_changes_only_the_out_projections(arch):
     s = tiny_subject(arch)  # 2 layers: both edited
     new = unlearn(s, FORGET[:4], RETAIN[:8], "unierase", steps=2, batch_size=4, progress=False, **EDIT)
     sub = load_model(new.model, new.tokenizer)
-    projs = {id(mlp_out_proj(sub.mlp(i), sub.d_model).weight) for i in (0, 1)}
+    projs = {id(mlp_out_proj(sub, i).weight) for i in (0, 1)}
     grown = {id(new.model.get_input_embeddings().weight), id(new.model.get_output_embeddings().weight)}
     ref = dict(s.model.named_parameters())
     changed = {id(p) for k, p in new.model.named_parameters() if p.shape != ref[k].shape or not torch.equal(p, ref[k])}

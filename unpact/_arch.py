@@ -3,10 +3,11 @@
 Every tracer in unpact reads a model through an :class:`ArchSpec`: dotted paths (relative to the
 Hugging Face ``*ForCausalLM`` module) to the token embedding, the list of transformer blocks, the
 final norm and the unembedding, plus paths *relative to one block* to its attention module, the
-attention output projection (whose **input** is the concatenation of the per-head outputs), and the
-MLP. It also declares what tracers may assume about the family (``additive_writes``,
-``accepts_4d_mask``, pre-/post-LN, parallel residual and its norms). Nothing else in the package
-hard-codes a module name or tests an architecture by name.
+attention output projection (whose **input** is the concatenation of the per-head outputs), the
+MLP and its output projection (the matrix that weight edits change). It also declares what tracers
+may assume about the family (``additive_writes``, ``accepts_4d_mask``, pre-/post-LN, parallel
+residual and its norms). Nothing else in the package hard-codes a module name or tests an
+architecture by name.
 
 Add an architecture with :func:`register_architecture`. A ``config.model_type`` with no entry here is
 mapped from the loaded module's structure by :mod:`unpact._arch_detect` (and verified with a few
@@ -52,6 +53,10 @@ class ArchSpec:
             of shape ``(batch, seq, n_heads * d_head)``, is the concatenation of per-head outputs.
         mlp: Path, relative to one block, of the MLP module (its output is the MLP's contribution,
             before any post-norm the architecture applies).
+        mlp_out_proj: Path, relative to one block, of the MLP's output projection (the one linear layer
+            that writes the MLP's ``d_model`` output: ``mlp.down_proj``, GPT-2's ``mlp.c_proj``, OPT's
+            ``fc2``); weight edits (AlphaEdit, UniErase) change it. ``None``: unknown (a mixture of
+            experts has no one projection), and those edits refuse the model.
         n_layers_attr, n_heads_attr, n_kv_heads_attr, d_model_attr: Config attribute names.
         d_head_attr: Config attribute holding the head size, if the family has one (else
             ``d_model // n_heads``).
@@ -97,6 +102,7 @@ class ArchSpec:
     attn: str
     attn_out_proj: str
     mlp: str
+    mlp_out_proj: str | None = None
     n_layers_attr: str = "num_hidden_layers"
     n_heads_attr: str = "num_attention_heads"
     n_kv_heads_attr: str | None = "num_key_value_heads"
@@ -170,7 +176,7 @@ def register_architecture(spec: ArchSpec, *, overwrite: bool = False) -> None:
         >>> register_architecture(ArchSpec(
         ...     model_type="my_llama_fork", embed="model.embed_tokens", blocks="model.layers",
         ...     final_norm="model.norm", unembed="lm_head", attn="self_attn",
-        ...     attn_out_proj="self_attn.o_proj", mlp="mlp", additive_writes=True,
+        ...     attn_out_proj="self_attn.o_proj", mlp="mlp", mlp_out_proj="mlp.down_proj", additive_writes=True,
         ...     accepts_4d_mask=True), overwrite=True)
     """
     if not isinstance(spec, ArchSpec):
@@ -288,6 +294,7 @@ def _llama_like(model_type: str, **kw: Any) -> ArchSpec:
         attn="self_attn",
         attn_out_proj="self_attn.o_proj",
         mlp="mlp",
+        mlp_out_proj="mlp.down_proj",
         additive_writes=True,
         accepts_4d_mask=True,
     )
@@ -306,6 +313,7 @@ def _register_builtins() -> None:
             attn="attn",
             attn_out_proj="attn.c_proj",
             mlp="mlp",
+            mlp_out_proj="mlp.c_proj",
             n_layers_attr="n_layer",
             n_heads_attr="n_head",
             n_kv_heads_attr=None,
@@ -324,6 +332,7 @@ def _register_builtins() -> None:
             attn="attention",
             attn_out_proj="attention.dense",
             mlp="mlp",
+            mlp_out_proj="mlp.dense_4h_to_h",
             n_kv_heads_attr=None,
             d_head_attr=None,
             parallel_residual=True,
@@ -354,6 +363,7 @@ def _register_builtins() -> None:
             attn="self_attn",
             attn_out_proj="self_attn.out_proj",
             mlp="fc2",
+            mlp_out_proj="fc2",
             n_kv_heads_attr=None,
             d_head_attr=None,
             pre_norm_attr="do_layer_norm_before",

@@ -286,7 +286,8 @@ def key_words(
         unlearned: The unlearned model's attribution of the same pair (needed by ``drop``/``union``).
         rule: ``"unpact"`` (unPact's rule on the base attribution), ``"drop"`` (largest share drop
             base -> unlearned) or ``"union"`` of both.
-        alpha, beta: Parameters of :func:`unpact_rule`.
+        alpha: Parameter of :func:`unpact_rule`.
+        beta: Parameter of :func:`unpact_rule`.
         k: Words kept by :func:`drop_ranking`.
         answer: Gold answer (default: ``base.example.answer`` if present); never a key word.
         stop_words: Stop list (:func:`stop_list`); English function words by default, ``"none"`` for none.

@@ -89,6 +89,7 @@ class Subject:
                 "attn": [resolve_path(b, spec.attn) for b in blocks],
                 "attn_out_proj": [resolve_path(b, spec.attn_out_proj) for b in blocks],
                 "mlp": [resolve_path(b, spec.mlp) for b in blocks],
+                "mlp_out_proj": [resolve_path(b, spec.mlp_out_proj) for b in blocks] if spec.mlp_out_proj else None,
             }
         except AttributeError as exc:
             raise ArchitectureError(
@@ -140,6 +141,25 @@ class Subject:
     def mlp(self, layer: int) -> nn.Module:
         """MLP module of block ``layer`` (for OPT, its ``fc2``)."""
         return self._modules["mlp"][layer]
+
+    def mlp_out_proj(self, layer: int) -> nn.Module:
+        """The MLP output projection of block ``layer`` (:attr:`ArchSpec.mlp_out_proj`): writes ``d_model`` features.
+
+        Raises:
+            ArchitectureError: If the architecture's spec names no MLP output projection.
+        """
+        projs = self._modules["mlp_out_proj"]
+        if projs is None:
+            spec = self.spec
+            raise ArchitectureError(
+                f"the architecture {spec.model_type!r} has no known MLP output projection (ArchSpec.mlp_out_proj "
+                "is None: not registered, or detection found no single linear layer writing the MLP's output)",
+                source=f"ArchSpec {spec.model_type!r}",
+                fix="name it: unpact.register_architecture(dataclasses.replace(subject.spec, "
+                "mlp_out_proj='mlp.down_proj'), overwrite=True), the path relative to one block "
+                "(a mixture-of-experts MLP has none); see docs/architecture.md",
+            )
+        return projs[layer]
 
     # ----- sizes -------------------------------------------------------------------------------
     @property

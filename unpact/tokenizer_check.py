@@ -27,6 +27,7 @@ def check_same_tokenizer(a: Any, b: Any, *, allow_added: bool = False) -> tuple[
     """
     if a is b:
         return ()
+    fix = "compare models that share a tokenizer (the unlearned model's tokenizer is its base model's)"
     va, vb = a.get_vocab(), b.get_vocab()
     added: tuple[str, ...] = ()
     if allow_added and len(vb) > len(va) and all(vb.get(k) == v for k, v in va.items()):
@@ -34,17 +35,29 @@ def check_same_tokenizer(a: Any, b: Any, *, allow_added: bool = False) -> tuple[
         if all(v >= len(va) for v in extra.values()) and set(extra) <= set(b.get_added_vocab()):
             added = tuple(sorted(extra, key=extra.__getitem__))
             vb = {k: v for k, v in vb.items() if k in va}
+    if allow_added:
+        fix = (
+            "the other tokenizer may only add tokens appended at the end of the base vocabulary (ids "
+            f"{len(va)} and up, as UniErase adds its token); every base token must keep its id"
+        )
     if len(va) != len(vb):
         raise InputError(
-            f"the two models' tokenizers differ (vocabulary sizes {len(va)} vs {len(vb)}); "
-            "compare models that share a tokenizer"
+            f"the two models' tokenizers differ (vocabulary sizes {len(va)} vs {len(vb)})",
+            source="check_same_tokenizer",
+            fix=fix,
         )
     if va != vb:
         diff = next(k for k in va if vb.get(k) != va[k])
-        raise InputError(f"the two models' tokenizers differ (token {diff!r} has ids {va[diff]} vs {vb.get(diff)})")
+        raise InputError(
+            f"the two models' tokenizers differ (token {diff!r} has ids {va[diff]} vs {vb.get(diff)})",
+            source="check_same_tokenizer",
+            fix=fix,
+        )
     for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
         if getattr(a, attr, None) != getattr(b, attr, None):
             raise InputError(
-                f"the two models' tokenizers differ in {attr}: {getattr(a, attr, None)} vs {getattr(b, attr, None)}"
+                f"the two models' tokenizers differ in {attr}: {getattr(a, attr, None)} vs {getattr(b, attr, None)}",
+                source="check_same_tokenizer",
+                fix=fix,
             )
     return added

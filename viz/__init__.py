@@ -7,7 +7,9 @@ Nothing is ever shown; displaying a figure is the notebook's business. ``unpact`
 
 Modules: :mod:`viz.attribution` (token heatmaps, answer x prompt matrix), :mod:`viz.lens` (logit-lens grid and
 curves), :mod:`viz.circuits` (circuit graph), :mod:`viz.recovery` (recovery per attack, dilemma plot),
-:mod:`viz.report` (``write_report``). Names are imported lazily, so ``import viz`` loads no plotting library.
+:mod:`viz.weights` (relearning curves, quantization bars), :mod:`viz.representations` (probes per layer),
+:mod:`viz.sweep` (trade-off and recovery against strength), :mod:`viz.report` (``write_report``). Names are
+imported lazily, so ``import viz`` loads no plotting library.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ __all__ = [
     "dilemma_plot",
     "dilemma_plot_plotly",
     "write_report",
+    "relearn_curves",
+    "relearn_curves_plotly",
+    "quantization_bars_plotly",
+    "probe_layers",
+    "probe_layers_plotly",
+    "tradeoff_plot",
+    "tradeoff_plot_plotly",
+    "recovery_vs_strength",
+    "recovery_vs_strength_plotly",
+    "save_sweep_plots",
 ]
 
 _MODULES = {
@@ -49,6 +61,16 @@ _MODULES = {
     "dilemma_plot": "viz.recovery",
     "dilemma_plot_plotly": "viz.recovery",
     "write_report": "viz.report",
+    "relearn_curves": "viz.weights",
+    "relearn_curves_plotly": "viz.weights",
+    "quantization_bars_plotly": "viz.weights",
+    "probe_layers": "viz.representations",
+    "probe_layers_plotly": "viz.representations",
+    "tradeoff_plot": "viz.sweep",
+    "tradeoff_plot_plotly": "viz.sweep",
+    "recovery_vs_strength": "viz.sweep",
+    "recovery_vs_strength_plotly": "viz.sweep",
+    "save_sweep_plots": "viz.sweep",
 }
 
 

@@ -1,6 +1,7 @@
 """Representation-level evidence: probe rank accuracy per layer, per model, with the floor and chance.
 
-Takes plain numbers (what the audit saved), returns a ``plotly.graph_objects.Figure`` and never shows it.
+Takes plain numbers (what the audit saved) and never shows a figure: :func:`probe_layers_plotly` returns a
+``plotly.graph_objects.Figure``, :func:`probe_layers` a ``matplotlib.figure.Figure``.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["probe_layers_plotly"]
+__all__ = ["probe_layers", "probe_layers_plotly"]
 
 
 def probe_layers_plotly(
@@ -79,4 +80,48 @@ def probe_layers_plotly(
         template="plotly_white",
         height=380,
     )
+    return fig
+
+
+def probe_layers(
+    rows: Mapping[str, Mapping[str, Any]],
+    *,
+    chance: float | None = None,
+    title: str | None = None,
+) -> Any:
+    """Matplotlib version of :func:`probe_layers_plotly`; same arguments.
+
+    Returns:
+        ``matplotlib.figure.Figure`` (error bars: the clustered 95% interval where given; diamond: the chosen
+        layer; dotted: shuffled-label probes).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
+    for k, (name, r) in enumerate(rows.items()):
+        color = f"C{k % 10}"
+        xs, y = list(range(len(r["layers"]))), list(r["accuracy"])
+        yerr = None
+        if r.get("lo") is not None and r.get("hi") is not None:
+            yerr = [[v - lo for v, lo in zip(y, r["lo"])], [h - v for h, v in zip(r["hi"], y)]]
+        ax.errorbar(xs, y, yerr=yerr, fmt="o-", color=color, ms=4, capsize=2, lw=1.2, label=name)
+        if r.get("layer") is not None:
+            j = int(r["layer"])
+            ax.plot([xs[j]], [y[j]], "D", color=color, ms=9, mec="black", mew=0.5)
+        if r.get("shuffled") is not None:
+            ax.plot(xs, list(r["shuffled"]), ":", color=color, lw=1)
+    if chance is not None:
+        ax.axhline(chance, color="0.6", ls=":", lw=1)
+        ax.text(0, chance, " chance", fontsize=7, va="bottom", color="0.4")
+    first = next(iter(rows.values()), None)
+    if first is not None:
+        ax.set_xticks(range(len(first["layers"])), [str(n) for n in first["layers"]])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("layer (residual stream after the block)")
+    ax.set_ylabel("gold first token ranked first")
+    ax.set_title(title or "Probe rank accuracy on the forget items per layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
     return fig

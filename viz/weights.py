@@ -1,6 +1,7 @@
 """Weight-level evidence: relearning curves (model vs control) and quantization bars.
 
-Both take plain numbers (what the audit saved), return a ``plotly.graph_objects.Figure`` and never show it.
+Both take plain numbers (what the audit saved) and never show a figure: ``*_plotly`` return a
+``plotly.graph_objects.Figure``, :func:`relearn_curves` a ``matplotlib.figure.Figure``.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["relearn_curves_plotly", "quantization_bars_plotly"]
+__all__ = ["relearn_curves", "relearn_curves_plotly", "quantization_bars_plotly"]
 
 _COLORS = {
     "forget_a": "#d62728",
@@ -95,4 +96,37 @@ def quantization_bars_plotly(rows: Sequence[Mapping[str, Any]], *, title: str | 
         template="plotly_white",
         height=360,
     )
+    return fig
+
+
+def relearn_curves(
+    curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float] | None]],
+    *,
+    model: str = "model",
+    control: str = "control",
+    title: str | None = None,
+) -> Any:
+    """Matplotlib version of :func:`relearn_curves_plotly`; same arguments.
+
+    Returns:
+        ``matplotlib.figure.Figure`` (x: steps on a log axis, step 0 plotted at 0.5; y: half-B accuracy).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
+    for train_set, (steps, acc, ctl) in curves.items():
+        color = _COLORS.get(train_set, "#333333")
+        x = [s + 0.5 if s == 0 else s for s in steps]
+        ax.plot(x, list(acc), "o-", color=color, ms=4, label=f"{model}: {train_set}")
+        if ctl is not None:
+            ax.plot(x, list(ctl), "o--", color=color, ms=4, mfc="none", label=f"{control}: {train_set}")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("fine-tuning steps (0 plotted at 0.5)")
+    ax.set_ylabel("half-B accuracy")
+    ax.set_title(title or "Relearning: accuracy on half B after fine-tuning on ...")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
     return fig

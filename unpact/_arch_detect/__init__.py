@@ -123,6 +123,8 @@ class Detection:
     def registration(self) -> str:
         """The ``register_architecture`` call that pins this map (``"?"`` where a part is missing)."""
         parts = ", ".join(f"{p}={self.found.get(p, '?')!r}" for p in PATH_PARTS)
+        if "mlp_out_proj" in self.found:  # optional (weight edits need it)
+            parts += f", mlp_out_proj={self.found['mlp_out_proj']!r}"
         return f"unpact.register_architecture(unpact.ArchSpec(model_type={self.model_type!r}, {parts}, ...))"
 
     def raise_if_unusable(self) -> ArchSpec:

@@ -2,8 +2,9 @@
 
 :func:`find_structure` finds the token embedding and unembedding (``get_input/output_embeddings()``),
 the block list (the ``nn.ModuleList`` of ``config.num_hidden_layers`` blocks of one class holding an
-attention module), in block 0 the attention module, its output-projection candidates, the MLP and the
-block's norms, the final-norm candidates beside the block list, and the config attributes for the sizes.
+attention module), in block 0 the attention module, its output-projection candidates, the MLP, the MLP's
+output projection (when there is a single one) and the block's norms, the final-norm candidates beside the
+block list, and the config attributes for the sizes.
 The result is a :class:`Found`; the forwards in :mod:`unpact._arch_detect.probe` and
 :mod:`unpact._arch_detect.verify` pick among the candidates and check the guess.
 """
@@ -126,6 +127,26 @@ def _find_mlp(block: nn.Module, attn: str, d_model: int) -> tuple[str | None, st
         return None, "no MLP module and no linear layer outside the attention writes d_model features"
     rel = min(linears, key=lambda t: (_rank(t[0], MLP_OUT_NAMES), -t[1]))[0]
     return rel, f"no MLP module: the MLP site is the output of {rel}"
+
+
+def _find_mlp_out(block: nn.Module, mlp: str, d_model: int) -> tuple[str | None, str]:
+    """``(path, why)`` of the MLP's output projection in ``block``: the MLP itself when it is one linear
+    layer (OPT's ``fc2``), else its one linear layer writing ``d_model`` features (several: the one named
+    as in :data:`MLP_OUT_NAMES`); ``None`` when there is no single one (a mixture of experts)."""
+    module = block.get_submodule(mlp)
+    if _is_linear(module):
+        return mlp, "the MLP is a linear layer"
+    if any(p.dim() > 2 for p in module.parameters()) or any(
+        "expert" in rel.lower() for rel, _ in module.named_modules()
+    ):
+        return None, f"{mlp} is a mixture of experts (no one matrix writes its output)"
+    cands = [rel for rel, m in module.named_modules() if rel and _is_linear(m) and out_features(m) == d_model]
+    if len(cands) > 1:
+        cands = [rel for rel in cands if _last(rel) in MLP_OUT_NAMES]
+    if len(cands) == 1:
+        return f"{mlp}.{cands[0]}", "the MLP's one linear layer writing d_model features"
+    what = "no linear layer" if not cands else f"{len(cands)} linear layers"
+    return None, f"{mlp} has {what} writing d_model={d_model} features"
 
 
 def _out_proj_candidates(attn: nn.Module, d_model: int) -> list[str]:
@@ -272,12 +293,17 @@ def _find_block_parts(model: nn.Module, f: Found, blocks_path: str) -> None:
         f.found["mlp"] = mlp
         if how != "module":
             f.notes.append(how)
+        out, why = _find_mlp_out(block, mlp, f.d_model) if f.d_model else (None, "no d_model")
+        if out is None:  # optional: only weight edits (AlphaEdit, UniErase) need it
+            f.notes.append(f"no MLP output projection: {why}")
+        else:
+            f.found["mlp_out_proj"] = out
     f.block_norms = [
         rel
         for rel, m in block.named_modules()
         if rel and _is_norm(m) and not _inside(rel, attn) and not (mlp and _inside(rel, mlp))
     ]
-    for part in ("attn", "attn_out_proj", "mlp"):
+    for part in ("attn", "attn_out_proj", "mlp", "mlp_out_proj"):
         path = f.found.get(part)
         if path is None:
             continue
@@ -285,5 +311,9 @@ def _find_block_parts(model: nn.Module, f: Found, blocks_path: str) -> None:
             try:
                 b.get_submodule(path)
             except AttributeError:
-                f.missing[part] = f"block 0 has {path} but block {i} does not"
+                if part == "mlp_out_proj":  # optional: drop it rather than refuse the model
+                    del f.found[part]
+                    f.notes.append(f"no MLP output projection: block 0 has {path} but block {i} does not")
+                else:
+                    f.missing[part] = f"block 0 has {path} but block {i} does not"
                 break

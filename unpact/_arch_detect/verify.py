@@ -142,6 +142,7 @@ def build_spec(f: Found, v: Verdict) -> ArchSpec:
         attn=f.found["attn"],
         attn_out_proj=v.out_proj or f.found["attn_out_proj"],
         mlp=f.found["mlp"],
+        mlp_out_proj=f.found.get("mlp_out_proj"),
         n_layers_attr=f.attrs.get("n_layers") or "num_hidden_layers",
         n_heads_attr=f.attrs.get("n_heads") or "num_attention_heads",
         n_kv_heads_attr=f.attrs.get("n_kv_heads"),

@@ -157,6 +157,25 @@ def _check_sweep_key(d: AuditDir, key: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(key, indent=1, sort_keys=True) + "\n")
 
 
+def _check_unlearn_kw(schedules: Sequence[Schedule], unlearn_kw: Mapping[str, Any] | None) -> None:
+    """Refuse ``unlearn_kw`` entries that the sweep sets itself (the swept strength, the seed...)."""
+    given = set(unlearn_kw or {})
+    for sched in schedules:
+        own = {"method", "seed", "progress"} | (
+            {"steps", "checkpoints", "on_checkpoint"} if sched.kind == "steps" else {"alpha"}
+        )
+        clash = sorted(given & own)
+        if clash:
+            swept = "steps" if sched.kind == "steps" else "alpha"
+            raise InputError(
+                f"unlearn_kw sets {', '.join(clash)}, which the sweep sets itself for {sched.method!r} "
+                f"(it sweeps {swept}: {', '.join(f'{p:g}' for p in sched.points)})",
+                source="sweep(unlearn_kw=...)",
+                fix=f"give the strengths as points={{{sched.method!r}: [...]}} (--points {sched.method}=...) "
+                "and the seeds as seeds=[...]; leave them out of unlearn_kw",
+            )
+
+
 def _unlearn_schedule(
     base: Subject,
     forget: Sequence[Example],
@@ -285,7 +304,8 @@ def sweep(
         dtype: Their dtype (default: as saved).
 
     Raises:
-        InputError: Bad strengths, seeds or band (before any work).
+        InputError: Bad strengths, seeds or band, or ``unlearn_kw`` setting what the sweep sets (the swept
+            ``alpha`` or ``steps``, the seed), before any work.
         AuditConfigMismatch: ``out`` holds a sweep with other methods, strengths, seeds, data or base model.
 
     Returns:
@@ -301,6 +321,7 @@ def sweep(
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"seeds must be distinct and at least one, got {seeds}", source="seeds (--seeds)")
     check_band(band)
+    _check_unlearn_kw(schedules, unlearn_kw)
     base_cfg = config or AuditConfig()
     audited, validation = split_validation(retain, n_validation, max_retain=base_cfg.max_retain)
     d = AuditDir.create(out)

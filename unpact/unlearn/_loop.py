@@ -15,7 +15,14 @@ import torch
 from unpact.data import Example, encode_batch, fill_id
 from unpact.errors import InputError, check_positive
 from unpact.models import Subject, frozen, load_model
-from unpact.unlearn.methods import IDK_ANSWERS, TRAIN_DEFAULTS, LossContext, TokBatch, get_method
+from unpact.unlearn.methods import (
+    IDK_ANSWERS,
+    TRAIN_DEFAULTS,
+    LossContext,
+    TokBatch,
+    get_method,
+    without_sensitive,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +65,15 @@ def _sensitive_mask(tok: Any, examples: Sequence[Example], b: Any) -> torch.Tens
     return mask[:, :-1]
 
 
-def _tok_batch(subject: Subject, examples: Sequence[Example], device: torch.device, tok: Any = None) -> TokBatch:
+def _tok_batch(
+    subject: Subject, examples: Sequence[Example], device: torch.device, tok: Any = None, *, sensitive: bool = False
+) -> TokBatch:
     """Examples encoded with ``tok`` (default: the subject's) in ``subject``'s prompt format (the one its
-    users will ask in)."""
+    users will ask in); with ``sensitive``, the mask of their ``meta["sensitive"]`` spans too (only methods
+    that read it, :attr:`Method.uses_sensitive_spans`, ask: a span is checked against the answer)."""
     tok = subject.tokenizer if tok is None else tok
     b = encode_batch(tok, examples, fmt=subject.prompt_format, max_length=subject.n_ctx, fill=fill_id(tok))
-    sens = _sensitive_mask(tok, examples, b)
+    sens = _sensitive_mask(tok, examples, b) if sensitive else None
     return TokBatch(
         b.input_ids.to(device),
         b.attention_mask.to(device),
@@ -228,11 +238,14 @@ def unlearn(
         ctx.state.update(forget=forget, retain=retain)
         if m.prepare is not None:
             m.prepare(ctx)
+            record["hparams"] = {k: v for k, v in hp.items() if k != "seed"}  # as used (prepare may clamp)
         tok = ctx.tokenizer
         if m.forget_data is not None:
             forget_targets = list(m.forget_data(ctx, forget, rng))
-        elif m.forget_answers == "idk":
-            forget_targets = [dataclasses.replace(e, answer=rng.choice(IDK_ANSWERS)) for e in forget]
+        elif m.forget_answers == "idk":  # a new answer: its old sensitive spans no longer apply
+            forget_targets = [
+                dataclasses.replace(e, answer=rng.choice(IDK_ANSWERS), meta=without_sensitive(e.meta)) for e in forget
+            ]
         else:
             forget_targets = forget
         params = m.trainable(ctx) if m.trainable else list(model.parameters())
@@ -248,7 +261,7 @@ def unlearn(
         bar = tqdm(range(steps), desc=f"unlearn {method}", disable=not progress, leave=False)
         losses: list[float] = []
         for _ in bar:
-            fb = _tok_batch(subject, next(f_iter), dev, tok)
+            fb = _tok_batch(subject, next(f_iter), dev, tok, sensitive=m.uses_sensitive_spans)
             rb = _tok_batch(subject, next(r_iter), dev, tok) if r_iter is not None else None
             loss = m.loss(ctx, fb, rb)
             if not torch.isfinite(loss):

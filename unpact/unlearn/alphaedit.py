@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unpact._arch import in_features, out_features, weight_in_out
+from unpact._arch import out_features, weight_in_out
 from unpact.errors import ArchitectureError, InputError
 from unpact.hooks import hooked
 from unpact.models import Subject
@@ -106,34 +106,33 @@ def alphaedit_update(
     return torch.linalg.solve(lhs, p @ k @ r.T).T
 
 
-def _is_linear(m: nn.Module, d_out: int) -> bool:
-    """Whether ``m`` is a linear-like layer (a 2-D ``weight``) writing ``d_out`` features."""
-    weight = getattr(m, "weight", None)
-    return isinstance(weight, torch.Tensor) and weight.dim() == 2 and out_features(m) == d_out
-
-
-def mlp_out_proj(mlp: nn.Module, d_model: int) -> nn.Module:
-    """The MLP's output projection: its linear-like layer (2-D weight) writing ``d_model`` features.
+def mlp_out_proj(subject: Subject, layer: int) -> nn.Module:
+    """Block ``layer``'s MLP output projection, from the architecture map (:attr:`ArchSpec.mlp_out_proj`).
 
     Args:
-        mlp: A block's MLP module (or, as for OPT, the projection itself).
-        d_model: Residual width.
+        subject: The model.
+        layer: Block index.
+
+    Returns:
+        The linear-like layer (a 2-D ``weight``) that writes the MLP's ``d_model`` output.
 
     Raises:
-        ArchitectureError: No such layer, or several (a mixture of experts), so the edit has no one matrix.
+        ArchitectureError: The architecture names no MLP output projection (e.g. a mixture of experts,
+            which has no one matrix to edit), or the one it names is not a linear layer writing ``d_model``
+            features.
     """
-    cands = [m for m in mlp.modules() if not isinstance(m, nn.Embedding) and _is_linear(m, d_model)]
-    if len(cands) > 1:  # an MLP as wide as the residual: prefer the layer whose input is not the residual
-        cands = [m for m in cands if in_features(m) != d_model] or cands[-1:]
-    if len(cands) != 1:
-        what = "no linear layer" if not cands else f"{len(cands)} linear layers (a mixture of experts?)"
+    proj = subject.mlp_out_proj(layer)
+    weight = getattr(proj, "weight", None)
+    if not (isinstance(weight, torch.Tensor) and weight.dim() == 2 and out_features(proj) == subject.d_model):
+        spec = subject.spec
         raise ArchitectureError(
-            f"the MLP {type(mlp).__name__} has {what} writing {d_model} features, so there is no one output "
-            "projection to edit",
+            f"the MLP output projection {spec.mlp_out_proj!r} of {spec.model_type!r} is a {type(proj).__name__}, "
+            f"not a linear layer writing d_model={subject.d_model} features, so the edit has no matrix to change",
             source="unierase / AlphaEdit",
-            fix="use a dense-MLP model (the edit needs one down-projection per block)",
+            fix="point ArchSpec.mlp_out_proj at the MLP's down-projection: unpact.register_architecture("
+            "dataclasses.replace(subject.spec, mlp_out_proj=...), overwrite=True)",
         )
-    return cands[0]
+    return proj
 
 
 @dataclass(frozen=True)
@@ -339,12 +338,12 @@ def alphaedit(
         The :class:`AlphaEditResult`.
 
     Raises:
-        ArchitectureError: An MLP without one output projection (:func:`mlp_out_proj`).
+        ArchitectureError: An architecture without a known MLP output projection (:func:`mlp_out_proj`).
         InputError: No layers.
     """
     if not layers:
         raise InputError("alphaedit needs at least one layer to edit", source="alphaedit(layers=...)")
-    projs = {layer: mlp_out_proj(subject.mlp(layer), subject.d_model) for layer in layers}
+    projs = {layer: mlp_out_proj(subject, layer) for layer in layers}
     covs = _key_cov(subject, projs, [preserved] if isinstance(preserved, TokenPositions) else preserved)
     proj_p = {layer: null_space_projector(c, null_threshold) for layer, c in covs.items()}
     null_dims = {layer: round(float(torch.trace(p))) for layer, p in proj_p.items()}

@@ -32,7 +32,7 @@ MLPs at ``lr=5e-3``. They were picked on the micro toy world (a short sweep of l
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,16 @@ from unpact.forward import gather_logprobs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "Method", "TokBatch", "register_method", "get_method", "TRAIN_DEFAULTS", "IDK_ANSWERS"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "TokBatch",
+    "register_method",
+    "get_method",
+    "TRAIN_DEFAULTS",
+    "IDK_ANSWERS",
+    "without_sensitive",
+]
 
 TRAIN_DEFAULTS: dict[str, Any] = {"steps": 60, "lr": 1e-4, "batch_size": 32, "warmup_steps": 5, "max_grad_norm": 1.0}
 
@@ -172,6 +181,8 @@ class Method:
             (UniErase adds its unlearning token: a tokenizer copy in ``ctx.tokenizer``, a grown embedding).
         forget_data: Optional ``forget_data(ctx, forget, rng) -> examples``: the forget batches' items
             (ReLearn's paraphrases with vague answers), replacing ``forget_answers``.
+        uses_sensitive_spans: The loss reads :attr:`TokBatch.sensitive_mask` (PALU): only then are the
+            forget items' ``meta["sensitive"]`` spans located in their answers (and checked to be there).
         linear_in_alpha: The model is ``theta + alpha * (theta_1 - theta)`` with ``theta_1`` the
             ``alpha = 1`` model (task vector), so a sweep over ``alpha`` needs one run; otherwise a
             method with ``post`` and an ``alpha`` (UniErase's edit scale) is run once per point.
@@ -189,6 +200,12 @@ class Method:
     prepare: Callable[[LossContext], None] | None = None
     forget_data: Callable[[LossContext, list[Any], Any], list[Any]] | None = None
     linear_in_alpha: bool = False
+    uses_sensitive_spans: bool = False
+
+
+def without_sensitive(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``meta`` without its ``"sensitive"`` spans (for an item whose answer a method replaced)."""
+    return {k: v for k, v in meta.items() if k != "sensitive"}
 
 
 METHODS: dict[str, Method] = {}

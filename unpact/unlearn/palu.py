@@ -30,6 +30,7 @@ predicting EOS from ``P`` (unpact's answers hold no EOS). Defaults (``PALU.yaml`
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from typing import Any
@@ -38,6 +39,8 @@ import torch
 
 from unpact.errors import InputError
 from unpact.unlearn.methods import LossContext, Method, TokBatch, _logits, nll
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PALU_DEFAULTS", "prefix_mask", "palu_forget_term", "palu_kl_term", "palu_loss", "palu_method"]
 
@@ -66,7 +69,11 @@ def _check_prefix(n: Any) -> int:
 
 def _check_weight(name: str, w: Any) -> float:
     if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
-        raise InputError(f"palu {name} must be a finite number >= 0, got {w!r}", source="hparams")
+        raise InputError(
+            f"palu {name} must be a finite number >= 0, got {w!r}",
+            source="hparams",
+            fix=f"pass e.g. {name}={PALU_DEFAULTS[name]} (0 drops the term)",
+        )
     return float(w)
 
 
@@ -106,7 +113,8 @@ def palu_forget_term(logits: torch.Tensor, ref_logits: torch.Tensor, target_mask
         logits: ``(batch, seq - 1, vocab)`` the trained model's logits (with grad).
         ref_logits: ``(batch, seq - 1, vocab)`` the frozen reference's logits (choose the k indices).
         target_mask: ``(batch, seq - 1)`` bool, the targeted positions (sensitive prefixes).
-        k: Logits flattened per position, clamped to the vocabulary size.
+        k: Logits flattened per position, clamped to the vocabulary size (:func:`palu_method`'s runs
+            warn and record the clamped value).
 
     Returns:
         Scalar; 0 when no position is targeted.
@@ -183,6 +191,21 @@ def palu_loss(ctx: LossContext, f: TokBatch, r: TokBatch | None) -> torch.Tensor
     return loss
 
 
+def _prepare(ctx: LossContext) -> None:
+    """Check the hyperparameters before training; clamp ``top_k`` to the vocabulary, with a warning, and
+    record the value used (``hparams.top_k`` of the record; the requested one as ``top_k_requested``)."""
+    hp = {**PALU_DEFAULTS, **ctx.hparams}
+    k = _check_top_k(hp["top_k"])
+    _check_prefix(hp["prefix_tokens"])
+    _check_weight("kl_weight", hp["kl_weight"])
+    _check_weight("retain_weight", hp["retain_weight"])
+    vocab = int(ctx.subject.vocab_size)
+    if k > vocab:
+        logger.warning("palu: top_k=%d is above the vocabulary size %d; using top_k=%d", k, vocab, vocab)
+        ctx.hparams["top_k"] = vocab
+        ctx.state.setdefault("record", {})["top_k_requested"] = k
+
+
 def palu_method() -> Method:
     """The PALU :class:`~unpact.unlearn.methods.Method` (not registered), defaults :data:`PALU_DEFAULTS`."""
     return Method(
@@ -192,4 +215,6 @@ def palu_method() -> Method:
         True,
         "flatten the reference's top-k logits at sensitive-span prefixes; KL on other answer tokens + NLL on retain",
         train_defaults={"lr": 3e-5},
+        prepare=_prepare,
+        uses_sensitive_spans=True,
     )

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import numbers
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,8 +39,10 @@ from typing import Any
 import torch
 
 from unpact.data import Example
-from unpact.errors import InputError
-from unpact.unlearn.methods import LossContext, Method, TokBatch, kl_to_ref, nll
+from unpact.errors import DataFileError, InputError, MissingFileError
+from unpact.unlearn.methods import LossContext, Method, TokBatch, kl_to_ref, nll, without_sensitive
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "RELEARN_DEFAULTS",
@@ -70,32 +74,47 @@ VAGUE_ANSWERS: tuple[str, ...] = (
 REWRITES: tuple[str, ...] = ("Tell me: {q}", "{q} Answer briefly.", "Quick question. {q}", "I wonder: {q}")
 
 
+_PARA_FIX = 'give a UTF-8 JSON file {item id: [question, ...]}, e.g. {"p1.birth_city.p0": ["Where was Ann Lee born?"]}'
+
+
 def _load_paraphrases(spec: str | Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
-    """The user's paraphrases ``{item id: [question, ...]}`` from a mapping or a JSON file path."""
+    """The user's paraphrases ``{item id: [question, ...]}`` from a mapping or a JSON file path.
+
+    Raises:
+        MissingFileError: No file at the path.
+        DataFileError: A directory, a file that is not UTF-8 or not valid JSON (with its line), or JSON
+            that is not ``{id: [question, ...]}``.
+        InputError: A mapping that is not ``{id: [question, ...]}``.
+    """
     if spec is None:
         return {}
+    path: Path | None = None
     if isinstance(spec, Mapping):
         data: Any = spec
-        where = "paraphrases"
     else:
         path = Path(str(spec))
-        where = f"paraphrases file {path}"
-        if not path.is_file():
-            raise InputError(
-                f"no paraphrase file at {path}", source="relearn paraphrases", fix="give a JSON file {id: [question]}"
-            )
+        if not path.exists():
+            raise MissingFileError("no paraphrase file here (relearn paraphrases=...)", path=path, fix=_PARA_FIX)
+        if path.is_dir():
+            raise DataFileError("is a directory, not a paraphrase file", path=path, fix=_PARA_FIX)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise DataFileError("the paraphrase file is not UTF-8 text", path=path, fix=_PARA_FIX) from exc
         except json.JSONDecodeError as exc:
-            raise InputError(f"{where} is not valid JSON: {exc}", source="relearn paraphrases") from exc
+            raise DataFileError(
+                f"the paraphrase file is not valid JSON ({exc.msg}, column {exc.colno})",
+                path=path,
+                line=exc.lineno,
+                fix=_PARA_FIX,
+            ) from exc
     if not isinstance(data, Mapping) or not all(
         isinstance(v, list) and all(isinstance(q, str) and q.strip() for q in v) for v in data.values()
     ):
-        raise InputError(
-            f"{where} must map item ids to lists of non-empty questions",
-            source="relearn paraphrases",
-            fix='e.g. {"p1.birth_city.p0": ["Where is the birthplace of Ann Lee?"]}',
-        )
+        message = "relearn paraphrases must map item ids to lists of non-empty questions"
+        if path is not None:
+            raise DataFileError(message, path=path, fix=_PARA_FIX)
+        raise InputError(message, source="relearn paraphrases", fix=_PARA_FIX)
     return {str(k): list(v) for k, v in data.items()}
 
 
@@ -144,17 +163,34 @@ def augment(
     Args:
         forget: The forget items.
         rng: Draws the paraphrases (among those available) and the vague answers.
-        n_augment: Paraphrases per item (fewer when fewer exist): the user's first, then drawn from
-            the toy world's templates and the rewritings.
-        paraphrases: The user's paraphrases: a mapping or a JSON file ``{item id: [question, ...]}``.
+        n_augment: Paraphrases per item, an integer (fewer when fewer exist): the user's first, then drawn
+            from the toy world's templates and the rewritings.
+        paraphrases: The user's paraphrases: a mapping or a JSON file ``{item id: [question, ...]}``; ids
+            that match no forget item are logged as a warning.
 
     Returns:
         ``len(forget) * (1 + n_augment)`` examples at most; ids ``"<id>~relearn<k>"`` (``k = 0``: the
-        original question).
+        original question); their ``meta`` without ``"sensitive"`` (spans of the old answer).
+
+    Raises:
+        InputError: ``n_augment`` not an integer >= 0, or a paraphrase mapping that is not
+            ``{id: [question, ...]}`` (:class:`~unpact.errors.DataFileError` for such a file).
+        MissingFileError: No paraphrase file at the path given.
     """
-    if isinstance(n_augment, bool) or not isinstance(n_augment, (int, float)) or n_augment < 0:
-        raise InputError(f"n_augment must be a count >= 0, got {n_augment!r}", source="relearn hparams")
+    if isinstance(n_augment, bool) or not isinstance(n_augment, numbers.Integral) or n_augment < 0:
+        raise InputError(
+            f"n_augment must be a whole number of paraphrases >= 0, got {n_augment!r}",
+            source="relearn hparams",
+            fix=f"e.g. n_augment={RELEARN_DEFAULTS['n_augment']} (0: the original questions only)",
+        )
     given = _load_paraphrases(paraphrases)
+    unknown = sorted(set(given) - {e.id for e in forget})
+    if unknown:
+        logger.warning(
+            "relearn: %d paraphrase ids match no forget item and are unused: %s",
+            len(unknown),
+            ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else ""),
+        )
     out: list[Example] = []
     for e in forget:
         pool = paraphrases_of(e, given)
@@ -164,7 +200,8 @@ def augment(
         picks = own + rng.sample(rest, min(n - len(own), len(rest)))
         for k, q in enumerate([e.prompt, *picks]):
             vague = rng.choice(vague_answers(e))
-            out.append(dataclasses.replace(e, id=f"{e.id}~relearn{k}", prompt=q, answer=vague, keywords=()))
+            meta = without_sensitive(e.meta)  # a new answer: the old sensitive spans are not in it
+            out.append(dataclasses.replace(e, id=f"{e.id}~relearn{k}", prompt=q, answer=vague, keywords=(), meta=meta))
     return out
 
 

@@ -7,9 +7,12 @@ I. *Unlearning token.* A new token ``[UNL]`` (here ``"<unl>"``) joins the vocabu
    embedding row is trained (every other row's gradient is zeroed) so that
    ``question + [UNL]`` is followed by a refusal ("I don't know"-style, :data:`IDK_ANSWERS`).
    The loss is the NLL of the answer tokens *after* ``[UNL]``; the token itself is never a target, so
-   nothing learns to emit it yet. Its new rows start as a draw from the existing rows' mean and
-   covariance (transformers' ``mean_resizing``), not the mean itself: as an output row the mean's logit
-   is the mean of all logits, never the largest, and no edit could make the token come first.
+   nothing learns to emit it yet. With tied embeddings (GPT-2, the toy world) the input row is also the
+   token's output row, so phase I changes its logit too; untied, the output row keeps its initial value.
+   The new rows start as a draw from ``N(mean, cov)`` of the existing rows, with their full covariance:
+   unpact's own choice. transformers' ``mean_resizing`` draws with ``1e-9 * cov``, essentially the mean,
+   and as an output row the mean's logit is the mean of all logits, never the largest, so no edit could
+   make the token come first.
 II. *Edit.* AlphaEdit (:mod:`unpact.unlearn.alphaedit`, Fang et al., ICLR 2025,
    https://arxiv.org/abs/2410.02355) edits the MLP output projections of a few layers so that every
    forget question's first generated token is ``[UNL]`` (which then leads to the refusal), while the
@@ -65,7 +68,7 @@ from unpact.data import Example, encode, fill_id
 from unpact.errors import InputError
 from unpact.models import Subject, frozen
 from unpact.unlearn.alphaedit import TokenPositions, alphaedit, mlp_out_proj, next_token_share
-from unpact.unlearn.methods import IDK_ANSWERS, LossContext, Method, TokBatch, nll
+from unpact.unlearn.methods import IDK_ANSWERS, LossContext, Method, TokBatch, nll, without_sensitive
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +143,11 @@ def _check(hp: dict[str, Any], n_layers: int) -> None:
 
 
 def _typical_row(rows: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """A draw from ``N(mean, cov)`` of ``rows`` ``(n, d)`` (transformers' ``mean_resizing``): ``(d,)``.
+    """A draw from ``N(mean, cov)`` of ``rows`` ``(n, d)``, with their full covariance: ``(d,)``.
 
-    Not the mean itself: as an output row, the mean's logit is the mean of all logits, never the largest,
-    so no edit could make the token the model's first choice.
+    unpact's choice (transformers' ``mean_resizing`` uses ``1e-9 * cov``, essentially the mean): as an
+    output row the mean's logit is the mean of all logits, never the largest, so no edit could make the
+    token the model's first choice.
     """
     x = rows.float()
     mu = x.mean(0)
@@ -157,6 +161,8 @@ def _prepare(ctx: LossContext) -> None:
 
     hp = ctx.hparams
     _check(hp, ctx.subject.n_layers)
+    if float(hp["alpha"]) > 0:  # refuse a model phase II cannot edit before phase I trains
+        mlp_out_proj(ctx.subject, 0)
     token = hp["token"]
     tok = copy.deepcopy(ctx.subject.tokenizer)
     if token in tok.get_vocab():
@@ -189,8 +195,10 @@ def _prepare(ctx: LossContext) -> None:
 def _forget_data(ctx: LossContext, forget: list[Example], rng: Any) -> list[Example]:
     """Each forget question answered ``"<unl> " + a refusal`` (sensitive spans dropped: the answer changed)."""
     token = ctx.hparams["token"]
-    meta = [{k: v for k, v in e.meta.items() if k != "sensitive"} for e in forget]
-    out = [dataclasses.replace(e, answer=f"{token} {rng.choice(IDK_ANSWERS)}", meta=m) for e, m in zip(forget, meta)]
+    out = [
+        dataclasses.replace(e, answer=f"{token} {rng.choice(IDK_ANSWERS)}", meta=without_sensitive(e.meta))
+        for e in forget
+    ]
     ctx.state["targets"] = out
     return out
 
@@ -277,7 +285,7 @@ def _post(ctx: LossContext) -> None:
             share, nnz = next_token_share(sub, prompts, tid), 0
     d = int(model.get_input_embeddings().weight.shape[1])  # type: ignore[operator]
     new_rows = d * (1 if ctx.state["tied"] else 2)
-    edited = sum(_numel(mlp_out_proj(sub.mlp(i), sub.d_model)) for i in layers)
+    edited = sum(_numel(mlp_out_proj(sub, i)) for i in layers)
     total = sum(p.numel() for p in model.parameters())
     ctx.state["record"].update(
         edited_layers=layers,
