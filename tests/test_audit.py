@@ -303,7 +303,7 @@ def test_cli_user_mode_uses_audit_defaults(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_audit(config, models, forget, retain):
+    def fake_audit(config, models, forget, retain, shard=None):
         seen.update(config=config, forget=forget, retain=retain)
         return SimpleNamespace(table=lambda: "")
 

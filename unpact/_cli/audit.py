@@ -58,6 +58,20 @@ def _user_models(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
     return Models(args.base, unlearned, retain_only=args.retain_only, **load_options(args)), forget, retain
 
 
+def _shard(config: Any, device: str | None) -> tuple[Any, str | None]:
+    """This process's shard (under torchrun: its rank) and the device its models go to (``cuda``: its own GPU)."""
+    import os
+
+    from unpact.audit.shard import Shard
+
+    shard = Shard.from_env(timeout_s=config.dist_timeout, device=device)
+    if shard.split and device == "cuda":  # one GPU per rank on each machine
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    if shard.split:
+        logger.info("rank %d of %d (device %s)", shard.rank, shard.world, device or "cpu")
+    return shard, device
+
+
 def _run(args: argparse.Namespace) -> int:
     from unpact.audit import audit, audit_toyworld
     from unpact.audit.config import from_namespace
@@ -71,11 +85,13 @@ def _run(args: argparse.Namespace) -> int:
     config = from_namespace(args, **format_settings(args))
     if config.workers is None:  # the command line uses worker processes unless told otherwise
         config = config.replace(workers=0)
+    shard, device = _shard(config, args.device)
     user_mode = any(x is not None for x in (args.base, args.forget, args.retain, args.retain_only)) or args.unlearned
     t = time.time()
     if user_mode:
+        args.device = device
         models, forget, retain = _user_models(args)
-        summary = audit(config, models, forget, retain)
+        summary = audit(config, models, forget, retain, shard=shard)
     else:
         if args.tokenizer is not None:
             raise InputError(
@@ -83,7 +99,9 @@ def _run(args: argparse.Namespace) -> int:
                 source="unpact audit",
                 fix="give --base, --unlearned, --forget and --retain too, or drop --tokenizer",
             )
-        summary = audit_toyworld(config, device=args.device, dtype=args.dtype)
+        summary = audit_toyworld(config, device=device, dtype=args.dtype, shard=shard)
+    if not shard.is_main:  # rank 0 prints the table and writes the report
+        return 0
     print(summary.table())
     print(f"\naudit written to {config.out} ({time.time() - t:.0f}s)")
     try:  # the report is optional: viz is never imported by the library

@@ -5,6 +5,7 @@ OUT/
   .unpact-audit          marker: this directory belongs to an unpact audit
   audit_config.json      the settings and the resume key (settings, model and data hashes, schema)
   records.jsonl          one line per (model, item, attack): see unpact.audit.records
+  records.partR.jsonl    a split audit's rank R's records until rank 0 merges them (unpact.audit.shard)
   keywords.json          item id -> key words
   tracers/MODEL/KIND/ITEM.npz   saved tracer results (KIND: forget, retain, lens, circuits, ...)
   weights/MODEL/KIND/NAME.npz   weight-level evidence on a copy of MODEL (KIND: relearn, quantize)
@@ -246,11 +247,21 @@ class AuditDir:
         return folder / f"{item_file_name(name)}.npz"
 
     # ----- contents ------------------------------------------------------------------------------
-    def records(self) -> RecordStore:
-        """The record store (torn last line dropped, corruption reported with file and line)."""
+    def record_parts(self) -> list[Path]:
+        """``records.part<rank>.jsonl``: the record files of a split audit's ranks (:mod:`unpact.audit.shard`)."""
+        return sorted(self.root.glob("records.part*.jsonl"))
+
+    def records(self, part: str | None = None) -> RecordStore:
+        """The record store (torn last line dropped, corruption reported with file and line).
+
+        Args:
+            part: ``None``: append to ``records.jsonl``; ``"part<rank>"``: to that rank's own file. Every
+                rank's part is read either way.
+        """
         from unpact.audit.records import RecordStore
 
-        return RecordStore(self.records_path)
+        write_to = None if part is None else self.root / f"records.{part}.jsonl"
+        return RecordStore(self.records_path, parts=self.record_parts(), write_to=write_to)
 
     def read_keywords(self) -> dict[str, list[str]] | None:
         """Saved key words, or ``None`` if not written yet."""
@@ -338,7 +349,9 @@ class AuditDir:
 
     def read_records(self) -> list[dict[str, Any]]:
         """The records as plain dicts (for tables); ``[]`` if none."""
-        return [r.to_dict() for r in self.records().records.values()] if self.records_path.exists() else []
+        if not self.records_path.exists() and not self.record_parts():
+            return []
+        return [r.to_dict() for r in self.records().records.values()]
 
     @staticmethod
     def _read_json(path: Path) -> Any:

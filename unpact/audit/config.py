@@ -92,6 +92,8 @@ class AuditConfig:
             in this process), ``0`` automatic (the command line's default), or a number; see
             :func:`unpact.audit.workers.worker_count`. A script that asks for workers must keep its top
             level under ``if __name__ == "__main__":`` (:mod:`unpact._procs`).
+        dist_timeout: Under torchrun (:mod:`unpact.audit.shard`): seconds a rank waits at a barrier for the
+            others (rank 0 alone finishes the audit's later stages) before stopping with an error.
         template: Prompt template holding ``{question}`` (``None``: the models' own format; the toy
             world's is its own); see :class:`unpact.prompts.PromptFormat`.
         answer_sep: Text between prompt and answer (``None``: a space unless there is whitespace).
@@ -163,6 +165,11 @@ class AuditConfig:
         None,
         "worker processes for the records, attributions and lens (0: automatic, 2 on a CPU with 2+ cores when the "
         "models are small, the command line's default; Python's default: none); the results do not depend on it",
+        resume=False,
+    )
+    dist_timeout: float = _setting(
+        7200.0,
+        "torchrun (a split audit): seconds a rank waits for the others at a barrier before it stops with an error",
         resume=False,
     )
     # the format in effect (these over the base model's own) is part of the resume key as rendered ids

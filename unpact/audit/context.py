@@ -8,8 +8,6 @@ New evidence is a new stage: one file in ``unpact/audit/stages/`` and one line i
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from unpact.audit.auditdir import AuditDir
 from unpact.audit.config import AuditConfig
 from unpact.audit.models import Models
 from unpact.audit.records import RecordStore
+from unpact.audit.shard import Shard
 from unpact.data import Example
 
 if TYPE_CHECKING:
@@ -36,13 +35,6 @@ __all__ = ["AuditRun", "Stage", "Callback"]
 Callback = Callable[[str, Mapping[str, Any]], None]
 
 
-def seed_of(*parts: Any) -> int:
-    """A 31-bit seed derived from ``parts`` (stable across runs and processes)."""
-    return int(hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()[:16], 16) % (
-        2**31
-    )
-
-
 @dataclass
 class AuditRun:
     """The state one audit run's stages share.
@@ -57,6 +49,7 @@ class AuditRun:
         probe_train: The retain items the probes are fit on (of all given, spread over facts).
         holdout: Items about people no model was trained on (membership inference's non-members; may be empty).
         variants: Split name -> other wordings of the forget facts (held-out phrasings, biography sentences).
+        shard: This process's part of a split audit (:class:`~unpact.audit.shard.Shard`; default: all of it).
         dir: The output directory.
         store: The record store.
         attacks: Attack names (without ``plain``).
@@ -88,6 +81,7 @@ class AuditRun:
     probe_train: list[Example] = field(default_factory=list)
     holdout: list[Example] = field(default_factory=list)
     variants: dict[str, list[Example]] = field(default_factory=dict)
+    shard: Shard = field(default_factory=Shard)
 
     # ----- helpers for stages --------------------------------------------------------------------
     def chunks(self, items: Sequence[Example]) -> list[tuple[int, list[Example]]]:
@@ -100,10 +94,10 @@ class AuditRun:
         return {"forget": self.forget, "retain": self.retain, "retain_attacked": self.retain_attacked}[split]
 
     def bar(self, total: int, desc: str) -> Any:
-        """A progress bar (silent when ``config.progress`` is off)."""
+        """A progress bar (silent when ``config.progress`` is off, and on the ranks other than 0 of a split audit)."""
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, disable=not self.config.progress, leave=False)
+        return tqdm(total=total, desc=desc, disable=not self.config.progress or not self.shard.is_main, leave=False)
 
     def record_workers(self, n: int) -> RecordWorkers:
         """The run's pool of ``n`` worker processes holding the models (started once, closed by :meth:`close`)."""
@@ -132,12 +126,17 @@ class AuditRun:
             self.callback("attribution", {"model": model, "split": split})
         return paths
 
-    def attributions(self, model: str, split: str) -> list[Attribution]:
+    def attributions(self, model: str, split: str, *, load: bool = True) -> list[Attribution]:
         """Attributions of ``model`` on the ``forget`` or ``retain`` (attacked) items, computed once.
 
         Saved per item under ``tracers/MODEL/SPLIT`` in chunks (in worker processes when the run has
         them); a chunk already on disk is loaded, so a resumed run sees the same numbers as an
         uninterrupted one.
+
+        Args:
+            model: The model's name.
+            split: ``"forget"`` or ``"retain"``.
+            load: ``False``: only compute this rank's missing chunks (a split audit) and return nothing.
         """
         key = (model, split)
         if key in self._attributions:
@@ -148,8 +147,14 @@ class AuditRun:
         from unpact.audit.workers import worker_count
 
         items = self.forget if split == "forget" else self.retain_attacked
-        chunks = [ch for _, ch in self.chunks(items)]
-        missing = [ch for ch in chunks if not all(self.dir.tracer_path(model, split, e.id).exists() for e in ch)]
+        starts = self.chunks(items)
+        chunks = [ch for _, ch in starts]
+        missing = [
+            ch
+            for start, ch in starts
+            if not all(self.dir.tracer_path(model, split, e.id).exists() for e in ch)
+            and (load or self.shard.owns("attribution", model, split, start))
+        ]
         n = worker_count(self)
         if n > 1 and len(missing) > 1:
             pool = self.record_workers(n)
@@ -169,6 +174,8 @@ class AuditRun:
         else:
             for ch in missing:
                 self.attribute_chunk(model, split, ch)
+        if not load:
+            return []
         out: list[Attribution] = []
         for ch in chunks:  # loaded, so a resumed run sees the same numbers
             out.extend(Attribution.load(self.dir.tracer_path(model, split, e.id)) for e in ch)
@@ -189,6 +196,8 @@ class Stage:
     name: ClassVar[str]
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
+    #: A split audit (:mod:`unpact.audit.shard`) divides this stage's units between the ranks.
+    shardable: ClassVar[bool] = False
 
     def enabled(self, run: AuditRun) -> bool:
         """Whether the settings ask for this stage (default: always)."""

@@ -17,6 +17,7 @@ from unpact.audit.config import AuditConfig
 from unpact.audit.context import AuditRun, Callback, Stage
 from unpact.audit.models import Models
 from unpact.audit.resume import resume_key
+from unpact.audit.shard import Shard
 from unpact.audit.summary import AuditSummary
 from unpact.data import Example
 from unpact.errors import InputError
@@ -85,6 +86,7 @@ def prepare(
     holdout: Sequence[Example] = (),
     variants: Mapping[str, Sequence[Example]] | None = None,
     callback: Callback | None = None,
+    shard: Shard | None = None,
 ) -> AuditRun:
     """Check the inputs, open the output directory and check the resume key: the state stages run on.
 
@@ -128,8 +130,10 @@ def prepare(
         prompt_format=format_key(models.base, forget[0]),
         probe_train=probe_train,
     )
-    out = AuditDir.create(config.out)
-    config_hash = out.check_resume(key, config.to_dict())
+    shard = shard or Shard()
+    with shard.main_first("open the output directory"):  # rank 0 creates it and writes the key first
+        out = AuditDir.create(config.out)
+        config_hash = out.check_resume(key, config.to_dict())
     return AuditRun(
         config=config,
         config_hash=config_hash,
@@ -139,13 +143,14 @@ def prepare(
         retain_attacked=retain[: config.retain_attacked],
         probe_train=probe_train,
         dir=out,
-        store=out.records(),
+        store=out.records(shard.part_name),
         attacks=attacks,
         max_new_tokens=max_new,
         callback=callback or (lambda stage, info: None),
         format_check=format_check,
         holdout=list(holdout),
         variants={k: list(v) for k, v in (variants or {}).items()},
+        shard=shard,
     )
 
 
@@ -159,6 +164,7 @@ def audit(
     callback: Callback | None = None,
     holdout: Sequence[Example] = (),
     variants: Mapping[str, Sequence[Example]] | None = None,
+    shard: Shard | None = None,
 ) -> AuditSummary:
     """Audit unlearned models against the base and the retain-only model; resumable.
 
@@ -181,6 +187,8 @@ def audit(
         variants: Split name -> other wordings of the forget facts, e.g. held-out phrasings or biography
             sentences: their plain accuracy per model is reported next to the audited phrasings' (stage
             ``variants``). The toy world gives ``forget_heldout`` and ``forget_bios``.
+        shard: This process's rank in a split audit (:meth:`unpact.audit.shard.Shard.from_env` under
+            torchrun); every rank calls ``audit`` with the same arguments and gets the same summary.
 
     Returns:
         The :class:`~unpact.audit.summary.AuditSummary`, also written to ``summary.json``.
@@ -190,36 +198,29 @@ def audit(
     from unpact._procs import pool_broke
     from unpact.audit.format_check import describe_format
     from unpact.audit.plan import plan
+    from unpact.audit.stage_loop import run_stages
     from unpact.audit.stages import default_stages
 
-    run = prepare(config, models, forget, retain, holdout=holdout, variants=variants, callback=callback)
+    run = prepare(config, models, forget, retain, holdout=holdout, variants=variants, callback=callback, shard=shard)
     format_check = run.format_check
     todo = list(stages) if stages is not None else default_stages()
     estimate = plan(run, todo)
     logger.info("%s", estimate.describe())
-    if config.progress:
+    if config.progress and run.shard.is_main:
         print(estimate.describe(), file=sys.stderr, flush=True)
-    spent: dict[str, float] = {}
     t_all = time.time()
     try:
-        for i, stage in enumerate(todo, start=1):
-            label = f"[{i}/{len(todo)}] {stage.name}"
-            if not stage.enabled(run):
-                logger.info("%s: off in the settings", label)
-                continue
-            if stage.done(run):
-                logger.info("%s: already saved, skipped", label)
-                continue
-            t = time.time()
-            if config.progress:
-                print(f"audit {label}", file=sys.stderr, flush=True)
-            stage.run(run)
-            spent[stage.name] = round(time.time() - t, 2)
-            logger.info("%s: %.1fs", label, spent[stage.name])
+        spent = run_stages(run, todo)
     except BrokenProcessPool as exc:
         raise pool_broke(exc, "of the audit") from exc
     finally:
         run.close()
+    if not run.shard.is_main:  # its share is saved; rank 0 finishes the audit
+        run.shard.barrier("summary")
+        return run.dir.read_summary()
+    parts = run.dir.record_parts()
+    if parts:  # a split audit's ranks' records, folded into records.jsonl
+        run.store.merge_parts(parts)
 
     base = run.models.base
     example = run.forget[0]
@@ -235,6 +236,7 @@ def audit(
     )
     run.dir.write_summary(summary)
     run.dir.write_timings({**estimate.to_dict(), "seconds": spent, "total_seconds": round(time.time() - t_all, 1)})
+    run.shard.barrier("summary")
     return summary
 
 
@@ -270,6 +272,7 @@ def audit_toyworld(
     callback: Callback | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    shard: Shard | None = None,
 ) -> AuditSummary:
     """The whole audit of the built-in toy world: build (or reuse) it, unlearn, audit.
 
@@ -287,6 +290,8 @@ def audit_toyworld(
         callback: See :func:`audit`.
         device: Where to load the models for the audit (default: CPU).
         dtype: The models' dtype for the audit (default: float32, as trained).
+        shard: This process's rank under torchrun (see :func:`audit`): rank 0 builds the world, unlearns
+            (and sweeps) while the others wait, then every rank audits its share.
 
     Returns:
         The :class:`~unpact.audit.summary.AuditSummary`.
@@ -302,19 +307,36 @@ def audit_toyworld(
             source="setting 'methods' (--methods)",
             fix=f"choose from {sorted(METHODS)}",
         )
-    out = AuditDir.create(config.out)  # refuse a foreign directory before hours of work
-    world = build_toyworld(config.preset, seed=config.seed, progress=config.progress, workers=config.workers)
+    shard = shard or Shard()
+    with shard.main_first("build the toy world"):  # rank 0 builds (or finds) it; the others then find it cached
+        out = AuditDir.create(config.out)  # refuse a foreign directory before hours of work
+        world = build_toyworld(config.preset, seed=config.seed, progress=config.progress, workers=config.workers)
     base, control = world.load_base(device, dtype), world.load_retain_only(device, dtype)
-    retain = world.retain
-    if config.strength == "matched":
-        unlearned, retain = matched_toyworld(world, config, out, control)
-    else:
-        unlearned = unlearn_toyworld(
-            world, config.methods, out, seed=config.seed, progress=config.progress, workers=config.workers
-        )
+    picked: tuple[dict[str, str], list[str]] | None = None
+    if shard.is_main:  # the unlearning (and the sweep) run once, on rank 0
+        retain = world.retain
+        if config.strength == "matched":
+            unlearned, retain = matched_toyworld(world, config, out, control)
+        else:
+            unlearned = unlearn_toyworld(
+                world, config.methods, out, seed=config.seed, progress=config.progress, workers=config.workers
+            )
+        picked = (unlearned, [e.id for e in retain])
+    unlearned, retain_ids = shard.broadcast(picked)
+    by_id = {e.id: e for e in world.retain}
+    retain = [by_id[i] for i in retain_ids]
     models = Models(base, unlearned, retain_only=control, device=device, dtype=dtype)
     variants = {"forget_heldout": world.forget_heldout, "forget_bios": world.forget_bios}
-    return audit(config, models, world.forget, retain, callback=callback, holdout=world.holdout, variants=variants)
+    return audit(
+        config,
+        models,
+        world.forget,
+        retain,
+        callback=callback,
+        holdout=world.holdout,
+        variants=variants,
+        shard=shard,
+    )
 
 
 def _copy_model(src: Path, dest: Path) -> None:

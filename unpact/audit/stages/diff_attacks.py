@@ -33,6 +33,7 @@ class DiffAttackStage(Stage):
     """The circuit- and lens-diff attacks per unlearned model and for the retain-only control."""
 
     name = "diff_attacks"
+    shardable = True  # units: one model (and set) each; a split audit shares them out
     reads = ("records", "models")
     writes = ("representations/MODEL/diff_attacks",)
 
@@ -69,7 +70,7 @@ class DiffAttackStage(Stage):
         cfg = run.config
         train, half_b = relearn_halves(run)
         estimate = spread(list(train["forget_a"]), cfg.diff_attack_items, "fact")
-        todo = [(m, p) for m, p in self._paths(run).items() if not p.exists()]
+        todo = [(m, p) for m, p in self._paths(run).items() if not p.exists() and run.shard.owns(self.name, m)]
         bar = run.bar(len(todo), "diff attacks")
         for model, path in todo:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,15 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from unpact.audit.context import AuditRun, Stage, seed_of
+from unpact.audit.context import AuditRun, Stage
 from unpact.audit.plan import Work
+from unpact.audit.shard import seed_of
 from unpact.data import Example
 
 __all__ = ["AccuracyStage", "AttacksStage"]
 
 
 class _RecordStage(Stage):
-    """Runs attacks chunk by chunk on every model; a chunk whose records all exist is skipped."""
+    """Runs attacks chunk by chunk on every model; a chunk whose records all exist is skipped (and, in a split
+    audit, a chunk another rank owns)."""
+
+    shardable = True
 
     def plan(self, run: AuditRun) -> Iterator[tuple[str, str, str, list[Example]]]:
         """``(model, split, attack, items)`` work units."""
@@ -45,7 +49,9 @@ class _RecordStage(Stage):
         units = []
         for name, split, attack, items in plan:
             for start, ch in run.chunks(items):
-                if all((name, e.id, attack) in run.store for e in ch):
+                if all((name, e.id, attack) in run.store for e in ch) or not run.shard.owns(
+                    "records", name, split, attack, start
+                ):
                     bar.update(len(ch))
                     continue
                 args = (

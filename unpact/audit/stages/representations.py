@@ -37,6 +37,7 @@ class ProbeStage(Stage):
     """Per-layer probes of every model (see the module docstring)."""
 
     name = "probes"
+    shardable = True  # units: one model (and set) each; a split audit shares them out
     reads = ("records", "models")
     writes = ("representations/MODEL/probe",)
 
@@ -72,7 +73,7 @@ class ProbeStage(Stage):
         cfg = run.config
         test = known_items(run, run.forget)
         train = run.probe_train
-        todo = [(key, p) for key, p in self._paths(run).items() if not p.exists()]
+        todo = [(key, p) for key, p in self._paths(run).items() if not p.exists() and run.shard.owns(self.name, *key)]
         bar = run.bar(len(todo), "probes")
         for (model, position), path in todo:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +110,7 @@ class DirectionStage(Stage):
     """The unlearning direction of every unlearned model, ablated or added back (see the module docstring)."""
 
     name = "directions"
+    shardable = True  # units: one model (and set) each; a split audit shares them out
     reads = ("records", "models")
     writes = ("representations/MODEL/direction",)
 
@@ -143,7 +145,7 @@ class DirectionStage(Stage):
 
         cfg = run.config
         train, half_b = relearn_halves(run)
-        todo = [(m, p) for m, p in self._paths(run).items() if not p.exists()]
+        todo = [(m, p) for m, p in self._paths(run).items() if not p.exists() and run.shard.owns(self.name, m)]
         bar = run.bar(len(todo), "directions")
         for model, path in todo:
             path.parent.mkdir(parents=True, exist_ok=True)

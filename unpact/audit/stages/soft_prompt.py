@@ -30,6 +30,7 @@ class SoftPromptStage(Stage):
     """A soft prompt per unlearned model and for the retain-only control (see the module docstring)."""
 
     name = "soft_prompt"
+    shardable = True  # units: one model (and set) each; a split audit shares them out
     reads = ("records", "models")
     writes = ("representations/MODEL/soft_prompt",)
 
@@ -65,7 +66,7 @@ class SoftPromptStage(Stage):
 
         cfg = run.config
         train, half_b = relearn_halves(run)
-        todo = [(m, p) for m, p in self._paths(run).items() if not p.exists()]
+        todo = [(m, p) for m, p in self._paths(run).items() if not p.exists() and run.shard.owns(self.name, m)]
         bar = run.bar(len(todo), "soft prompt")
         for model, path in todo:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ class AttributionStage(Stage):
     name = "attribution"
     reads = ("models", "items")
     writes = ("tracers/MODEL/forget", "tracers/MODEL/retain")
+    shardable = True
 
     def _missing(self, run: AuditRun) -> int:
         return sum(
@@ -41,7 +42,7 @@ class AttributionStage(Stage):
         bar = run.bar(2 * len(run.models.names), self.name)
         for name in run.models.names:
             for split in ("forget", "retain"):
-                run.attributions(name, split)
+                run.attributions(name, split, load=not run.shard.split)  # a rank computes its chunks only
                 bar.update(1)
         bar.close()
 
@@ -52,6 +53,7 @@ class LensStage(Stage):
     name = "lens"
     reads = ("models", "items")
     writes = ("tracers/MODEL/lens",)
+    shardable = True
 
     def enabled(self, run: AuditRun) -> bool:
         return run.config.lens
@@ -73,9 +75,9 @@ class LensStage(Stage):
         bar = run.bar(len(run.models.names) * len(run.forget), self.name)
         units: list[tuple[str, list[Any], list[str]]] = []
         for name in run.models.names:
-            for _, ch in run.chunks(run.forget):
+            for start, ch in run.chunks(run.forget):
                 files = [run.dir.tracer_path(name, "lens", e.id) for e in ch]
-                if all(p.exists() for p in files):
+                if all(p.exists() for p in files) or not run.shard.owns("lens", name, start):
                     bar.update(len(ch))
                 else:
                     units.append((name, ch, [str(p) for p in files]))

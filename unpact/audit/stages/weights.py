@@ -87,6 +87,7 @@ class RelearnStage(Stage):
     """Relearning curves of half B for every unlearned model and the retain-only control."""
 
     name = "relearn"
+    shardable = True  # units: one model (and set) each; a split audit shares them out
     reads = ("records", "models")
     writes = ("weights/MODEL/relearn",)
     train_sets = ("forget_a", "retain", "unrelated", "forget_b", "in_context")
@@ -128,6 +129,8 @@ class RelearnStage(Stage):
         half_a = list(train["forget_a"])
         if not half_b:  # saved as empty curves, so the stage is done and the weights level says why
             logger.warning("relearning: no base-known forget item in half B; nothing to measure")
+            if not run.shard.is_main:  # rank 0 saves the empty curves
+                return
             from unpact.weights.relearning import RelearnCurve
 
             for (_, train_set), path in self._paths(run).items():
@@ -137,7 +140,7 @@ class RelearnStage(Stage):
                 RelearnCurve(train_set, steps0, [], empty.astype(bool), empty, 0.0, cfg.seed, 0, 0, None).save(path)
             return
         steps = schedule(cfg.relearn_steps)
-        todo = [(k, p) for k, p in self._paths(run).items() if not p.exists()]
+        todo = [(k, p) for k, p in self._paths(run).items() if not p.exists() and run.shard.owns(self.name, *k)]
         bar = run.bar(len(todo), "relearn")
         for (model, train_set), path in todo:
             subject = run.models[model]
@@ -223,6 +226,7 @@ class QuantizeStage(Stage):
     """Forget and retain accuracy of int8 / int4 round-to-nearest copies of every model."""
 
     name = "quantize"
+    shardable = True  # units: one model (and set) each; a split audit shares them out
     reads = ("records", "models")
     writes = ("weights/MODEL/quantize",)
 
@@ -253,12 +257,14 @@ class QuantizeStage(Stage):
         retain = list(run.retain[:QUANT_RETAIN_ITEMS])
         if not forget:  # saved as empty results, so the stage is done
             logger.warning("quantization: no base-known forget item; nothing to measure")
+            if not run.shard.is_main:  # rank 0 saves the empty results
+                return
             for (_, scheme), path in self._paths(run).items():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 e = np.zeros(0)
                 QuantEval(scheme.name(), float("nan"), None, [], e.astype(bool), e, e.astype(bool)).save(path)
             return
-        todo = [(k, p) for k, p in self._paths(run).items() if not p.exists()]
+        todo = [(k, p) for k, p in self._paths(run).items() if not p.exists() and run.shard.owns(self.name, *k)]
         bar = run.bar(len(todo), "quantize")
         for (model, scheme), path in todo:
             q, report = quantize(run.models[model], scheme, reference=run.models.base)
