@@ -47,10 +47,10 @@ test: install browser lint
 # The documentation site: strict (a broken link, a docstring reference or a notebook error fails), offline, the
 # tutorials executed on the micro toy world (built on first use under $$UNPACT_CACHE, else unpact's cache).
 docs: install-docs
-	$(BIN)/python docs/_site/build.py
+	$(BIN)/python docs/_site/make_site.py
 
 docs-serve: install-docs
-	$(BIN)/python docs/_site/build.py --serve
+	$(BIN)/python docs/_site/make_site.py --serve
 
 # Every benchmark, one table of ratios against references measured in the same run (bench/results/table.md,
 # also written into docs/speed.md). AUDIT names a finished audit whose per-stage times go into the table.

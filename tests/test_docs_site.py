@@ -12,10 +12,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs" / "_site"))
 import hooks  # noqa: E402
+import make_site  # noqa: E402
 import pages  # noqa: E402
 import tables  # noqa: E402
-
-import build  # noqa: E402
 
 
 def test_generated_tables_match_their_json():
@@ -85,10 +84,10 @@ def test_sphinx_roles_become_code_spans():
 
 def test_offline_check_flags_remote_resources(tmp_path):
     (tmp_path / "ok.html").write_text('<script src="assets/x.js"></script><a href="https://x.org">x</a>')
-    build.check_offline(tmp_path)
+    make_site.check_offline(tmp_path)
     (tmp_path / "bad.html").write_text('<link rel="stylesheet" href="https://fonts.googleapis.com/css">')
-    with pytest.raises(build.DocsBuildError, match="bad.html"):
-        build.check_offline(tmp_path)
+    with pytest.raises(make_site.DocsBuildError, match="bad.html"):
+        make_site.check_offline(tmp_path)
 
 
 def test_demo_figures_draw(tmp_path):

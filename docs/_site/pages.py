@@ -1,6 +1,6 @@
 """Generated pages of the docs site: the getting-started page, the CLI reference and the API reference.
 
-Each function returns markdown; ``build.py`` writes it into the staging directory. Nothing here is copied by
+Each function returns markdown; ``make_site.py`` writes it into the staging directory. Nothing here is copied by
 hand: the CLI reference comes from ``unpact.cli.build_parser()``, the API reference from ``unpact.__all__`` and
 ``viz.__all__`` (one mkdocstrings block per public name), the getting-started page from the README.
 """

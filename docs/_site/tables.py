@@ -1,7 +1,7 @@
 """Measured tables of the docs, generated from the committed audit and benchmark JSON.
 
 A page holds a generated block between ``<!-- generated: NAME: begin -->`` and ``<!-- generated: NAME: end -->``;
-:func:`fill` replaces its body with ``TABLES[NAME]()``. ``python docs/_site/build.py --write-tables`` rewrites the
+:func:`fill` replaces its body with ``TABLES[NAME]()``. ``python docs/_site/make_site.py --write-tables`` rewrites the
 pages in ``docs/``; the docs build (and ``tests/test_docs_site.py``) fails when a committed block differs from what
 the JSON gives, so no measured table is edited by hand. Inputs: ``docs/results/demo/`` (the demo audit: its
 ``summary.json``, ``sweep.json``, ``timings.json``) and ``bench/results/table.md`` (written by ``bench/run.py``).

@@ -1,7 +1,7 @@
 """Build the documentation site (``make docs``): strict, offline, tutorials executed.
 
 Usage:
-    .venv/bin/python docs/_site/build.py [--serve] [--no-execute] [--write-tables] [--cache-dir DIR]
+    .venv/bin/python docs/_site/make_site.py [--serve] [--no-execute] [--write-tables] [--cache-dir DIR]
 
 Steps, each printed as it starts:
 1. the measured tables in ``docs/*.md`` are compared with what ``docs/results/demo`` and ``bench/results`` give
@@ -63,7 +63,7 @@ def check_tables(write: bool) -> None:
     elif stale:
         raise DocsBuildError(
             f"the generated tables of {', '.join(stale)} differ from docs/results/demo and bench/results "
-            "(edited by hand, or new results); fix: python docs/_site/build.py --write-tables, then review the diff"
+            "(edited by hand, or new results); fix: python docs/_site/make_site.py --write-tables, then review the diff"
         )
 
 
