@@ -255,8 +255,10 @@ def _stores_in_out(module: nn.Module) -> bool:
 
 
 def weight_in_out(module: nn.Module) -> torch.Tensor:
-    """The weight of a linear-like layer as ``(in_features, out_features)``, whatever its storage."""
-    w: torch.Tensor = module.weight  # type: ignore[assignment]
+    """The weight of a linear-like layer as ``(in_features, out_features)``, whatever its storage (or offload)."""
+    from unpact._devices import param_value
+
+    w = param_value(module, "weight")
     return w if _stores_in_out(module) else w.T
 
 

@@ -139,8 +139,13 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def from_pretrained(p: Path, path: str, dtype: torch.dtype | None, trust_remote_code: bool) -> nn.Module:
-    """``AutoModelForCausalLM.from_pretrained`` of a checked directory; refuses randomly initialised weights."""
+def from_pretrained(
+    p: Path, path: str, dtype: torch.dtype | None, trust_remote_code: bool, **placement: Any
+) -> nn.Module:
+    """``AutoModelForCausalLM.from_pretrained`` of a checked directory; refuses randomly initialised weights.
+
+    ``placement``: ``device_map``, ``max_memory`` and ``offload_folder``, passed on (accelerate).
+    """
     from safetensors import SafetensorError  # a transformers dependency
     from transformers import AutoModelForCausalLM
 
@@ -153,6 +158,7 @@ def from_pretrained(p: Path, path: str, dtype: torch.dtype | None, trust_remote_
                 trust_remote_code=trust_remote_code,
                 use_safetensors=_prefers_safetensors(str(p)),
                 output_loading_info=True,
+                **placement,
             )
     except (OSError, SafetensorError) as exc:  # unreadable or truncated weight files
         raise ModelLoadError(

@@ -31,6 +31,7 @@ __all__ = [
     "AuditDirError",
     "AuditConfigMismatch",
     "WrongKindError",
+    "ShardError",
     "UnsupportedFeatureError",
     "check_positive",
     "check_count",
@@ -142,6 +143,10 @@ class AuditConfigMismatch(AuditDirError):
 
 class WrongKindError(UnpactError, ValueError):
     """A saved bundle holds another kind of result than the one asked for."""
+
+
+class ShardError(UnpactError, RuntimeError):
+    """Another rank of a split audit (``torchrun``) stopped or did not answer in time."""
 
 
 def _int_value(name: str, value: Any, minimum: int, where: str | None) -> int:

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from unpact import _devices
 from unpact.models import Subject, frozen
 
 logger = logging.getLogger(__name__)
@@ -73,11 +74,11 @@ class ActivationCache(dict):
     """A ``dict`` from site name to the activation seen there (after any replacement)."""
 
     def stack(self, kind: str) -> torch.Tensor:
-        """Stack a layered site over layers: ``(n_layers, batch, seq, ...)``."""
+        """Stack a layered site over layers: ``(n_layers, batch, seq, ...)``, on the first layer's device."""
         names = sorted((k for k in self if k.startswith(kind + ".")), key=lambda k: int(k.split(".")[1]))
         if not names:
             raise KeyError(f"no {kind!r} sites in the cache; cached: {sorted(self)}")
-        return torch.stack([self[n] for n in names])
+        return torch.stack(_devices.gather([self[n] for n in names]))
 
 
 def parse_site(subject: Subject, name: str) -> HookInfo:
@@ -137,12 +138,18 @@ def _check_shape(info: HookInfo, old: torch.Tensor, new: Any) -> torch.Tensor:
 
 
 class _Site:
-    """The hook functions and cache request attached to one site."""
+    """The hook functions and cache request attached to one site.
+
+    ``device`` is where the hooked module runs (set when the hook is attached, from
+    :func:`unpact._devices.module_device`): a replacement a hook function returns is moved there,
+    so a patch computed on another device (a block on another GPU, the CPU) lands where it is used.
+    """
 
     def __init__(self, info: HookInfo) -> None:
         self.info = info
         self.fns: list[HookFn] = []
         self.cache = False
+        self.device: torch.device | None = None
 
     def apply(self, act: torch.Tensor, cache: ActivationCache, detach: bool) -> torch.Tensor | None:
         out = act
@@ -150,15 +157,36 @@ class _Site:
             new = fn(out, hook=self.info)
             if new is not None:
                 out = _check_shape(self.info, out, new)
+                dev = self.device if self.device is not None else act.device
+                if out.device != dev:
+                    out = out.to(dev)
         if self.cache:
             cache[self.info.name] = out.detach() if detach else out
         return out if out is not act else None
+
+
+def _hooked_module(subject: Subject, info: HookInfo) -> nn.Module:
+    """The module whose forward (or pre-forward) hook serves site ``info``."""
+    kind, layer = info.kind, info.layer
+    if kind == "embed":
+        return subject.embed
+    if kind == "final":
+        return subject.final_norm
+    assert layer is not None  # guaranteed by parse_site
+    if kind in ("resid_pre", "resid_post"):
+        return subject.blocks[layer]
+    if kind == "attn_out":
+        return subject.attn(layer)
+    if kind == "head_out":
+        return subject.attn_out_proj(layer)
+    return subject.mlp(layer)
 
 
 def _register(subject: Subject, site: _Site, cache: ActivationCache, detach: bool) -> Any:
     """Attach the hook(s) for one site; returns a handle or a list of handles."""
     info = site.info
     kind, layer = info.kind, info.layer
+    site.device = _devices.module_device(_hooked_module(subject, info))
 
     def output_hook(module: nn.Module, args: Any, output: Any) -> Any:
         new = site.apply(_first(output), cache, detach)

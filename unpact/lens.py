@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from unpact._devices import gather, module_device
 from unpact._result import SavedResult, fields_dict
 from unpact.data import Example
 from unpact.errors import InputError, check_items, check_positive
@@ -254,7 +255,8 @@ def lens_diff(before: LensTrajectory, after: LensTrajectory) -> LensDiff:
 
 def _layer_logprobs(subject: Subject, resid: torch.Tensor) -> torch.Tensor:
     """``(..., seq, d_model)`` residual -> ``(..., seq, vocab)`` float32 log-probabilities (NaN/inf refused)."""
-    logits = check_finite(subject, subject.decode_resid(subject.final_norm(resid)).float(), "lens logits")
+    normed = subject.final_norm(resid.to(module_device(subject.final_norm)))
+    logits = check_finite(subject, subject.decode_resid(normed).float(), "lens logits")
     return torch.log_softmax(logits, dim=-1)
 
 
@@ -357,7 +359,7 @@ def logit_lens(
                 ids[i, : len(e.input_ids)] = e.input_ids
                 mask[i, : len(e.input_ids)] = 1
             _, cache = run_with_cache(subject, ids, sites, attention_mask=mask.to(subject.device))
-            resid = torch.stack([cache[n] for n in sites])  # (L, batch, seq, d)
+            resid = torch.stack(gather([cache[n] for n in sites], subject.device))  # (L, batch, seq, d)
             for i, (ex, e) in enumerate(zip(examples[s : s + batch_size], encs)):
                 n = len(e.input_ids)
                 r = resid[:, i, : n - 1]  # (L, P, d)

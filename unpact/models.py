@@ -30,6 +30,7 @@ from unpact._arch import (
     softcap,
     supported_architectures,
 )
+from unpact._devices import check_placement, dispatch, module_device, torch_dtype
 from unpact._modeldir import check_loaded, check_model_dir, from_pretrained, load_tokenizer
 from unpact.data import Encoded, Example, encode
 from unpact.errors import ArchitectureError, InputError, ModelLoadError
@@ -211,8 +212,13 @@ class Subject:
 
     @property
     def device(self) -> torch.device:
-        """Device of the embedding weights."""
-        return next(self.model.parameters()).device
+        """Device the embedding runs on, where inputs go (:func:`unpact._devices.module_device`)."""
+        return module_device(self.embed)
+
+    @property
+    def output_device(self) -> torch.device:
+        """Device the unembedding runs on, where logits come out (blocks may be elsewhere)."""
+        return module_device(self.unembed)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -293,7 +299,7 @@ class Subject:
                 fix="register an ArchSpec whose final_norm, unembed and logit_*_attr reproduce the model's logits "
                 "(unpact.register_architecture(ArchSpec(...), overwrite=True)); see docs/models.md",
             )
-        logits = self.unembed(normed)
+        logits = self.unembed(normed.to(self.output_device))
         scale, divisor = self.logit_scale, self.logit_divisor
         if scale is not None:
             logits = logits * scale
@@ -350,28 +356,6 @@ def check_finite(subject: Subject, values: torch.Tensor, what: str = "logits") -
     return values
 
 
-def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if isinstance(dtype, str):
-        value = getattr(torch, dtype.removeprefix("torch."), None)
-        if not isinstance(value, torch.dtype):
-            raise InputError(f"unknown dtype {dtype!r}", source="dtype", fix="use float32, float16 or bfloat16")
-        return value
-    return dtype
-
-
-def _check_device(device: str | torch.device | None) -> None:
-    if device is None:
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"unknown device {device!r} ({exc})", source="device", fix="use cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            f"device {device!r} asked for, but torch sees no CUDA device here", source="device", fix="use device='cpu'"
-        )
-
-
 def load_model(
     model: str | os.PathLike[str] | nn.Module | Any,
     tokenizer: Any = None,
@@ -381,6 +365,9 @@ def load_model(
     trust_remote_code: bool = False,
     name: str | None = None,
     prompt_format: PromptFormat | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: str | dict[Any, str] | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
 ) -> Subject:
     """Load (or wrap) a causal LM and return a :class:`Subject`.
 
@@ -398,6 +385,13 @@ def load_model(
         name: Provenance name; defaults to the path or the model's ``name_or_path``.
         prompt_format: How questions are put to the model (:class:`~unpact.prompts.PromptFormat`);
             default the bare question.
+        device_map: Spread the model over devices (accelerate): ``"auto"`` (or ``"balanced"``,
+            ``"sequential"``...), ``{module name: device}`` (devices ``0``, ``"cuda:1"``, ``"cpu"``,
+            ``"disk"``), or a JSON file / inline JSON of that dict. Not with ``device``.
+        max_memory: Per-device limits for a ``device_map`` strategy: ``{0: "20GiB", "cpu": "60GiB"}``
+            or ``"0=20GiB,cpu=60GiB"``.
+        offload_folder: Where ``"disk"`` entries of the device map are written (gradient methods
+            refuse a model with disk-offloaded modules).
 
     Returns:
         The :class:`Subject`.
@@ -410,11 +404,11 @@ def load_model(
             found from the module's structure (:func:`unpact._arch_detect.detect_architecture`; the
             message lists what is missing and shows how to register an :class:`ArchSpec`).
         ArchitectureError: If the registered :class:`ArchSpec` does not match the model.
-        InputError: An unsupported ``model`` type, ``device`` or ``dtype``.
+        InputError: An unsupported ``model`` type, ``device``, ``dtype`` or placement option.
     """
     bridge = None
-    _check_device(device)
-    torch_dtype = _torch_dtype(dtype)
+    dmap, memory = check_placement(device, device_map, max_memory)
+    w_dtype = torch_dtype(dtype)
     if _is_bridge(model):
         bridge = model
         hf = getattr(model, "original_model", None)
@@ -431,7 +425,8 @@ def load_model(
         model_dir = check_model_dir(path)
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):  # cheap: before the weights
             tokenizer = load_tokenizer(str(tokenizer or model_dir), trust_remote_code)
-        hf_model = from_pretrained(model_dir, path, torch_dtype, trust_remote_code)
+        placement = {"device_map": dmap, "max_memory": memory, "offload_folder": offload_folder} if dmap else {}
+        hf_model = from_pretrained(model_dir, path, w_dtype, trust_remote_code, **placement)
         hf_model.eval()
         if device is not None:
             hf_model.to(device)
@@ -440,8 +435,10 @@ def load_model(
     elif isinstance(model, nn.Module):
         if device is not None:
             model.to(device)
-        if torch_dtype is not None:
-            model.to(torch_dtype)
+        if w_dtype is not None:
+            model.to(w_dtype)
+        if dmap is not None:
+            dispatch(model, dmap, memory, offload_folder)
         if isinstance(tokenizer, (str, os.PathLike)):
             tokenizer = load_tokenizer(str(tokenizer), trust_remote_code)
     else:

@@ -38,7 +38,9 @@ def weights_hash(model: nn.Module) -> str:
     This function reads the weights on every call (use it to verify); :meth:`Subject.weights_hash`
     caches the digest until a weight changes.
     """
-    params = list(model.state_dict().items())
+    from unpact._devices import state_items  # offloaded (meta) weights are read from their offload maps
+
+    params = state_items(model)
     total = sum(t.numel() for _, t in params)
     sampled = total > _FULL_HASH_MAX_PARAMS
     h = hashlib.sha256()

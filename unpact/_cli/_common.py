@@ -1,7 +1,8 @@
 """Arguments the commands share: how to load a model, how to prompt it, and the single-example tracers' inputs.
 
 The options are defined here once: every command that loads a model takes ``--tokenizer``,
-``--device``, ``--dtype`` and ``--trust-remote-code``, and every command that puts questions to a
+``--device``, ``--dtype``, ``--trust-remote-code`` and, for big models, ``--device-map``,
+``--max-memory`` and ``--offload-folder``, and every command that puts questions to a
 model takes the prompt-format options (``--template``, ``--answer-sep``, ``--chat-template``,
 ``--system-prompt``; see :class:`unpact.prompts.PromptFormat`).
 """
@@ -18,10 +19,21 @@ def _unescape(text: str) -> str:
 
 
 def add_model_args(p: argparse.ArgumentParser | Any) -> None:
-    """Add ``--tokenizer``, ``--device``, ``--dtype`` and ``--trust-remote-code``."""
+    """Add ``--tokenizer``, ``--device``, ``--dtype``, ``--device-map``, ``--max-memory``, ``--offload-folder``
+    and ``--trust-remote-code``."""
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's own)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cpu)")
     p.add_argument("--dtype", default=None, help="weights dtype: float32, bfloat16, float16 (default: as saved)")
+    p.add_argument(
+        "--device-map",
+        default=None,
+        help="spread a big model over devices (accelerate): auto, balanced, sequential, or a JSON file / inline "
+        'JSON {module name: device}, e.g. \'{"model.embed_tokens": 0, "lm_head": "cpu"}\' (not with --device)',
+    )
+    p.add_argument(
+        "--max-memory", default=None, help="per-device limits for --device-map auto, e.g. 0=20GiB,1=20GiB,cpu=60GiB"
+    )
+    p.add_argument("--offload-folder", default=None, help="where 'disk' entries of --device-map are written")
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow custom model code from the checkpoint (off by default)"
     )
@@ -72,13 +84,29 @@ def prompt_format(args: argparse.Namespace) -> Any:
 
 
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :func:`unpact.load_model` from the model options."""
-    return {
+    """Keyword arguments of :func:`unpact.load_model` from the model options.
+
+    The placement options (``device_map``, ``max_memory``, ``offload_folder``) are included only
+    when given, so callers that take just the four basic ones keep working.
+
+    Raises:
+        InputError: An unreadable ``--device-map`` or ``--max-memory`` (see :mod:`unpact._devices`).
+    """
+    from unpact._devices import parse_device_map, parse_max_memory
+
+    opts: dict[str, Any] = {
         "tokenizer": args.tokenizer,
         "device": args.device,
         "dtype": args.dtype,
         "trust_remote_code": args.trust_remote_code,
     }
+    placement = {
+        "device_map": parse_device_map(getattr(args, "device_map", None)),
+        "max_memory": parse_max_memory(getattr(args, "max_memory", None)),
+        "offload_folder": getattr(args, "offload_folder", None),
+    }
+    opts.update({k: v for k, v in placement.items() if v is not None})
+    return opts
 
 
 def load_subject(args: argparse.Namespace, path: str) -> Any:

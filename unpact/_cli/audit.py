@@ -55,7 +55,8 @@ def _user_models(args: argparse.Namespace) -> tuple[Any, list[Any], list[Any]]:
         unlearned[name] = path
     forget = load_examples(args.forget, id_prefix="forget-")
     retain = load_examples(args.retain, id_prefix="retain-")
-    return Models(args.base, unlearned, retain_only=args.retain_only, **load_options(args)), forget, retain
+    opts = load_options(args)
+    return Models(args.base, unlearned, retain_only=args.retain_only, **opts), forget, retain
 
 
 def _shard(config: Any, device: str | None) -> tuple[Any, str | None]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from unpact._devices import require_gradients
 from unpact._result import KeyedHits, SavedResult
 from unpact.data import Encoded, Example, fill_id
 from unpact.errors import InputError, check_count, check_disjoint_subjects, check_items, check_positive
@@ -190,6 +191,7 @@ def fit_soft_prompt(
     Raises:
         InputError: No training items, a non-positive count or step size, or a loss that is not finite.
     """
+    require_gradients(subject.model, "the soft-prompt attack")
     where = "fit_soft_prompt"
     train = check_items("train", train, Example, where=where)
     if not train:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from unpact._devices import require_gradients
 from unpact.attribution._batching import (
     Target,
     answer_index,
@@ -233,6 +234,7 @@ def integrated_gradients(
             input embeddings are not usable (e.g. CTRL scales the embedding output in place); the message
             says why. Leave-one-out needs no gradients.
     """
+    require_gradients(subject.model, "integrated gradients")
     why = subject.spec.disabled_reason("ig")
     if why is not None:
         raise UnsupportedFeatureError(
@@ -332,7 +334,11 @@ def _ig_batch(
             b_emb = torch.where(prompt_mask.to(dev)[..., None], torch.zeros_like(x_emb), x_emb)
         else:
             b_emb = subject.embed(torch.where(prompt_mask, base_tok, ids).to(dev))
-        delta = x_emb - b_emb  # zero outside the prompt positions
+        # The path is built and its integral accumulated in float32 (at least): in half precision the
+        # quadrature nodes, the interpolation and the gradient . delta sums would round to 8 bits.
+        acc_dt = torch.promote_types(x_emb.dtype, torch.float32)
+        b_acc = b_emb.to(acc_dt)
+        delta = x_emb.to(acc_dt) - b_acc  # zero outside the prompt positions
     # F(x) and F(x'), (n_ex,) each.
     f2 = _values(
         subject,
@@ -349,7 +355,7 @@ def _ig_batch(
 
     alphas_np, weights_np = nodes
     n_steps = len(alphas_np)
-    alphas = torch.tensor(alphas_np, dtype=x_emb.dtype, device=dev)
+    alphas = torch.tensor(alphas_np, dtype=acc_dt, device=dev)
     weights = torch.tensor(weights_np, dtype=torch.float64)
     # Accumulators: (n_ex, seq) for the target, (n_ex, T, seq) for the matrix.
     acc = torch.zeros((n_ex, seq), dtype=torch.float64)
@@ -362,11 +368,13 @@ def _ig_batch(
         ex_d = ex_i.to(dev)
         d_rows = delta[ex_d, :width]  # (rows, width, d)
         a = alphas[st_i.to(dev)][:, None, None]
-        z = (b_emb[ex_d, :width] + a * d_rows).requires_grad_(True)
+        z = (b_acc[ex_d, :width] + a * d_rows).requires_grad_(True)  # float32 leaf; the model sees its dtype
         w = weights[st_i].to(device=dev, dtype=torch.float32)
         v = valid[ex_i].to(dev)
         with torch.enable_grad():
-            lp = answer_logprobs(subject, ids[ex_i, :width], mask[ex_i, :width], pos[ex_i], tgt[ex_i], z)  # (rows, T)
+            lp = answer_logprobs(  # (rows, T)
+                subject, ids[ex_i, :width], mask[ex_i, :width], pos[ex_i], tgt[ex_i], z.to(x_emb.dtype)
+            )
             if acc_m is not None:
                 for k in range(t_max):
                     (g,) = torch.autograd.grad((lp[:, k] * v[:, k] * w).sum(), z, retain_graph=k < t_max - 1)

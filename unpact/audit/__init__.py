@@ -8,7 +8,9 @@ Python entry points: :func:`audit` (``audit(config, models, forget, retain)``) a
 * :class:`AuditDir` (``auditdir.py``): the only code that knows the output directory's layout;
 * stages (``stages/``): key words, accuracy, attacks, tracers, scores, verdict, each a
   :class:`Stage` with what it reads and writes and whether it is done;
-* :class:`AuditSummary` / :class:`ModelSummary` (``summary.py``): the typed, versioned result.
+* :class:`AuditSummary` / :class:`ModelSummary` (``summary.py``): the typed, versioned result;
+* :class:`Shard` (``shard.py``): this process's part of an audit split over ``torch.distributed`` ranks
+  (``torchrun -m unpact audit``; ``audit(..., shard=Shard.from_env())``).
 
 Resuming: records are keyed by ``(model, item, attack)`` and appended chunk by chunk (a torn last line
 from a kill is dropped on reload); tracer files are written atomically; the resume key (settings,
@@ -24,6 +26,7 @@ from unpact.audit.context import AuditRun, Stage
 from unpact.audit.models import Models
 from unpact.audit.records import RecordStore
 from unpact.audit.run import audit, audit_toyworld
+from unpact.audit.shard import Shard, ShardError
 from unpact.audit.summary import AuditSummary, ModelSummary, format_table
 from unpact.errors import AuditConfigMismatch
 
@@ -40,4 +43,6 @@ __all__ = [
     "RecordStore",
     "AuditConfigMismatch",
     "format_table",
+    "Shard",
+    "ShardError",
 ]

@@ -62,6 +62,10 @@ class Models:
         device: For model directories: where to load them (``"cpu"``, ``"cuda"``...).
         dtype: For model directories: the weights' dtype (``"float32"``, ``"bfloat16"``...).
         trust_remote_code: For model directories: allow custom model code (off by default).
+        device_map: For model directories: ``"auto"`` or ``{module: device}`` to split a model over devices
+            (accelerate; see :func:`unpact.load_model` and docs/scale.md).
+        max_memory: For model directories: memory per device for ``device_map="auto"`` (``{0: "20GiB", ...}``).
+        offload_folder: For model directories: where ``"disk"`` entries of the device map are kept.
 
     Raises:
         InputError: A bad name, or a model whose tokenizer differs from the base model's.
@@ -82,6 +86,9 @@ class Models:
         device: str | None = None,
         dtype: str | None = None,
         trust_remote_code: bool = False,
+        device_map: str | dict[str, Any] | None = None,
+        max_memory: dict[Any, Any] | str | None = None,
+        offload_folder: str | None = None,
     ) -> None:
         unlearned = dict(unlearned or {})
         for n in unlearned:
@@ -97,7 +104,14 @@ class Models:
                         n,
                         p,
                     )
-        load = {"tokenizer": tokenizer, "device": device, "dtype": dtype, "trust_remote_code": trust_remote_code}
+        placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
+        load = {
+            "tokenizer": tokenizer,
+            "device": device,
+            "dtype": dtype,
+            "trust_remote_code": trust_remote_code,
+            **{k: v for k, v in placement.items() if v is not None},
+        }
         self.base = _resolve(base, BASE, load=load)
         self.retain_only = None if retain_only is None else _resolve(retain_only, RETAIN_ONLY, self.base, load)
         self.unlearned = {n: _resolve(m, n, self.base, load) for n, m in unlearned.items()}

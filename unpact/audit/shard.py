@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from unpact.errors import UnpactError
+from unpact.errors import ShardError
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ def seed_of(*parts: Any) -> int:
     return int(hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()[:16], 16) % (
         2**31
     )
-
-
-class ShardError(UnpactError):
-    """Another rank of a distributed audit stopped or did not answer in time."""
 
 
 @dataclass

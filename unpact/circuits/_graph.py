@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from unpact._arch import weight_in_out
+from unpact._devices import gather
 from unpact.errors import UnsupportedFeatureError
 from unpact.hooks import hooked
 from unpact.models import Subject
@@ -201,10 +202,10 @@ class Patcher:
     # ----- what each downstream node gets added --------------------------------------------------
     def _delta(self, v: int, like: torch.Tensor) -> torch.Tensor | None:
         if v in self.deltas:
-            return self.deltas[v].to(like.dtype)
+            return self.deltas[v].to(like.device, like.dtype)
         if self.plan is None:
             return None
-        p = self.plan[:, :, v]  # (B, n_up)
+        p = self.plan[:, :, v].to(like.device)  # (B, n_up)
         if not bool(p.any()):
             return None
         total = torch.zeros_like(like)
@@ -216,12 +217,12 @@ class Patcher:
                 n = cur.shape[2]
                 pu = p[:, u : u + n].to(like.dtype)
                 if bool(pu.any()):
-                    diff = corrupt[u : u + n].permute(1, 0, 2).to(like.dtype)[None] - cur
+                    diff = corrupt[u : u + n].permute(1, 0, 2).to(like)[None] - cur.to(like.device)
                     total = total + torch.einsum("bn,bsnd->bsd", pu, diff)
             else:
                 pu = p[:, u].to(like.dtype)
                 if bool(pu.any()):
-                    total = total + pu[:, None, None] * (corrupt[u].to(like.dtype)[None] - cur)
+                    total = total + pu[:, None, None] * (corrupt[u].to(like)[None] - cur.to(like.device))
         return total
 
     def _add(self, x: torch.Tensor, v: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -234,7 +235,7 @@ class Patcher:
         if layer == 0:
             self.cur.clear()
             if self.x0 is not None:
-                x = self.x0.to(x.dtype)
+                x = self.x0.to(x)
             self.cur[0] = x
         if self.g.parallel:
             return x
@@ -245,7 +246,7 @@ class Patcher:
 
     def _head_out(self, x: torch.Tensor, *, hook: Any) -> None:
         layer = hook.layer
-        contrib = torch.einsum("bshd,hdm->bshm", x, self.w_o[layer].to(x.dtype))
+        contrib = torch.einsum("bshd,hdm->bshm", x, self.w_o[layer].to(x))
         self.cur[self.g.head_index(layer).start] = contrib
         return None
 
@@ -256,7 +257,7 @@ class Patcher:
         out = x
         d_attn = self.pending.pop(2 * layer, None)
         if d_attn is not None:
-            out = out - d_attn
+            out = out - d_attn.to(out.device)
         out, d = self._add(out, 2 * layer + 1)
         if d is not None:
             self.pending[2 * layer + 1] = d
@@ -268,7 +269,7 @@ class Patcher:
         out = x
         d_mlp = self.pending.pop(2 * layer + 1, None)
         if d_mlp is not None:
-            out = out - d_mlp
+            out = out - d_mlp.to(out.device)
         if layer == self.g.n_layers - 1:
             out, _ = self._add(out, self.g.n_down - 1)
         return out
@@ -309,9 +310,9 @@ class Patcher:
             self.pending.clear()
 
     def outputs(self) -> torch.Tensor:
-        """Upstream outputs of the last pass: ``(B, S, n_up, d_model)``."""
+        """Upstream outputs of the last pass: ``(B, S, n_up, d_model)``, gathered on the embedding's device."""
         parts = []
         for u in sorted(self.cur):
             cur = self.cur[u]
             parts.append(cur if cur.dim() == 4 else cur[:, :, None, :])
-        return torch.cat(parts, dim=2)
+        return torch.cat(gather(parts, self.s.device), dim=2)

@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from unpact._devices import module_device, require_gradients
 from unpact.circuits._graph import Graph, Patcher
 from unpact.circuits._inputs import Metric, Prepared, metric_from_logits, prepare
 from unpact.circuits.results import Circuit, EdgeScores, Faithfulness
@@ -79,6 +80,12 @@ def _corrupt_outputs(
     return _outputs(subject, graph, prep.corrupt_ids, prep, metric)
 
 
+def _node_devices(subject: Subject, graph: Graph) -> list[torch.device]:
+    """Per downstream node (attention and MLP input of each block, then the logits): its block's device."""
+    blocks = [module_device(b) for b in subject.blocks]
+    return [blocks[min(v // 2, len(blocks) - 1)] for v in range(graph.n_down)]  # logits: added after the last MLP
+
+
 def _input_grads(
     subject: Subject, graph: Graph, prep: Prepared, metric: Metric, x0: torch.Tensor | None, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -95,11 +102,12 @@ def _input_grads(
     rows = 1 if x0 is None else x0.shape[0]
     acc = torch.promote_types(subject.dtype, torch.float32)
     total = torch.zeros(graph.n_down, seq, d_model, dtype=acc, device=subject.device)
+    devs = _node_devices(subject, graph)
     last_out, last_metric = None, float("nan")
     for start in range(0, rows, batch_size):
         b = min(batch_size, rows - start)
-        deltas = {
-            v: torch.zeros(b, seq, d_model, dtype=subject.dtype, device=subject.device, requires_grad=True)
+        deltas = {  # each on the device of the module it is added in (hooks would move it there anyway)
+            v: torch.zeros(b, seq, d_model, dtype=subject.dtype, device=devs[v], requires_grad=True)
             for v in range(graph.n_down)
         }
         chunk = None if x0 is None else x0[start : start + b]
@@ -110,7 +118,7 @@ def _input_grads(
             grads = torch.autograd.grad(m.sum(), [deltas[v] for v in range(graph.n_down)], allow_unused=True)
         for v, g in enumerate(grads):
             if g is not None:
-                total[v] += g.to(acc).sum(0)
+                total[v] += g.to(total.device, acc).sum(0)
         last_out = p.outputs()[-1].detach()
         last_metric = float(m[-1].detach())
     assert last_out is not None
@@ -164,6 +172,7 @@ def edge_attribution_patching(
         raise UnknownNameError(f"unknown method {method!r}", source="method", fix="choose 'eap' or 'eap-ig'")
     check_positive("n_steps", n_steps, where="edge_attribution_patching")
     check_positive("internal_batch_size", internal_batch_size, where="edge_attribution_patching")
+    require_gradients(subject.model, "edge attribution patching")
     t0 = time.perf_counter()
     graph = Graph.of(subject)
     prep = prepare(subject, example, corrupt=corrupt, metric=metric, corrupt_answer=corrupt_answer, seed=seed)

@@ -168,7 +168,7 @@ def answer_logprobs(
     with torch.no_grad():  # one reduction; the full check (and its message) only when something is off
         if not bool(torch.isfinite(logits.sum())):
             check_finite(subject, logits)
-    return gather_logprobs(logits, tgt.to(h.device))
+    return gather_logprobs(logits, tgt.to(logits.device))
 
 
 @dataclass

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unpact._devices import gather
 from unpact._result import SavedResult
 from unpact.data import Example, fill_id
 from unpact.errors import ArchitectureError, DataFileError, InputError, MissingFileError, check_positive
@@ -303,8 +304,8 @@ def _residuals(subject: Subject, seqs: Sequence[torch.Tensor]) -> torch.Tensor:
     sites, _ = lens_sites(subject)
     ids, mask = _pad(subject, seqs)
     _, cache = run_with_cache(subject, ids, sites, attention_mask=mask)
-    real = mask.to(subject.device).bool()
-    return torch.stack([cache[s][real] for s in sites])
+    real = mask.bool()
+    return torch.stack(gather([cache[s][real.to(cache[s].device)] for s in sites], subject.device))
 
 
 def fit_tuned_lens(

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from unpact._devices import require_gradients
 from unpact.data import Example, encode_batch, fill_id
 from unpact.errors import InputError, check_positive
 from unpact.models import Subject, frozen, load_model
@@ -168,6 +169,7 @@ def unlearn(
             given to a method that changes the weights after training (``task_vector``), or a loss that
             becomes NaN/inf.
     """
+    require_gradients(subject.model, "unlearning")
     from tqdm.auto import tqdm
 
     m = get_method(method)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unpact._devices import require_gradients
 from unpact._result import SavedResult, fields_dict
 from unpact.data import Example, fill_id
 from unpact.errors import InputError, UnknownNameError, check_count, check_items, check_positive
@@ -351,6 +352,7 @@ def relearn(
         InputError: An empty or mixed train set, no eval items, a bad schedule, ``lr``, ``batch_size`` or
             ``max_new_tokens``, an item longer than the context, or a loss that becomes NaN/inf.
     """
+    require_gradients(subject.model, "relearning")
     from tqdm.auto import tqdm
 
     if train_set not in TRAIN_SETS:
