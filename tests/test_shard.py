@@ -166,3 +166,13 @@ def test_a_killed_rank_stops_the_other_and_the_audit_resumes(reference, tmp_path
     resumed = audit(_cfg(out), _models(), forget, retain)  # one process, same directory
     assert _strip(resumed.to_dict()) == _strip(ref)
     assert _records(out) == _records(ref_out)
+
+
+def test_a_launch_without_a_shard_is_warned_about(tmp_path, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it, but the caller passed no shard
+    forget, retain = _data()
+    with caplog.at_level(logging.WARNING, logger="unpact.audit.run"):
+        audit(_cfg(tmp_path / "a"), _models(), forget[:2], retain[:2])
+    assert any("shard=unpact.audit.Shard.from_env()" in r.getMessage() for r in caplog.records)

@@ -130,6 +130,12 @@ def prepare(
         prompt_format=format_key(models.base, forget[0]),
         probe_train=probe_train,
     )
+    if shard is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        logger.warning(
+            "launched with WORLD_SIZE=%s but audit() got no shard: every process runs the whole audit into the same "
+            "directory; pass shard=unpact.audit.Shard.from_env() to split it",
+            os.environ["WORLD_SIZE"],
+        )
     shard = shard or Shard()
     with shard.main_first("open the output directory"):  # rank 0 creates it and writes the key first
         out = AuditDir.create(config.out)
