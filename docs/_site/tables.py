@@ -115,29 +115,6 @@ def variants_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def matched_points_table() -> str:
-    """The sweep's chosen (utility-matched) point per method, with why."""
-    sweep = _json("sweep.json")
-    rows = ["| method | matched point | why |", "| --- | --- | --- |"]
-    choices = sweep.get("choices") or []
-    for c in choices if isinstance(choices, list) else choices.values():
-        why = str(c.get("reason", "")).replace("|", "/")
-        rows.append(f"| {c.get('method', '-')} | {c.get('point', c.get('label', '-'))} | {why} |")
-    return "\n".join(rows) + "\n"
-
-
-def demo_timings() -> str:
-    """Seconds per stage of the demo's audit and of its sweep's cheap audit."""
-    audit = _json("timings.json")
-    sweep = _json("sweep_timings.json")
-    rows = ["| stage | audit (s) | sweep's cheap audit (s) |", "| --- | --- | --- |"]
-    for stage in sorted(set(audit["seconds"]) | set(sweep["seconds"]), key=lambda s: -audit["seconds"].get(s, 0)):
-        a, b = audit["seconds"].get(stage), sweep["seconds"].get(stage)
-        rows.append(f"| {stage} | {'-' if a is None else f'{a:.1f}'} | {'-' if b is None else f'{b:.1f}'} |")
-    rows.append(f"| **total** | {audit['total_seconds']:.0f} | {sweep['total_seconds']:.0f} |")
-    return "\n".join(rows) + "\n"
-
-
 def sweep_table() -> str:
     """The demo sweep's table (``SweepResult.table()``, as ``unpact sweep`` prints it)."""
     from unpact.sweep import SweepResult
@@ -163,15 +140,68 @@ def palu_grid_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+_SPLIT_STAGES = (
+    "accuracy",
+    "attacks",
+    "attribution",
+    "lens",
+    "relearn",
+    "quantize",
+    "probes",
+    "directions",
+    "soft_prompt",
+    "diff_attacks",
+)
+
+
+def scale_table() -> str:
+    """Seconds per stage of the micro audit in one process and in two torchrun ranks (``docs/results/scale``)."""
+    scale = ROOT / "docs" / "results" / "scale"
+    one, two = (
+        json.loads((scale / f"{n}_timings.json").read_text(encoding="utf-8")) for n in ("one_process", "two_ranks")
+    )
+    rows = ["| stage | where | 1 process (s) | 2 ranks (s) |", "| --- | --- | --- | --- |"]
+    rest = [0.0, 0.0]
+    for stage in sorted(one["seconds"], key=lambda s: -one["seconds"][s]):
+        a, b = one["seconds"][stage], two["seconds"].get(stage, 0.0)
+        if stage in _SPLIT_STAGES or max(a, b) >= 3:
+            rows.append(f"| {stage} | {'split' if stage in _SPLIT_STAGES else 'rank 0'} | {a:.1f} | {b:.1f} |")
+        else:
+            rest = [rest[0] + a, rest[1] + b]
+    rows.append(f"| the rest | rank 0 | {rest[0]:.1f} | {rest[1]:.1f} |")
+    rows.append(f"| **total** | | {one['total_seconds']:.0f} | {two['total_seconds']:.0f} |")
+    return "\n".join(rows) + "\n"
+
+
+def unit_costs_table() -> str:
+    """Measured seconds per unit (``timings.json`` ``seconds_per``) of the micro and the default world's audits."""
+    rows = [
+        "| world | audit | decode, per item | attribution (IG, 16 steps), per item | forward, per item |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for world, path in (
+        ("micro", ROOT / "docs" / "results" / "scale" / "one_process_timings.json"),
+        ("default", DEMO / "timings.json"),
+    ):
+        t = json.loads(path.read_text(encoding="utf-8"))
+        per, work = t["seconds_per"], t["work"]
+        n = {k: sum(w.get(k, 0) for w in work.values()) for k in ("decode", "attribute", "forward")}
+        rows.append(
+            f"| {world} | {n['decode']:,} decodings, {n['attribute']:,} attributions, {n['forward']:,} forwards | "
+            f"{1e3 * per['decode']:.2f} ms | {1e3 * per['attribute']:.1f} ms | {1e3 * per['forward']:.3f} ms |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "scale_table": scale_table,
+    "unit_costs_table": unit_costs_table,
     "sweep_table": sweep_table,
     "palu_grid_table": palu_grid_table,
     "demo_table": demo_table,
     "levels_table": levels_table,
     "standard_metrics_table": standard_metrics_table,
     "variants_table": variants_table,
-    "matched_points_table": matched_points_table,
-    "demo_timings": demo_timings,
 }
 
 _BLOCK = re.compile(r"(<!-- generated: (\w+): begin -->\n)(.*?)(<!-- generated: \2: end -->)", re.S)
